@@ -1,0 +1,3 @@
+from ally.cli import main
+
+main()

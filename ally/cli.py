@@ -1,0 +1,129 @@
+"""The `ally` command: run work-ally, and see how it is doing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from ally.config import AllyConfig, ConfigError, config_path, data_dir, load_config
+
+app = typer.Typer(
+    name="ally",
+    help="work-ally: drive a local Codex agent from Feishu chats, with durable turns on Temporal.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _config() -> AllyConfig:
+    """Load the configuration or exit 2 with its one-line explanation (never a traceback)."""
+    try:
+        return load_config()
+    except ConfigError as e:
+        typer.echo(f"ally: config error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def up(
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo", help="Answer with a scripted local model instead of a real one (no account needed)."
+        ),
+    ] = False,
+) -> None:
+    """Start everything (Temporal dev server, workers, Feishu gateway), supervise it, stop it on Ctrl-C.
+
+    Uses the embedded Temporal dev server (state in <data dir>/temporal.db, Web UI on) unless a
+    cluster is configured ([temporal] address, or TEMPORAL_ADDRESS / Temporal CLI profiles).
+    Prints where the UI is, what runs, and what is missing with the next step.
+    """
+    config = _config()
+    from ally.supervisor import AlreadyRunning, UpOptions, run_up
+
+    try:
+        code = run_up(config, UpOptions(demo=demo), lambda line: typer.echo(line))
+    except AlreadyRunning as e:
+        typer.echo(f"ally: {e}", err=True)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def status(as_json: JsonOption = False) -> None:
+    """What is running, and the health of each part (supervisor, workers, Codex child, Temporal)."""
+    config = _config()
+    from ally.status import collect_status
+
+    report = asyncio.run(collect_status(config))
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    for line in report.lines():
+        typer.echo(line)
+    if not report.running:
+        raise typer.Exit(1)
+
+
+@app.command()
+def doctor(as_json: JsonOption = False) -> None:
+    """Check binaries, versions, config, credentials and ports, and say how to fix each problem."""
+    config = _config()
+    from ally.doctor import run_checks
+
+    checks = run_checks(config)
+    if as_json:
+        typer.echo(json.dumps([c.model_dump() for c in checks], indent=2))
+    else:
+        marks = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
+        for check in checks:
+            typer.echo(f"[{marks[check.status]}] {check.name}: {check.detail}")
+            if check.fix:
+                typer.echo(f"       fix: {check.fix}")
+    if any(c.status == "fail" for c in checks):
+        raise typer.Exit(1)
+
+
+@app.command("config")
+def show_config(as_json: JsonOption = False) -> None:
+    """The effective configuration (file + WORK_ALLY_* overrides), secrets masked."""
+    config = _config()
+    shown = _masked(config)
+    if as_json:
+        typer.echo(json.dumps(shown, indent=2, default=str))
+        return
+    typer.echo(f"# data dir: {data_dir()}   file: {config_path()}")
+    for section, values in shown.items():
+        typer.echo(f"\n[{section}]")
+        for key, value in values.items():
+            typer.echo(f"{key} = {json.dumps(value, default=str)}")
+
+
+def _masked(config: AllyConfig) -> dict[str, dict[str, Any]]:
+    # model_dump keeps SecretStr objects; show only whether a secret is set, never any of it.
+    shown: dict[str, dict[str, Any]] = {}
+    for section, model in config:
+        values: dict[str, Any] = {}
+        for key, value in model:
+            if hasattr(value, "get_secret_value"):
+                values[key] = "<set>" if value.get_secret_value() else "<unset>"
+            else:
+                values[key] = str(value) if value is not None and not isinstance(value, int | str) else value
+        shown[section] = values
+    return shown
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

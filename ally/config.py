@@ -1,0 +1,161 @@
+"""work-ally configuration: one TOML file in the data dir, environment variables on top.
+
+The data dir is `~/.work-ally/` unless `WORK_ALLY_HOME` moves it; the file is `config.toml` there.
+Any value can be overridden by `WORK_ALLY_<SECTION>__<KEY>` (e.g. `WORK_ALLY_FEISHU__APP_SECRET`).
+Every mistake (unknown key, bad value, broken TOML) becomes one `ConfigError` line naming the key
+and the expected form; the CLI prints it and exits 2.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+ENV_PREFIX = "WORK_ALLY_"
+HOME_ENV = "WORK_ALLY_HOME"
+
+
+class ConfigError(Exception):
+    """A configuration mistake, explained in one line."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class FeishuConfig(_Section):
+    app_id: str = Field("", description="The Feishu app's App ID (cli_…).")
+    app_secret: SecretStr = Field(SecretStr(""), description="The Feishu app's App Secret.")
+    transport: Literal["websocket", "webhook"] = Field(
+        "websocket", description="Long connection (no public URL needed) or an HTTP webhook."
+    )
+    encrypt_key: SecretStr = Field(SecretStr(""), description="Webhook mode: the event Encrypt Key.")
+    verification_token: SecretStr = Field(SecretStr(""), description="Webhook mode: Verification Token.")
+    webhook_port: int = Field(8787, ge=1, le=65535, description="Webhook mode: local HTTP port.")
+    domain: str = Field("https://open.feishu.cn", description="Open API base URL (Lark: open.larksuite.com).")
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.app_id and self.app_secret.get_secret_value())
+
+
+class CodexConfig(_Section):
+    binary: Path | None = Field(None, description="A codex native binary to use instead of the pinned one.")
+    home: Path | None = Field(None, description="CODEX_HOME for the runtime (default: ~/.codex).")
+    workspace: Path | None = Field(None, description="Working directory of new threads (default: data dir).")
+    model: str | None = Field(None, description="Model for new threads (default: Codex's own config).")
+    sandbox: Literal["read-only", "workspace-write", "danger-full-access"] = "workspace-write"
+    approval_policy: Literal["untrusted", "on-request", "never"] = "on-request"
+
+    def resolved_home(self) -> Path:
+        return (self.home or Path(os.environ.get("CODEX_HOME", Path.home() / ".codex"))).expanduser()
+
+
+class TemporalConfig(_Section):
+    address: str | None = Field(
+        None,
+        description="host:port of an existing Temporal cluster; unset = the embedded dev server "
+        "(Temporal's own TEMPORAL_ADDRESS / profiles also select a cluster).",
+    )
+    namespace: str = "default"
+    port: int = Field(7233, ge=1, le=65535, description="Embedded dev server gRPC port.")
+    ui_port: int = Field(8233, ge=1, le=65535, description="Embedded dev server Web UI port.")
+
+
+class RuntimeConfig(_Section):
+    host: str = Field(
+        default_factory=socket.gethostname,
+        description="Name of this runtime host; its task queue is codex-runtime@<host>.",
+    )
+
+
+class AllyConfig(_Section):
+    feishu: FeishuConfig = FeishuConfig()
+    codex: CodexConfig = CodexConfig()
+    temporal: TemporalConfig = TemporalConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get(HOME_ENV) or Path.home() / ".work-ally").expanduser()
+
+
+def config_path() -> Path:
+    return data_dir() / "config.toml"
+
+
+def load_config(path: Path | None = None, environ: dict[str, str] | None = None) -> AllyConfig:
+    """Read the TOML file (if present), apply `WORK_ALLY_*` overrides, validate."""
+    path = path or config_path()
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    if path.exists():
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    _apply_env(raw, env)
+    try:
+        return AllyConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"{path}: {_explain(e)}") from None
+
+
+def _apply_env(raw: dict[str, Any], env: os._Environ[str] | dict[str, str]) -> None:
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == HOME_ENV:
+            continue
+        section, sep, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        if not sep or not key:
+            raise ConfigError(f"{name}: expected WORK_ALLY_<SECTION>__<KEY>, e.g. WORK_ALLY_FEISHU__APP_ID")
+        target = raw.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"{name}: [{section}] is not a section")
+        target[key] = value
+
+
+def _explain(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"unknown key '{where}' (known: {_known_keys(first['loc'][:-1])})"
+    expected = _expected_form(first["loc"])
+    got = first.get("input")
+    shown = "" if isinstance(got, dict) or _is_secret(first["loc"]) else f", got {got!r}"
+    return f"{where}: {first['msg'].lower()}{shown}" + (f" (expected {expected})" if expected else "")
+
+
+def _section_model(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = AllyConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _known_keys(loc: tuple[int | str, ...]) -> str:
+    model = _section_model(loc)
+    return ", ".join(model.model_fields) if model else "?"
+
+
+def _is_secret(loc: tuple[int | str, ...]) -> bool:
+    model = _section_model(loc[:-1])
+    field = model.model_fields.get(str(loc[-1])) if model else None
+    return field is not None and field.annotation is SecretStr
+
+
+def _expected_form(loc: tuple[int | str, ...]) -> str:
+    model = _section_model(loc[:-1])
+    field = model.model_fields.get(str(loc[-1])) if model else None
+    if field is None:
+        return ""
+    text = repr(field.annotation).replace("typing.", "").replace("pydantic.types.", "")
+    return text.replace("<class '", "").replace("'>", "")

@@ -1,0 +1,113 @@
+"""Models that cross Temporal boundaries: workflow and activity inputs and outputs, signals, updates.
+
+One model argument per workflow and activity, so fields can be added without breaking histories
+(notes/temporal.md, style). Keep transcripts out: payloads carry ids and the final text only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+RequestKind = Literal["command", "file_change", "permissions", "user_input", "elicitation", "other"]
+TurnStatus = Literal["completed", "interrupted", "failed"]
+
+
+class RuntimeLocation(BaseModel):
+    """Where a conversation's Codex thread lives: the host and its pinned task queue."""
+
+    host: str
+    task_queue: str
+
+
+class ThreadSettings(BaseModel):
+    cwd: str
+    model: str | None = None
+    sandbox: Literal["read-only", "workspace-write", "danger-full-access"] = "workspace-write"
+    approval_policy: Literal["untrusted", "on-request", "never"] = "on-request"
+    developer_instructions: str | None = None
+
+
+class EnsureThreadInput(BaseModel):
+    thread_id: str | None = None
+    settings: ThreadSettings
+
+
+class ThreadRef(BaseModel):
+    thread_id: str
+
+
+class RunTurnInput(BaseModel):
+    thread_id: str
+    text: str
+    local_images: list[str] = []
+    plan_mode: bool = False
+
+
+class TurnProgress(BaseModel):
+    """Heartbeat details of `run_turn`: a retry on the same host resumes from here."""
+
+    thread_id: str
+    turn_id: str | None = None
+    last_item: str | None = None
+
+
+class CodexRequest(BaseModel):
+    """A server request (approval, question) Codex is waiting on, forwarded to the turn workflow."""
+
+    key: str
+    kind: RequestKind
+    method: str
+    thread_id: str
+    turn_id: str | None = None
+    item_id: str | None = None
+    command: str | None = None
+    cwd: str | None = None
+    reason: str | None = None
+    diff: str | None = None
+    questions: list[dict[str, Any]] = []
+
+
+class TurnOutcome(BaseModel):
+    """How a turn ended, read back from `thread/read` (never assumed from the event stream)."""
+
+    thread_id: str
+    turn_id: str
+    status: TurnStatus
+    final_text: str = ""
+    error: str | None = None
+    runtime_restarted: bool = False
+
+
+class AnswerRequestInput(BaseModel):
+    key: str
+    result: dict[str, Any]
+
+
+class SteerTurnInput(BaseModel):
+    thread_id: str
+    turn_id: str
+    text: str
+
+
+class InterruptTurnInput(BaseModel):
+    thread_id: str
+    turn_id: str
+
+
+class ReadThreadInput(BaseModel):
+    thread_id: str
+
+
+class TurnSummary(BaseModel):
+    turn_id: str
+    status: str
+    user_text: str = ""
+    final_text: str = ""
+    error: str | None = None
+
+
+class ThreadSummary(BaseModel):
+    thread_id: str
+    turns: list[TurnSummary]

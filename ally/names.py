@@ -1,0 +1,49 @@
+"""Every Temporal name work-ally uses: task queues, search attributes, workflow ids.
+
+Ids are built only here, so that a reader can see at a glance what each id means and that the
+deterministic ones (turns, updates) really are deterministic: Temporal de-duplicates by them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from temporalio.common import SearchAttributeKey
+
+# Workflows and the activities that need no Codex child (channel delivery) run here.
+TURNS_QUEUE = "ally-turns"
+# Shared queue every runtime host polls; it answers "which host are you?" so that a conversation
+# can pin its turns to the host whose child process holds the thread (notes/temporal.md §1).
+RUNTIME_DISCOVERY_QUEUE = "codex-runtime"
+
+
+def runtime_queue(host: str) -> str:
+    """The pinned queue of one runtime host: only the worker that owns that host's child polls it."""
+    return f"codex-runtime@{host}"
+
+
+# Custom search attributes, registered on the embedded dev server at start and in tests.
+CHAT = SearchAttributeKey.for_keyword("AllyChat")
+CODEX_THREAD = SearchAttributeKey.for_keyword("AllyThread")
+TURN_STATE = SearchAttributeKey.for_keyword("AllyTurnState")
+SEARCH_ATTRIBUTES = (CHAT, CODEX_THREAD, TURN_STATE)
+
+
+def conversation_id(chat: str) -> str:
+    return f"chat:{chat}"
+
+
+def turn_id(chat: str, message: str) -> str:
+    """One turn per inbound message: Feishu redeliveries map to the same workflow id."""
+    return f"turn:{chat}:{message}"
+
+
+def decision_update_id(request_key: str, operator: str) -> str:
+    """A card click, redelivered or double-clicked, maps to one update id, so it decides once."""
+    return f"decide:{request_key}:{operator}"
+
+
+def delivery_key(turn_workflow_id: str, part: int) -> str:
+    """Feishu's `uuid` for a reply chunk: at most 50 chars, stable across activity retries."""
+    digest = hashlib.sha256(f"{turn_workflow_id}#{part}".encode()).hexdigest()
+    return f"wa-{digest[:40]}"

