@@ -111,3 +111,72 @@ class TurnSummary(BaseModel):
 class ThreadSummary(BaseModel):
     thread_id: str
     turns: list[TurnSummary]
+
+
+# --- Chats -------------------------------------------------------------------------------------
+
+
+class ChatRef(BaseModel):
+    """A chat, and the task queue whose worker can deliver to it.
+
+    Feishu chats are delivered by the turns worker; a terminal conversation (`ally chat`) hosts its
+    own delivery queue, so the same workflows reach either without knowing which.
+    """
+
+    channel: Literal["feishu", "console"]
+    chat_id: str
+    chat_type: Literal["p2p", "group"] = "p2p"
+    delivery_queue: str
+
+
+class Person(BaseModel):
+    id: str
+    name: str = ""
+
+
+class InboundMessage(BaseModel):
+    message_id: str
+    chat: ChatRef
+    sender: Person
+    text: str
+    local_images: list[str] = []
+    reply_to: str | None = None  # the channel message a reply should answer (thread-aware)
+
+
+class SentMessage(BaseModel):
+    message_id: str
+
+
+class Reply(BaseModel):
+    chat: ChatRef
+    reply_to: str | None
+    text: str
+    idempotency_key: str
+    tone: Literal["answer", "notice", "problem"] = "answer"
+
+
+class ApprovalPrompt(BaseModel):
+    chat: ChatRef
+    reply_to: str | None
+    turn_workflow_id: str  # where a click on the card sends its decision
+    request: CodexRequest
+    idempotency_key: str
+    expires_in_s: float
+
+
+class ApprovalOutcome(BaseModel):
+    chat: ChatRef
+    message_id: str
+    request: CodexRequest
+    decision: str
+    decided_by: str  # a person's name, or the rule that decided
+    decided_at: str
+
+
+class Decision(BaseModel):
+    """A person's answer to a pending request (a card click, a text shortcut, the terminal)."""
+
+    key: str
+    decision: Literal["accept", "acceptForSession", "decline", "cancel"] | None = None
+    answers: dict[str, list[str]] = {}  # user-input answers by question id
+    operator: Person

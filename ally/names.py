@@ -43,7 +43,14 @@ def decision_update_id(request_key: str, operator: str) -> str:
     return f"decide:{request_key}:{operator}"
 
 
-def delivery_key(turn_workflow_id: str, part: int) -> str:
-    """Feishu's `uuid` for a reply chunk: at most 50 chars, stable across activity retries."""
+def delivery_key(turn_workflow_id: str, part: str) -> str:
+    """Feishu's `uuid` for one outbound message of a turn: at most 50 chars, stable across retries.
+
+    Channels that split a long reply derive one key per chunk from this one (`chunk_key`).
+    """
     digest = hashlib.sha256(f"{turn_workflow_id}#{part}".encode()).hexdigest()
     return f"wa-{digest[:40]}"
+
+
+def chunk_key(key: str, chunk: int) -> str:
+    return key if chunk == 0 else f"{key[:44]}-{chunk}"

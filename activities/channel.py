@@ -1,0 +1,47 @@
+"""Delivery activities: thin calls into the channel that serves this worker's delivery queue.
+
+Retries come from the workflow's retry policy; a channel raises, it does not loop. A message the
+chat rejects for good raises `PermanentDeliveryError`, which the workflows mark non-retryable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from ally.channels import Channel, PermanentDeliveryError
+from ally.contracts import ApprovalOutcome, ApprovalPrompt, Reply, SentMessage
+
+
+class ChannelActivities:
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+
+    @activity.defn(name="send_reply")
+    async def send_reply(self, reply: Reply) -> SentMessage:
+        with _permanent_errors_not_retried():
+            return await self.channel.send_reply(reply)
+
+    @activity.defn(name="send_approval")
+    async def send_approval(self, prompt: ApprovalPrompt) -> SentMessage:
+        with _permanent_errors_not_retried():
+            return await self.channel.send_approval(prompt)
+
+    @activity.defn(name="update_approval")
+    async def update_approval(self, outcome: ApprovalOutcome) -> None:
+        with _permanent_errors_not_retried():
+            await self.channel.update_approval(outcome)
+
+    def all(self) -> list[object]:
+        return [self.send_reply, self.send_approval, self.update_approval]
+
+
+@contextmanager
+def _permanent_errors_not_retried() -> Iterator[None]:
+    try:
+        yield
+    except PermanentDeliveryError as error:
+        raise ApplicationError(str(error), type="PermanentDeliveryError", non_retryable=True) from error

@@ -1,0 +1,47 @@
+"""Handing an inbound chat message to its conversation: signal-with-start, nothing else.
+
+Works with no worker running (the server records the signal durably, notes/temporal.md §3), so a
+message accepted here is never lost; it is answered when the workers are back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+
+from ally import names
+from ally.config import AllyConfig, data_dir
+from ally.contracts import ChatRef, InboundMessage, ThreadSettings
+from workflows.conversation import ConversationState, ConversationWorkflow
+
+
+def thread_settings(config: AllyConfig) -> ThreadSettings:
+    workspace = config.codex.workspace or data_dir() / "workspace"
+    Path(workspace).mkdir(parents=True, exist_ok=True)
+    return ThreadSettings(
+        cwd=str(workspace),
+        model=config.codex.model,
+        sandbox=config.codex.sandbox,
+        approval_policy=config.codex.approval_policy,
+    )
+
+
+async def hand_over(client: Client, config: AllyConfig, message: InboundMessage) -> None:
+    """Start the chat's conversation if needed and deliver the message to it."""
+    await client.start_workflow(
+        ConversationWorkflow.run,
+        ConversationState(chat=message.chat, settings=thread_settings(config)),
+        id=names.conversation_id(message.chat.chat_id),
+        task_queue=names.TURNS_QUEUE,
+        start_signal="inbound",
+        start_signal_args=[message],
+        search_attributes=TypedSearchAttributes([SearchAttributePair(names.CHAT, message.chat.chat_id)]),
+        static_summary=f"conversation {message.chat.chat_id}",
+    )
+
+
+def console_chat(host: str) -> ChatRef:
+    queue = f"console@{host}"
+    return ChatRef(channel="console", chat_id=queue, delivery_queue=queue)

@@ -1,0 +1,252 @@
+"""One chat: its Codex thread, its host, its queue, its commands. Runs one turn at a time.
+
+Started (or signalled) by signal-with-start from the gateway for every inbound message. Temporal
+does not de-duplicate signals, so recent message ids are remembered here; each turn is a child
+workflow with a deterministic id, so even a message that slips past that set cannot run twice.
+While a turn runs, a new message is queued (the default; the person is told its position) or
+steered into the running turn. Commands act at once: /stop /new /status /retry /mode /help.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ActivityError, ChildWorkflowError
+
+with workflow.unsafe.imports_passed_through():
+    from ally import names
+    from ally.contracts import ChatRef, InboundMessage, Reply, RuntimeLocation, ThreadSettings
+    from workflows.turn import TurnInput, TurnResult, TurnWorkflow
+
+SEEN_LIMIT = 500  # Feishu redelivers within minutes; 500 ids cover far more than that window
+HELP = """Commands:
+/stop: interrupt the running turn (queued messages stay)
+/new: start a fresh Codex thread with the next message
+/status: what runs, what waits, what is queued
+/retry: run the last message again
+/mode queue|steer: while a turn runs, queue new messages (default) or steer them into it
+/help: this list"""
+
+
+class ConversationState(BaseModel):
+    """Everything a conversation carries across continue-as-new."""
+
+    chat: ChatRef
+    settings: ThreadSettings
+    thread_id: str | None = None
+    runtime: RuntimeLocation | None = None
+    busy_policy: Literal["queue", "steer"] = "queue"
+    approvers: list[str] = []
+    approval_timeout_s: float = 30 * 60
+    queue: list[InboundMessage] = []
+    seen: list[str] = []
+    last_message: InboundMessage | None = None
+    turns: int = 0
+
+
+class ConversationView(BaseModel):
+    thread_id: str | None
+    running: str | None
+    queued: list[str]
+    busy_policy: str
+    turns: int
+
+
+@workflow.defn
+class ConversationWorkflow:
+    @workflow.init
+    def __init__(self, state: ConversationState) -> None:
+        self.s = state
+        self.current: InboundMessage | None = None
+        self.child: workflow.ChildWorkflowHandle[TurnWorkflow, TurnResult] | None = None
+        self.commands: list[InboundMessage] = []
+        self.steers: list[InboundMessage] = []
+        self.notices: list[tuple[InboundMessage, str]] = []
+
+    @workflow.signal
+    def inbound(self, message: InboundMessage) -> None:
+        if message.message_id in self.s.seen:
+            return  # a redelivery: Feishu pushes again when an ack is slow
+        self.s.seen = [*self.s.seen, message.message_id][-SEEN_LIMIT:]
+        if message.text.strip().startswith("/"):
+            self.commands.append(message)
+        elif self.current is not None and self.s.busy_policy == "steer":
+            self.steers.append(message)
+        else:
+            self.s.queue.append(message)
+            if self.current is not None:
+                position = len(self.s.queue)
+                self.notices.append(
+                    (message, f"Queued (position {position}); runs after the current turn.")
+                )
+
+    @workflow.query
+    def view(self) -> ConversationView:
+        return ConversationView(
+            thread_id=self.s.thread_id,
+            running=self.current.text[:80] if self.current else None,
+            queued=[m.text[:80] for m in self.s.queue],
+            busy_policy=self.s.busy_policy,
+            turns=self.s.turns,
+        )
+
+    @workflow.run
+    async def run(self, state: ConversationState) -> None:
+        workflow.upsert_search_attributes([names.CHAT.value_set(self.s.chat.chat_id)])
+        while True:
+            await workflow.wait_condition(self._has_work)
+            await self._run_commands()
+            await self._forward_steers()
+            await self._send_notices()
+            if self.child is not None and self.child.done():
+                await self._finish_turn()
+            if self.child is None and self.s.queue:
+                await self._start_turn(self.s.queue.pop(0))
+            if self.child is None and not self.s.queue and workflow.info().is_continue_as_new_suggested():
+                # Only between turns: a parent continuing-as-new would terminate its running child.
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(self.s)
+
+    # --- turns -----------------------------------------------------------------------------------
+
+    async def _start_turn(self, message: InboundMessage) -> None:
+        if self.s.runtime is None:
+            try:
+                self.s.runtime = await workflow.execute_activity(
+                    "locate_runtime",
+                    task_queue=names.RUNTIME_DISCOVERY_QUEUE,
+                    result_type=RuntimeLocation,
+                    schedule_to_start_timeout=timedelta(seconds=30),
+                    start_to_close_timeout=timedelta(seconds=10),
+                    retry_policy=RetryPolicy(maximum_attempts=3),
+                    summary="find a Codex runtime host",
+                )
+            except ActivityError:
+                await self._say(message, "No Codex runtime is running on this machine; is `ally up` running?")
+                return
+        self.current = message
+        self.s.last_message = message
+        self.child = await workflow.start_child_workflow(
+            TurnWorkflow.run,
+            TurnInput(
+                message=message,
+                runtime=self.s.runtime,
+                thread_id=self.s.thread_id,
+                settings=self.s.settings,
+                approvers=self.s.approvers,
+                approval_timeout_s=self.s.approval_timeout_s,
+            ),
+            id=names.turn_id(self.s.chat.chat_id, message.message_id),
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            static_summary=f"{self.s.chat.chat_id}: {message.text[:60]}",
+            search_attributes=workflow.info().typed_search_attributes,
+        )
+
+    async def _finish_turn(self) -> None:
+        assert self.child is not None
+        try:
+            result = self.child.result()
+            if result.thread_id:
+                self.s.thread_id = result.thread_id
+            if result.status == "host_lost":
+                self.s.runtime = None  # locate again: the host may be back, or another one is
+        except ChildWorkflowError as error:
+            workflow.logger.warning("turn workflow failed: %s", error)
+        self.s.turns += 1
+        self.child = None
+        self.current = None
+
+    # --- while a turn runs ----------------------------------------------------------------------
+
+    async def _forward_steers(self) -> None:
+        while self.steers:
+            message = self.steers.pop(0)
+            if self.child is None:
+                self.s.queue.append(message)
+                continue
+            await self.child.signal(TurnWorkflow.steer, message.text)
+            await self._say(message, "Steered into the running turn.")
+
+    async def _run_commands(self) -> None:
+        while self.commands:
+            message = self.commands.pop(0)
+            command, _, rest = message.text.strip().partition(" ")
+            await self._run_command(message, command.lower(), rest.strip())
+
+    async def _run_command(self, message: InboundMessage, command: str, rest: str) -> None:
+        if command == "/stop":
+            if self.child is None:
+                await self._say(message, "Nothing is running." + self._queue_note())
+                return
+            await self.child.signal(TurnWorkflow.stop)
+            await self._say(message, "Stopping the running turn." + self._queue_note())
+        elif command == "/new":
+            self.s.thread_id = None
+            when = "after the current turn" if self.child else "with your next message"
+            await self._say(message, f"A fresh Codex thread starts {when}.")
+        elif command == "/status":
+            await self._say(message, self._status_text())
+        elif command == "/retry":
+            if self.s.last_message is None:
+                await self._say(message, "There is nothing to retry yet.")
+                return
+            again = self.s.last_message.model_copy(update={"message_id": f"{message.message_id}:retry"})
+            self.s.queue.append(again)
+            await self._say(message, f"Retrying: {again.text[:80]}")
+        elif command == "/mode" and rest in ("queue", "steer"):
+            self.s.busy_policy = rest  # type: ignore[assignment]
+            await self._say(message, f"While a turn runs, new messages will {rest}.")
+        else:
+            await self._say(message, HELP)
+
+    async def _send_notices(self) -> None:
+        while self.notices:
+            message, text = self.notices.pop(0)
+            await self._say(message, text)
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _has_work(self) -> bool:
+        return (
+            bool(self.commands or self.steers or self.notices)
+            or (self.child is not None and self.child.done())
+            or (self.child is None and bool(self.s.queue))
+        )
+
+    def _queue_note(self) -> str:
+        return f" {len(self.s.queue)} queued message(s) stay queued." if self.s.queue else ""
+
+    def _status_text(self) -> str:
+        lines = [f"Thread: {self.s.thread_id or '(new with the next message)'}"]
+        if self.current is not None:
+            lines.append(f"Running: {self.current.text[:80]}")
+            lines.append(f"Turn: {names.turn_id(self.s.chat.chat_id, self.current.message_id)} (Temporal UI)")
+        else:
+            lines.append("Running: nothing")
+        lines.append(f"Queued: {len(self.s.queue)}")
+        lines += [f"  {i + 1}. {m.text[:60]}" for i, m in enumerate(self.s.queue)]
+        lines.append(f"While busy: {self.s.busy_policy}. Turns so far: {self.s.turns}.")
+        if self.s.runtime:
+            lines.append(f"Runtime host: {self.s.runtime.host}")
+        return "\n".join(lines)
+
+    async def _say(self, to: InboundMessage, text: str) -> None:
+        await workflow.execute_activity(
+            "send_reply",
+            Reply(
+                chat=self.s.chat,
+                reply_to=to.message_id,
+                text=text,
+                idempotency_key=names.delivery_key(workflow.info().workflow_id, f"notice:{to.message_id}"),
+                tone="notice",
+            ),
+            task_queue=self.s.chat.delivery_queue,
+            start_to_close_timeout=timedelta(seconds=30),
+            schedule_to_close_timeout=timedelta(minutes=55),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+            summary="tell the chat",
+        )

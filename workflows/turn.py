@@ -1,0 +1,432 @@
+"""One conversation turn, start to finish: the whole story of a message in one file.
+
+    ensure the Codex thread (pinned host)
+    run the turn (pinned host; heartbeats; forwards each approval/question here as a signal)
+      while it runs: show each request in the chat, wait for a decision (update, or signal
+      fallback), answer Codex on the same host; steer and /stop arrive as signals
+    the outcome is read back from `thread/read` by the host (the truth, never streamed deltas)
+    deliver it to the chat once (idempotency key derived from this workflow's id)
+
+Every step that can fail is an activity with its own timeout and retry policy; a dead host shows up
+as a schedule-to-start or heartbeat timeout and becomes an honest message, never silence.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from ally import names
+    from ally.contracts import (
+        AnswerRequestInput,
+        ApprovalOutcome,
+        ApprovalPrompt,
+        CodexRequest,
+        Decision,
+        EnsureThreadInput,
+        InboundMessage,
+        Person,
+        Reply,
+        RuntimeLocation,
+        RunTurnInput,
+        SentMessage,
+        SteerTurnInput,
+        ThreadRef,
+        ThreadSettings,
+        TurnOutcome,
+    )
+
+# Pinned calls: a host that is gone must surface in seconds, not hang (notes/temporal.md §1:
+# schedule-to-start is per attempt and not retried, so it reaches this code as "host is gone").
+HOST_START = timedelta(seconds=30)
+HOST_CALL = timedelta(seconds=60)
+HOST_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["UnknownRequest"])
+# Chat delivery: Feishu dedupes by uuid for an hour, so retries inside that window are safe.
+DELIVERY_CALL = timedelta(seconds=30)
+DELIVERY_WINDOW = timedelta(minutes=55)
+DELIVERY_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=["PermanentDeliveryError"],
+)
+RUN_TURN_HEARTBEAT = timedelta(seconds=10)
+RUN_TURN_MAX = timedelta(hours=12)
+
+
+class TurnInput(BaseModel):
+    message: InboundMessage
+    runtime: RuntimeLocation
+    thread_id: str | None
+    settings: ThreadSettings
+    approvers: list[str] = []  # besides the sender, who may decide this turn's approvals
+    approval_timeout_s: float = 30 * 60
+
+
+class TurnResult(BaseModel):
+    thread_id: str | None
+    turn_id: str | None
+    status: str  # completed | interrupted | failed | host_lost
+    runtime_restarted: bool = False
+
+
+class PendingRequest(BaseModel):
+    request: CodexRequest
+    shown_at: float
+    card_message_id: str | None = None
+    decision: Decision | None = None
+    answered: bool = False
+
+
+class TurnView(BaseModel):
+    state: str
+    thread_id: str | None
+    turn_id: str | None
+    pending: list[CodexRequest]
+    steers: int
+
+
+@workflow.defn
+class TurnWorkflow:
+    @workflow.init
+    def __init__(self, turn: TurnInput) -> None:
+        self.turn = turn
+        self.state = "starting"
+        self.thread_id: str | None = turn.thread_id
+        self.turn_id: str | None = None
+        self.requests: dict[str, PendingRequest] = {}
+        self.steers: list[str] = []
+        self.stop_requested = False
+
+    # --- what the outside world can tell a running turn ------------------------------------------
+
+    @workflow.signal
+    def codex_request(self, request: CodexRequest) -> None:
+        """From `run_turn` on the host: Codex is waiting for an answer."""
+        if request.key not in self.requests:
+            self.requests[request.key] = PendingRequest(request=request, shown_at=workflow.time())
+
+    @workflow.update
+    def decide(self, decision: Decision) -> str:
+        self.requests[decision.key].decision = decision
+        return decision.decision or "answered"
+
+    @decide.validator
+    def check_decision(self, decision: Decision) -> None:
+        """Rejected calls leave no history event (notes/temporal.md §2)."""
+        pending = self.requests.get(decision.key)
+        if pending is None or pending.decision is not None:
+            raise ValueError("this request is no longer waiting for a decision")
+        if not self._may_decide(decision.operator.id):
+            raise ValueError(f"{decision.operator.name or decision.operator.id} may not decide this request")
+
+    @workflow.signal
+    def decide_later(self, decision: Decision) -> None:
+        """Fallback when no worker can run the update right now: same checks, mismatches ignored."""
+        pending = self.requests.get(decision.key)
+        if pending and pending.decision is None and self._may_decide(decision.operator.id):
+            pending.decision = decision
+
+    @workflow.signal
+    def steer(self, text: str) -> None:
+        self.steers.append(text)
+
+    @workflow.signal
+    def stop(self) -> None:
+        self.stop_requested = True
+
+    @workflow.query
+    def view(self) -> TurnView:
+        waiting = [p.request for p in self.requests.values() if p.decision is None]
+        return TurnView(
+            state=self.state,
+            thread_id=self.thread_id,
+            turn_id=self.turn_id,
+            pending=waiting,
+            steers=len(self.steers),
+        )
+
+    # --- the story -------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, turn: TurnInput) -> TurnResult:
+        self._set_state("running")
+        try:
+            thread: ThreadRef = await self._on_host(
+                "ensure_thread",
+                EnsureThreadInput(thread_id=turn.thread_id, settings=turn.settings),
+                result_type=ThreadRef,
+                summary="start or resume the Codex thread",
+            )
+        except ActivityError as error:
+            return await self._host_lost(error)
+        self.thread_id = thread.thread_id
+        workflow.upsert_search_attributes([names.CODEX_THREAD.value_set(thread.thread_id)])
+
+        running = workflow.start_activity(
+            "run_turn",
+            RunTurnInput(
+                thread_id=thread.thread_id, text=self._prompt_text(), local_images=turn.message.local_images
+            ),
+            task_queue=turn.runtime.task_queue,
+            result_type=TurnOutcome,
+            schedule_to_start_timeout=HOST_START,
+            start_to_close_timeout=RUN_TURN_MAX,
+            heartbeat_timeout=RUN_TURN_HEARTBEAT,
+            retry_policy=RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1)),
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            summary="run the turn on the Codex host",
+        )
+        while not running.done():
+            await workflow.wait_condition(
+                lambda: running.done() or self._has_work(),
+                timeout=self._next_expiry(),
+                timeout_summary="approval expiry",
+            )
+            await self._show_new_requests()
+            await self._answer_decided_requests()
+            await self._expire_overdue_requests()
+            await self._forward_steers()
+            if self.stop_requested and not running.cancelled():
+                running.cancel()  # run_turn interrupts the Codex turn, then reports how it ended
+
+        try:
+            outcome = await running
+        except ActivityError as error:
+            if not self.stop_requested:
+                return await self._host_lost(error)
+            # Cancelled by /stop before the host could report: the turn was interrupted.
+            outcome = TurnOutcome(
+                thread_id=thread.thread_id, turn_id=self.turn_id or "", status="interrupted"
+            )
+        self.turn_id = outcome.turn_id
+        await self._close_unanswered_requests(outcome)
+        self._set_state("delivering")
+        await self._deliver(outcome)
+        self._set_state("done" if outcome.status == "completed" else "failed")
+        return TurnResult(
+            thread_id=outcome.thread_id,
+            turn_id=outcome.turn_id,
+            status=outcome.status,
+            runtime_restarted=outcome.runtime_restarted,
+        )
+
+    # --- steps -----------------------------------------------------------------------------------
+
+    async def _show_new_requests(self) -> None:
+        for pending in self.requests.values():
+            if pending.card_message_id is not None:
+                continue
+            self._set_state("awaiting_approval")
+            sent = await self._to_chat(
+                "send_approval",
+                ApprovalPrompt(
+                    chat=self.turn.message.chat,
+                    reply_to=self.turn.message.message_id,
+                    turn_workflow_id=workflow.info().workflow_id,
+                    request=pending.request,
+                    idempotency_key=names.delivery_key(
+                        workflow.info().workflow_id, f"ask:{pending.request.key}"
+                    ),
+                    expires_in_s=self.turn.approval_timeout_s,
+                ),
+                result_type=SentMessage,
+                summary=f"ask: {pending.request.kind}",
+            )
+            pending.card_message_id = sent.message_id
+
+    async def _answer_decided_requests(self) -> None:
+        for pending in self.requests.values():
+            if pending.decision is None or pending.answered:
+                continue
+            pending.answered = True
+            decided_by = pending.decision.operator.name or pending.decision.operator.id
+            await self._answer(pending, pending.decision, decided_by)
+        if all(p.answered for p in self.requests.values()):
+            self._set_state("running")
+
+    async def _expire_overdue_requests(self) -> None:
+        now = workflow.time()
+        for pending in self.requests.values():
+            if pending.decision is None and now - pending.shown_at >= self.turn.approval_timeout_s:
+                system = Decision(key=pending.request.key, decision="decline", operator=WORK_ALLY)
+                pending.decision = system
+                pending.answered = True
+                await self._answer(pending, system, "expiry (no decision in time)")
+
+    async def _answer(self, pending: PendingRequest, decision: Decision, decided_by: str) -> None:
+        try:
+            await self._on_host(
+                "answer_request",
+                AnswerRequestInput(key=pending.request.key, result=codex_answer(pending.request, decision)),
+                summary=f"answer {pending.request.kind}: {decision.decision or 'input'}",
+            )
+            shown: str = decision.decision or "answered"
+        except ActivityError:
+            shown = "expired: the Codex runtime restarted and no longer waits for it"
+        await self._show_decision(pending, shown, decided_by)
+
+    async def _show_decision(self, pending: PendingRequest, shown: str, decided_by: str) -> None:
+        if pending.card_message_id is None:
+            return
+        await self._to_chat(
+            "update_approval",
+            ApprovalOutcome(
+                chat=self.turn.message.chat,
+                message_id=pending.card_message_id,
+                request=pending.request,
+                decision=shown,
+                decided_by=decided_by,
+                decided_at=workflow.now().isoformat(timespec="seconds"),
+            ),
+            summary="show the decision on the card",
+        )
+
+    async def _forward_steers(self) -> None:
+        while self.steers and self.thread_id:
+            text = self.steers.pop(0)
+            turn_id = self.turn_id or ""
+            try:
+                await self._on_host(
+                    "steer_turn",
+                    SteerTurnInput(thread_id=self.thread_id, turn_id=turn_id, text=text),
+                    summary="steer the running turn",
+                )
+            except ActivityError:
+                workflow.logger.info("steer arrived after the turn ended; dropped")
+
+    async def _close_unanswered_requests(self, outcome: TurnOutcome) -> None:
+        """A turn that ended (stop, crash) with a card still open: say so on the card."""
+        for pending in self.requests.values():
+            if pending.decision is None:
+                pending.decision = Decision(key=pending.request.key, decision="cancel", operator=WORK_ALLY)
+                await self._show_decision(
+                    pending, f"not needed any more: the turn was {outcome.status}", "work-ally"
+                )
+
+    async def _deliver(self, outcome: TurnOutcome) -> None:
+        await self._send(reply_text(outcome), tone="answer" if outcome.status == "completed" else "problem")
+
+    async def _host_lost(self, error: ActivityError) -> TurnResult:
+        workflow.logger.warning("runtime host lost: %s", error)
+        self._set_state("failed")
+        await self._send(
+            "The Codex runtime on this machine did not answer, so this turn was interrupted. "
+            "Nothing was lost: send /retry to run it again.",
+            tone="problem",
+        )
+        return TurnResult(thread_id=self.thread_id, turn_id=self.turn_id, status="host_lost")
+
+    async def _send(self, text: str, *, tone: Literal["answer", "notice", "problem"]) -> None:
+        await self._to_chat(
+            "send_reply",
+            Reply(
+                chat=self.turn.message.chat,
+                reply_to=self.turn.message.message_id,
+                text=text,
+                idempotency_key=names.delivery_key(workflow.info().workflow_id, "reply"),
+                tone=tone,
+            ),
+            result_type=SentMessage,
+            summary="deliver the reply",
+        )
+
+    async def _on_host(
+        self, activity: str, arg: BaseModel, *, summary: str, result_type: type | None = None
+    ) -> Any:
+        """A call pinned to the host whose Codex child holds this thread."""
+        return await workflow.execute_activity(
+            activity,
+            arg,
+            task_queue=self.turn.runtime.task_queue,
+            result_type=result_type,
+            schedule_to_start_timeout=HOST_START,
+            start_to_close_timeout=HOST_CALL,
+            retry_policy=HOST_RETRY,
+            summary=summary,
+        )
+
+    async def _to_chat(
+        self, activity: str, arg: BaseModel, *, summary: str, result_type: type | None = None
+    ) -> Any:
+        """A call to the worker that can deliver to this chat; retried until it lands."""
+        return await workflow.execute_activity(
+            activity,
+            arg,
+            task_queue=self.turn.message.chat.delivery_queue,
+            result_type=result_type,
+            start_to_close_timeout=DELIVERY_CALL,
+            schedule_to_close_timeout=DELIVERY_WINDOW,
+            retry_policy=DELIVERY_RETRY,
+            summary=summary,
+        )
+
+    # --- small pure helpers ----------------------------------------------------------------------
+
+    def _has_work(self) -> bool:
+        return (
+            any(p.card_message_id is None for p in self.requests.values())
+            or any(p.decision is not None and not p.answered for p in self.requests.values())
+            or bool(self.steers)
+            or self.stop_requested
+        )
+
+    def _next_expiry(self) -> float | None:
+        waiting = [p.shown_at for p in self.requests.values() if p.decision is None]
+        if not waiting:
+            return None
+        return max(0.0, min(waiting) + self.turn.approval_timeout_s - workflow.time())
+
+    def _may_decide(self, operator_id: str) -> bool:
+        return operator_id == self.turn.message.sender.id or operator_id in self.turn.approvers
+
+    def _prompt_text(self) -> str:
+        message = self.turn.message
+        if message.chat.chat_type == "group" and message.sender.name:
+            # In a group several people talk to one thread: Codex must know who speaks.
+            return f"[{message.sender.name}] {message.text}"
+        return message.text
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        workflow.upsert_search_attributes([names.TURN_STATE.value_set(state)])
+        workflow.set_current_details(
+            f"**{state}**" + (f" · thread `{self.thread_id}`" if self.thread_id else "")
+        )
+
+
+def codex_answer(request: CodexRequest, decision: Decision) -> dict[str, object]:
+    """The JSON-RPC result Codex expects for each kind of request (notes/codex-app-server.md §6)."""
+    if request.kind == "user_input":
+        return {"answers": {qid: {"answers": answers} for qid, answers in decision.answers.items()}}
+    if request.kind == "permissions":
+        granted = decision.decision in ("accept", "acceptForSession")
+        scope = "session" if decision.decision == "acceptForSession" else "turn"
+        return {"permissions": request.questions[0] if granted and request.questions else {}, "scope": scope}
+    if request.kind == "elicitation":
+        action = {"accept": "accept", "acceptForSession": "accept", "decline": "decline"}.get(
+            decision.decision or "", "cancel"
+        )
+        return {"action": action, "content": None}
+    return {"decision": decision.decision or "decline"}
+
+
+def reply_text(outcome: TurnOutcome) -> str:
+    if outcome.status == "completed":
+        return outcome.final_text or "(Codex finished without a written answer.)"
+    if outcome.runtime_restarted:
+        return "The Codex runtime restarted, so this turn was interrupted. Send /retry to run it again."
+    if outcome.status == "interrupted":
+        return "Stopped. " + (
+            f"Before stopping, Codex said:\n\n{outcome.final_text}" if outcome.final_text else ""
+        )
+    return f"This turn failed: {outcome.error or 'no reason given'}. Send /retry to try again."
+
+
+WORK_ALLY = Person(id="work-ally", name="work-ally")
