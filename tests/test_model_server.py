@@ -180,6 +180,13 @@ def workspace(tmp_path: Path) -> Path:
     return path
 
 
+async def wait_for_requests(model: ScriptedModelServer, count: int) -> None:
+    """Until the model has received `count` requests (it runs in its own thread: poll)."""
+    async with asyncio.timeout(TIMEOUT_S):
+        while len(model.received()) < count:  # noqa: ASYNC110 (no asyncio.Event across the server's thread)
+            await asyncio.sleep(0.02)
+
+
 def accept(msg: Message) -> Message:
     return {"decision": "accept"}
 
@@ -510,8 +517,7 @@ async def test_a_hanging_model_keeps_the_turn_running_until_interrupted(
         thread = await codex.start_thread(workspace)
         input_ = [{"type": "text", "text": "take your time", "text_elements": []}]
         turn = (await codex.request("turn/start", {"threadId": thread, "input": input_}))["turn"]
-        await asyncio.sleep(0.5)
-        assert len(model.received()) == 1
+        await wait_for_requests(model, 1)
         assert (await codex.request("thread/read", {"threadId": thread}))["thread"]["status"][
             "type"
         ] == "active"
@@ -521,6 +527,25 @@ async def test_a_hanging_model_keeps_the_turn_running_until_interrupted(
     started = time.monotonic()
     model.stop()
     assert time.monotonic() - started < 2
+
+
+@pytest.mark.codex
+async def test_a_steer_during_a_hang_resamples_the_same_turn_with_the_new_input(
+    model: ScriptedModelServer, tmp_path: Path, workspace: Path
+) -> None:
+    model.push(Hang(seconds=60, then=Say(text="never sent")), Say(text="Steered."))
+    async with app_server(model, tmp_path) as codex:
+        thread = await codex.start_thread(workspace)
+        input_ = [{"type": "text", "text": "start", "text_elements": []}]
+        turn = (await codex.request("turn/start", {"threadId": thread, "input": input_}))["turn"]
+        await wait_for_requests(model, 1)
+        steer = [{"type": "text", "text": "actually, stop", "text_elements": []}]
+        await codex.request("turn/steer", {"threadId": thread, "expectedTurnId": turn["id"], "input": steer})
+        result = await asyncio.wait_for(codex._until_turn_completed(None), TIMEOUT_S)
+        assert result.turn["id"] == turn["id"]
+        assert result.turn["status"] == "completed"
+        assert await codex.agent_texts(thread) == ["Steered."]
+    assert model.received()[-1]["input"][-1]["content"] == [{"type": "input_text", "text": "actually, stop"}]
 
 
 @pytest.mark.codex
