@@ -6,8 +6,9 @@ chat rejects for good raises `PermanentDeliveryError`, which the workflows mark 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -35,7 +36,7 @@ class ChannelActivities:
         with _permanent_errors_not_retried():
             await self.channel.update_approval(outcome)
 
-    def all(self) -> list[object]:
+    def all(self) -> list[Callable[..., Any]]:
         return [self.send_reply, self.send_approval, self.update_approval]
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -29,8 +31,8 @@ from ally.contracts import (
     EnsureThreadInput,
     InterruptTurnInput,
     ReadThreadInput,
-    RunTurnInput,
     RuntimeLocation,
+    RunTurnInput,
     SteerTurnInput,
     ThreadRef,
     ThreadSummary,
@@ -48,7 +50,7 @@ class CodexActivities:
         self.runtime = runtime
         self.location = location
 
-    def pinned(self) -> list[object]:
+    def pinned(self) -> list[Callable[..., Any]]:
         """The activities that must run where the child process is."""
         return [
             self.ensure_thread,
@@ -80,7 +82,9 @@ class CodexActivities:
         if progress.turn_id is None:
             inputs = [TurnInput(type="text", text=request.text)]
             inputs += [TurnInput(type="localImage", path=path) for path in request.local_images]
-            progress.turn_id = await self.runtime.start_turn(request.thread_id, inputs, plan_mode=request.plan_mode)
+            progress.turn_id = await self.runtime.start_turn(
+                request.thread_id, inputs, plan_mode=request.plan_mode
+            )
         activity.heartbeat(progress)
         beating = asyncio.create_task(_heartbeat_forever(progress))
         try:

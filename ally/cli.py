@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import typer
@@ -55,6 +56,33 @@ def up(
         typer.echo(f"ally: {e}", err=True)
         raise typer.Exit(1) from None
     raise typer.Exit(code)
+
+
+@app.command()
+def chat() -> None:
+    """Talk to Codex from this terminal, through the same durable workflows as a Feishu chat.
+
+    Needs `ally up` running. Approvals are answered inline: y, always, n, cancel, or "1 y 2 n".
+    """
+    config = _config()
+    from ally.console_chat import ConsoleChat
+    from ally.temporal_client import connect
+
+    async def lines() -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            yield line
+
+    async def talk() -> None:
+        client = await connect(config)
+        await ConsoleChat(client, config, typer.echo).run(lines())
+
+    try:
+        asyncio.run(talk())
+    except (KeyboardInterrupt, RuntimeError) as e:
+        if isinstance(e, RuntimeError):
+            typer.echo(f"ally: cannot reach Temporal ({e}); is `dev/ally up` running?", err=True)
+            raise typer.Exit(1) from None
 
 
 @app.command()
@@ -126,4 +154,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

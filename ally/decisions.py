@@ -41,7 +41,9 @@ async def submit_decision(
         return DecisionReceipt(status="rejected", detail=str(error.cause or error))
     except WorkflowUpdateRPCTimeoutOrCancelledError:
         await handle.signal(TurnWorkflow.decide_later, decision)
-        return DecisionReceipt(status="queued", detail="recorded; the turn applies it when its worker is back")
+        return DecisionReceipt(
+            status="queued", detail="recorded; the turn applies it when its worker is back"
+        )
     except RPCError as error:
         if error.status == RPCStatusCode.NOT_FOUND:
             return DecisionReceipt(status="closed", detail="this turn has already ended")

@@ -28,13 +28,24 @@ def thread_settings(config: AllyConfig) -> ThreadSettings:
     )
 
 
-async def hand_over(client: Client, config: AllyConfig, message: InboundMessage) -> None:
-    """Start the chat's conversation if needed and deliver the message to it."""
+def new_conversation(config: AllyConfig, chat: ChatRef) -> ConversationState:
+    """How a chat starts out: this machine's thread settings, no thread yet."""
+    return ConversationState(chat=chat, settings=thread_settings(config))
+
+
+async def hand_over(
+    client: Client,
+    message: InboundMessage,
+    new_state: ConversationState,
+    *,
+    task_queue: str = names.TURNS_QUEUE,
+) -> None:
+    """Deliver the message to its chat's conversation, starting it (from `new_state`) if needed."""
     await client.start_workflow(
         ConversationWorkflow.run,
-        ConversationState(chat=message.chat, settings=thread_settings(config)),
+        new_state,
         id=names.conversation_id(message.chat.chat_id),
-        task_queue=names.TURNS_QUEUE,
+        task_queue=task_queue,
         start_signal="inbound",
         start_signal_args=[message],
         search_attributes=TypedSearchAttributes([SearchAttributePair(names.CHAT, message.chat.chat_id)]),

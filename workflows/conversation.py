@@ -37,6 +37,7 @@ class ConversationState(BaseModel):
 
     chat: ChatRef
     settings: ThreadSettings
+    discovery_queue: str = names.RUNTIME_DISCOVERY_QUEUE
     thread_id: str | None = None
     runtime: RuntimeLocation | None = None
     busy_policy: Literal["queue", "steer"] = "queue"
@@ -80,9 +81,7 @@ class ConversationWorkflow:
             self.s.queue.append(message)
             if self.current is not None:
                 position = len(self.s.queue)
-                self.notices.append(
-                    (message, f"Queued (position {position}); runs after the current turn.")
-                )
+                self.notices.append((message, f"Queued (position {position}); runs after the current turn."))
 
     @workflow.query
     def view(self) -> ConversationView:
@@ -118,7 +117,7 @@ class ConversationWorkflow:
             try:
                 self.s.runtime = await workflow.execute_activity(
                     "locate_runtime",
-                    task_queue=names.RUNTIME_DISCOVERY_QUEUE,
+                    task_queue=self.s.discovery_queue,
                     result_type=RuntimeLocation,
                     schedule_to_start_timeout=timedelta(seconds=30),
                     start_to_close_timeout=timedelta(seconds=10),

@@ -1,0 +1,110 @@
+"""`ally chat`: a terminal conversation through the same workflows a Feishu chat uses.
+
+Lines typed here are handed over exactly like Feishu messages; replies and approval prompts come
+back as delivery activities on this terminal's own task queue. Approvals are answered inline with
+the same text shortcuts as in Feishu ("y", "n", "always", "1 y 2 n"); questions by option number.
+"""
+
+from __future__ import annotations
+
+import getpass
+import textwrap
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.channel import ChannelActivities
+from ally.channels.console import ConsoleChannel, ConsoleEvent
+from ally.config import AllyConfig
+from ally.contracts import ApprovalPrompt, Decision, InboundMessage, Person
+from ally.decisions import submit_decision
+from ally.inbound import console_chat, hand_over, new_conversation
+from ally.shortcuts import parse_decisions
+
+
+class ConsoleChat:
+    def __init__(self, client: Client, config: AllyConfig, out: Callable[[str], None]) -> None:
+        self.client = client
+        self.config = config
+        self.out = out
+        self.chat = console_chat(config.runtime.host)
+        user = getpass.getuser()
+        self.person = Person(id=f"console:{user}", name=user)
+        self.pending: list[ApprovalPrompt] = []
+        self.worker = Worker(
+            client,
+            task_queue=self.chat.delivery_queue,
+            activities=ChannelActivities(ConsoleChannel(self._show)).all(),
+        )
+
+    async def run(self, lines: AsyncIterator[str]) -> None:
+        self.out("Talking to Codex through work-ally. /help lists commands; Ctrl-D leaves.")
+        async with self.worker:
+            async for line in lines:
+                if line.strip():
+                    await self.say(line.strip())
+
+    async def say(self, line: str) -> None:
+        if self.pending and self.pending[0].request.kind == "user_input":
+            await self._answer_question(self.pending[0], line)
+            return
+        decisions = parse_decisions(line, len(self.pending))
+        if decisions:
+            for index, word in decisions.items():
+                prompt = self.pending[index - 1]
+                decision = Decision(key=prompt.request.key, decision=word, operator=self.person)
+                receipt = await submit_decision(self.client, prompt.turn_workflow_id, decision)
+                if receipt.status != "decided":
+                    self.out(f"  ({receipt.status}: {receipt.detail})")
+            return
+        message = InboundMessage(
+            message_id=f"console-{uuid.uuid4()}", chat=self.chat, sender=self.person, text=line
+        )
+        await hand_over(self.client, message, new_conversation(self.config, self.chat))
+
+    async def _answer_question(self, prompt: ApprovalPrompt, line: str) -> None:
+        answers: dict[str, list[str]] = {}
+        for question in prompt.request.questions:
+            labels = [str(option.get("label", "")) for option in question.get("options") or []]
+            picked = labels[int(line) - 1] if line.isdigit() and 0 < int(line) <= len(labels) else line
+            answers[str(question.get("id", ""))] = [picked]
+        decision = Decision(key=prompt.request.key, answers=answers, operator=self.person)
+        receipt = await submit_decision(self.client, prompt.turn_workflow_id, decision)
+        if receipt.status != "decided":
+            self.out(f"  ({receipt.status}: {receipt.detail})")
+
+    def _show(self, event: ConsoleEvent) -> None:
+        if event.reply is not None:
+            self.out(
+                textwrap.indent(event.reply.text, "codex> " if event.reply.tone == "answer" else "ally> ")
+            )
+        elif event.prompt is not None:
+            self.pending.append(event.prompt)
+            self.out(describe_request(event.prompt, len(self.pending)))
+        elif event.outcome is not None:
+            self.pending = [p for p in self.pending if p.request.key != event.outcome.request.key]
+            self.out(f"ally> {event.outcome.decision} (by {event.outcome.decided_by})")
+
+
+def describe_request(prompt: ApprovalPrompt, number: int) -> str:
+    request = prompt.request
+    if request.kind == "user_input":
+        lines = [f"ally> [{number}] Codex asks:"]
+        for question in request.questions:
+            lines.append(f"  {question.get('question', '')}")
+            for i, option in enumerate(question.get("options") or [], start=1):
+                lines.append(f"    {i}. {option.get('label', '')}")
+        lines.append("  answer with a number or your own words")
+        return "\n".join(lines)
+    what = {
+        "command": f"run `{request.command}`" + (f" in {request.cwd}" if request.cwd else ""),
+        "file_change": "change files",
+        "permissions": "get more permissions",
+    }.get(request.kind, request.method)
+    lines = [f"ally> [{number}] Codex wants to {what}" + (f": {request.reason}" if request.reason else "")]
+    if request.diff:
+        lines.append(textwrap.indent(request.diff.rstrip(), "  | "))
+    lines.append("  reply y (approve), always (for this session), n (decline), cancel (stop the turn)")
+    return "\n".join(lines)

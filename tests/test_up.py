@@ -1,0 +1,134 @@
+"""`ally up` runs the whole product and stops it without leaving a process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.processes import free_port, processes_with_env
+
+READY_LINE = "work-ally is up."
+
+
+class RunningUp:
+    def __init__(
+        self, process: subprocess.Popen[str], home: Path, env: dict[str, str], output: list[str]
+    ) -> None:
+        self.process = process
+        self.home = home
+        self.env = env  # what `ally up` was started with: other `ally` commands reuse it
+        self.output = output
+
+    @property
+    def marker(self) -> str:
+        return f"WORK_ALLY_HOME={self.home}"
+
+
+def start_up(home: Path, *extra: str, ready_timeout: float = 120) -> RunningUp:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WORK_ALLY_", "TEMPORAL_"))}
+    env.update(
+        WORK_ALLY_HOME=str(home),
+        WORK_ALLY_TEMPORAL__PORT=str(free_port()),
+        WORK_ALLY_TEMPORAL__UI_PORT=str(free_port()),
+        WORK_ALLY_CODEX__HOME=str(home / "codex-home"),
+        WORK_ALLY_RUNTIME__HOST="test-host",
+        PYTHONUNBUFFERED="1",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ally", "up", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None
+    output: list[str] = []
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        output.append(line.rstrip())
+        if line.startswith(READY_LINE):
+            # The summary follows the ready line; read it up to its last line.
+            while not output[-1].startswith("Logs:"):
+                output.append(process.stdout.readline().rstrip())
+            return RunningUp(process, home, env, output)
+    process.kill()
+    raise AssertionError("ally up did not get ready:\n" + "\n".join(output) + _logs(home))
+
+
+def _logs(home: Path) -> str:
+    logs = sorted((home / "logs").glob("*.log"))
+    return "".join(f"\n--- {log.name}\n{log.read_text(errors='replace')[-3000:]}" for log in logs)
+
+
+def wait_gone(marker: str, timeout: float = 20) -> dict[int, str]:
+    deadline = time.monotonic() + timeout
+    left = processes_with_env(marker)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = processes_with_env(marker)
+    return left
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path / "ally-home"
+    leftovers = processes_with_env(f"WORK_ALLY_HOME={tmp_path / 'ally-home'}")
+    for pid in leftovers:
+        os.kill(pid, signal.SIGKILL)  # never let one test's failure leak processes into the next
+
+
+@pytest.mark.codex
+def test_up_runs_every_part_and_sigterm_leaves_no_process_behind(home: Path) -> None:
+    up = start_up(home)
+    summary = "\n".join(up.output)
+    ui = next(line.split()[-1] for line in up.output if "Temporal UI" in line)
+    with urllib.request.urlopen(ui, timeout=10) as page:
+        assert page.status == 200
+    # With no credentials it still runs, and says what is missing and what to do next.
+    assert "Feishu credentials" in summary and "app_id" in summary
+    assert "Codex login" in summary and "--demo" in summary
+
+    status = subprocess.run(
+        [sys.executable, "-m", "ally", "status", "--json"],
+        capture_output=True,
+        text=True,
+        env=up.env,
+        timeout=60,
+    )
+    report = json.loads(status.stdout)
+    parts = {part["name"]: part for part in report["parts"]}
+    assert {"supervisor", "runtime-worker", "turns-worker"} <= {n for n, p in parts.items() if p["alive"]}
+    codex_pid = parts["runtime-worker"]["detail"]["pid"]
+    assert "app-server" in Path(f"/proc/{codex_pid}/cmdline").read_bytes().decode()
+    assert report["temporal_reachable"]
+    assert all(count >= 1 for count in report["pollers"].values()), report["pollers"]
+
+    running = processes_with_env(up.marker)
+    assert any("start-dev" in cmd for cmd in running.values())
+    assert any("app-server" in cmd for cmd in running.values())
+
+    up.process.send_signal(signal.SIGTERM)
+    assert up.process.wait(timeout=60) == 0
+    assert wait_gone(up.marker) == {}
+
+
+@pytest.mark.codex
+@pytest.mark.faults
+def test_a_killed_supervisor_takes_its_children_with_it(home: Path) -> None:
+    up = start_up(home)
+    assert processes_with_env(up.marker)
+    up.process.kill()  # SIGKILL: no chance to clean up; the kernel's parent-death signal must
+    up.process.wait(timeout=10)
+    assert wait_gone(up.marker) == {}
