@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from ally.codex.binary import CodexBinaryNotFound, binary_version, find_codex_binary
-from ally.codex.version import CODEX_VERSION
+from ally.codex.version import version_mismatch
 from ally.config import AllyConfig, config_path
 from ally.readiness import codex_login_source
 from ally.run_state import read_part_states
@@ -96,13 +96,9 @@ def _codex_binary(config: AllyConfig) -> Check:
         return Check(
             name="codex", status="fail", detail=str(e), fix="run dev/bootstrap, or set [codex] binary"
         )
-    if CODEX_VERSION not in version:
-        return Check(
-            name="codex",
-            status="warn",
-            detail=f"{binary}: {version}, but work-ally is pinned to {CODEX_VERSION}",
-            fix="use the pinned binary (unset [codex] binary and run dev/bootstrap)",
-        )
+    mismatch = version_mismatch(version)
+    if mismatch:
+        return Check(name="codex", status="warn", detail=f"{binary}: {mismatch}")
     return Check(name="codex", status="ok", detail=f"{binary}: {version}")
 
 
