@@ -102,6 +102,73 @@ def status(as_json: JsonOption = False) -> None:
 
 
 @app.command()
+def turns(as_json: JsonOption = False) -> None:
+    """Running and stuck turns: chat, state (running, awaiting_approval, delivering…), age, UI link."""
+    config = _config()
+    from ally.temporal_client import connect, ui_url
+    from ally.turns_report import running_turns
+
+    async def collect() -> list[Any]:
+        return await running_turns(await connect(config), ui=ui_url(config))
+
+    rows = asyncio.run(collect())
+    if as_json:
+        typer.echo(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
+        return
+    if not rows:
+        typer.echo("No turn is running.")
+    for row in rows:
+        typer.echo(f"{row.workflow_id}  {row.state:<18} {row.running_s:>6.0f}s  chat {row.chat}")
+        if row.ui_link:
+            typer.echo(f"    {row.ui_link}")
+
+
+@app.command()
+def approvals(
+    as_json: JsonOption = False,
+    decide: Annotated[int | None, typer.Option("--decide", help="Number of the request to decide.")] = None,
+    answer: Annotated[
+        str, typer.Option("--with", help="y (approve), always (for the session), n (decline), cancel.")
+    ] = "y",
+) -> None:
+    """Pending approvals and questions of every running turn; decide one from this terminal."""
+    config = _config()
+    import getpass
+
+    from ally.contracts import Decision, Person
+    from ally.decisions import submit_decision
+    from ally.names import LOCAL_OPERATOR
+    from ally.shortcuts import WORDS
+    from ally.temporal_client import connect
+    from ally.turns_report import pending_approvals
+
+    async def run() -> int:
+        client = await connect(config)
+        rows = await pending_approvals(client)
+        if decide is None:
+            if as_json:
+                typer.echo(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
+            elif not rows:
+                typer.echo("Nothing is waiting for a decision.")
+            for i, row in enumerate(rows, start=1):
+                request = row.request
+                what = request.command or request.reason or request.method
+                typer.echo(f"{i}. [{request.kind}] {what}  (chat {row.chat}, {row.workflow_id})")
+            return 0
+        if not 1 <= decide <= len(rows) or answer.lower() not in WORDS:
+            typer.echo(f"ally: pick a request 1..{len(rows)} and --with one of: {', '.join(WORDS)}", err=True)
+            return 2
+        row = rows[decide - 1]
+        operator = Person(id=LOCAL_OPERATOR, name=getpass.getuser())
+        decision = Decision(key=row.request.key, decision=WORDS[answer.lower()], operator=operator)
+        receipt = await submit_decision(client, row.workflow_id, decision)
+        typer.echo(f"{receipt.status}: {receipt.detail}")
+        return 0 if receipt.status in ("decided", "queued") else 1
+
+    raise typer.Exit(asyncio.run(run()))
+
+
+@app.command()
 def doctor(as_json: JsonOption = False) -> None:
     """Check binaries, versions, config, credentials and ports, and say how to fix each problem."""
     config = _config()

@@ -29,6 +29,11 @@ TURN_STATE = SearchAttributeKey.for_keyword("AllyTurnState")
 SEARCH_ATTRIBUTES = (CHAT, CODEX_THREAD, TURN_STATE)
 
 
+# The person at this machine's terminal (`ally approvals`, `ally chat`): trusted to decide any
+# request, since they could run Codex directly anyway.
+LOCAL_OPERATOR = "local-operator"
+
+
 def conversation_id(chat: str) -> str:
     return f"chat:{chat}"
 

@@ -103,6 +103,7 @@ class TurnWorkflow:
         self.requests: dict[str, PendingRequest] = {}
         self.steers: list[str] = []
         self.stop_requested = False
+        self.stop_sent = False
 
     # --- what the outside world can tell a running turn ------------------------------------------
 
@@ -193,7 +194,8 @@ class TurnWorkflow:
             await self._answer_decided_requests()
             await self._expire_overdue_requests()
             await self._forward_steers()
-            if self.stop_requested and not running.cancelled():
+            if self.stop_requested and not self.stop_sent:
+                self.stop_sent = True
                 running.cancel()  # run_turn interrupts the Codex turn, then reports how it ended
 
         try:
@@ -374,7 +376,7 @@ class TurnWorkflow:
             any(p.card_message_id is None for p in self.requests.values())
             or any(p.decision is not None and not p.answered for p in self.requests.values())
             or bool(self.steers)
-            or self.stop_requested
+            or (self.stop_requested and not self.stop_sent)
         )
 
     def _next_expiry(self) -> float | None:
@@ -384,7 +386,10 @@ class TurnWorkflow:
         return max(0.0, min(waiting) + self.turn.approval_timeout_s - workflow.time())
 
     def _may_decide(self, operator_id: str) -> bool:
-        return operator_id == self.turn.message.sender.id or operator_id in self.turn.approvers
+        return (
+            operator_id in (self.turn.message.sender.id, names.LOCAL_OPERATOR)
+            or operator_id in self.turn.approvers
+        )
 
     def _prompt_text(self) -> str:
         message = self.turn.message

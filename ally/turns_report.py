@@ -1,0 +1,71 @@
+"""`ally turns` and `ally approvals`: running and stuck turns, and what they wait for.
+
+Read from Temporal's visibility (the search attributes every turn keeps current) and from each
+turn's `view` query, so what the terminal shows is what the Temporal UI shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+from pydantic import BaseModel
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from ally import names
+from ally.contracts import CodexRequest
+from workflows.turn import TurnWorkflow
+
+
+class TurnRow(BaseModel):
+    workflow_id: str
+    chat: str
+    state: str
+    started: datetime
+    running_s: float
+    ui_link: str | None
+
+
+class PendingRow(BaseModel):
+    workflow_id: str
+    chat: str
+    number: int
+    request: CodexRequest
+
+
+def ui_link(ui: str | None, namespace: str, workflow_id: str) -> str | None:
+    return f"{ui}/namespaces/{namespace}/workflows/{quote(workflow_id, safe='')}" if ui else None
+
+
+async def running_turns(client: Client, *, ui: str | None) -> list[TurnRow]:
+    now = datetime.now(UTC)
+    rows: list[TurnRow] = []
+    query = f'WorkflowType="{TurnWorkflow.__name__}" AND ExecutionStatus="Running"'
+    async for execution in client.list_workflows(query):
+        attributes = execution.typed_search_attributes
+        started = execution.start_time
+        rows.append(
+            TurnRow(
+                workflow_id=execution.id,
+                chat=attributes.get(names.CHAT) or "?",
+                state=attributes.get(names.TURN_STATE) or "starting",
+                started=started,
+                running_s=(now - started).total_seconds(),
+                ui_link=ui_link(ui, client.namespace, execution.id),
+            )
+        )
+    return sorted(rows, key=lambda row: row.started)
+
+
+async def pending_approvals(client: Client) -> list[PendingRow]:
+    rows: list[PendingRow] = []
+    for turn in await running_turns(client, ui=None):
+        with contextlib.suppress(RPCError):  # ended between the listing and the query
+            view = await client.get_workflow_handle(turn.workflow_id).query(TurnWorkflow.view)
+            rows += [
+                PendingRow(workflow_id=turn.workflow_id, chat=turn.chat, number=i, request=request)
+                for i, request in enumerate(view.pending, start=1)
+            ]
+    return rows

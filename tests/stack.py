@@ -1,0 +1,192 @@
+"""The whole product in one test process: real dev server, real Codex, scripted model, real workers.
+
+`running_stack` starts what `ally up` starts, on queues unique to the test: the turns worker
+(conversation and turn workflows), the runtime worker's two queues around a real `CodexRuntime`
+(the real `codex app-server` child, talking to a `ScriptedModelServer`), and the terminal channel's
+delivery queue (the same `ConsoleChannel` `ally chat` uses), whose deliveries the test reads.
+Channel-specific tests (Feishu) add their own delivery worker with `extra_workers`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.worker import Worker
+
+from activities.channel import ChannelActivities
+from activities.codex import CodexActivities
+from ally import names
+from ally.channels.console import ConsoleChannel, ConsoleEvent
+from ally.codex.binary import find_codex_binary
+from ally.codex.runtime import CodexRuntime
+from ally.contracts import (
+    ApprovalPrompt,
+    ChatRef,
+    InboundMessage,
+    Person,
+    Reply,
+    RuntimeLocation,
+    ThreadSettings,
+)
+from ally.inbound import hand_over
+from dev.model_server import ScriptedModelServer, write_codex_home
+from workflows.conversation import ConversationState, ConversationWorkflow
+from workflows.turn import TurnResult, TurnWorkflow
+
+T = TypeVar("T")
+PERSON = Person(id="ou_alice", name="Alice")
+
+
+@dataclass
+class Stack:
+    client: Client
+    model: ScriptedModelServer
+    runtime: CodexRuntime
+    workspace: Path
+    host: str
+    turns_queue: str
+    discovery_queue: str
+    delivery_queue: str
+    events: list[ConsoleEvent] = field(default_factory=list)
+    chats: set[str] = field(default_factory=set)
+
+    @property
+    def pinned_queue(self) -> str:
+        return names.runtime_queue(self.host)
+
+    def chat(self, chat_id: str | None = None, *, chat_type: str = "p2p") -> ChatRef:
+        return ChatRef(
+            channel="console",
+            chat_id=chat_id or f"chat-{uuid.uuid4().hex[:8]}",
+            chat_type="group" if chat_type == "group" else "p2p",
+            delivery_queue=self.delivery_queue,
+        )
+
+    def conversation(self, chat: ChatRef, **overrides: object) -> ConversationState:
+        state = ConversationState(
+            chat=chat,
+            settings=ThreadSettings(cwd=str(self.workspace)),
+            discovery_queue=self.discovery_queue,
+        )
+        return state.model_copy(update=overrides)
+
+    async def send(
+        self,
+        chat: ChatRef,
+        text: str,
+        *,
+        message_id: str | None = None,
+        sender: Person = PERSON,
+        **conversation: object,
+    ) -> InboundMessage:
+        """What the gateway does with a chat message: hand it over by signal-with-start."""
+        message = InboundMessage(
+            message_id=message_id or f"m-{uuid.uuid4().hex[:10]}", chat=chat, sender=sender, text=text
+        )
+        self.chats.add(chat.chat_id)
+        await hand_over(
+            self.client, message, self.conversation(chat, **conversation), task_queue=self.turns_queue
+        )
+        return message
+
+    def replies(self, chat: ChatRef, *, tone: str | None = None) -> list[Reply]:
+        found = [e.reply for e in self.events if e.reply is not None and e.reply.chat.chat_id == chat.chat_id]
+        return [r for r in found if tone is None or r.tone == tone]
+
+    def approvals(self, chat: ChatRef) -> list[ApprovalPrompt]:
+        return [
+            e.prompt for e in self.events if e.prompt is not None and e.prompt.chat.chat_id == chat.chat_id
+        ]
+
+    def conversation_handle(self, chat: ChatRef) -> WorkflowHandle[ConversationWorkflow, None]:
+        return self.client.get_workflow_handle_for(
+            ConversationWorkflow.run, names.conversation_id(chat.chat_id)
+        )
+
+    def turn_handle(self, chat: ChatRef, message: InboundMessage) -> WorkflowHandle[TurnWorkflow, TurnResult]:
+        return self.client.get_workflow_handle_for(
+            TurnWorkflow.run, names.turn_id(chat.chat_id, message.message_id)
+        )
+
+
+async def eventually(probe: Callable[[], T | None], *, within: float = 30.0, what: str = "condition") -> T:
+    """Poll until `probe` returns something truthy; fail with `what` after `within` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        value = probe()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def codex_workers(client: Client, runtime: CodexRuntime, host: str, discovery_queue: str) -> list[Worker]:
+    codex = CodexActivities(runtime, RuntimeLocation(host=host, task_queue=names.runtime_queue(host)))
+    return [
+        Worker(client, task_queue=names.runtime_queue(host), activities=codex.pinned()),
+        Worker(client, task_queue=discovery_queue, activities=[codex.locate_runtime]),
+    ]
+
+
+@contextlib.asynccontextmanager
+async def running_stack(
+    client: Client,
+    tmp_path: Path,
+    *,
+    extra_workers: Callable[[Stack], Sequence[Worker]] = lambda stack: (),
+    with_runtime_worker: bool = True,
+) -> AsyncIterator[Stack]:
+    tag = uuid.uuid4().hex[:8]
+    workspace = tmp_path / "workspace"
+    workspace.mkdir(parents=True, exist_ok=True)
+    with ScriptedModelServer() as model:
+        codex_home = write_codex_home(tmp_path / "codex-home", model.base_url)
+        runtime = CodexRuntime(find_codex_binary(), codex_home)
+        await runtime.start()
+        stack = Stack(
+            client=client,
+            model=model,
+            runtime=runtime,
+            workspace=workspace,
+            host=f"test-{tag}",
+            turns_queue=f"turns-{tag}",
+            discovery_queue=f"discovery-{tag}",
+            delivery_queue=f"console-{tag}",
+        )
+        workers = [
+            Worker(client, task_queue=stack.turns_queue, workflows=[ConversationWorkflow, TurnWorkflow]),
+            Worker(
+                client,
+                task_queue=stack.delivery_queue,
+                activities=ChannelActivities(ConsoleChannel(stack.events.append)).all(),
+            ),
+            *(
+                codex_workers(client, runtime, stack.host, stack.discovery_queue)
+                if with_runtime_worker
+                else []
+            ),
+            *extra_workers(stack),
+        ]
+        try:
+            async with contextlib.AsyncExitStack() as running:
+                for worker in workers:
+                    await running.enter_async_context(worker)
+                yield stack
+                await _end_conversations(stack)
+        finally:
+            await runtime.stop()
+
+
+async def _end_conversations(stack: Stack) -> None:
+    """Conversations live forever by design; a finished test ends its own so nothing lingers."""
+    for chat_id in stack.chats:
+        with contextlib.suppress(Exception):
+            await stack.client.get_workflow_handle(names.conversation_id(chat_id)).terminate("test over")

@@ -1,0 +1,185 @@
+"""Durable turns under faults: a killed runtime worker, a restarted Temporal server.
+
+Each test kills or restarts a real process and checks what the person in the chat sees: an honest
+message within a minute, never silence, never a reply sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from ally import names
+from ally.contracts import RuntimeLocation
+from ally.processes import die_with_parent_hook
+from ally.temporal_server import dev_server_command
+from dev.model_server import Hang, Say
+from tests.processes import free_port
+from tests.stack import eventually, running_stack
+
+pytestmark = [pytest.mark.codex, pytest.mark.faults]
+
+
+@contextmanager
+def runtime_worker_process(
+    client: Client, home: Path, codex_home: Path, host: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m workers.runtime` exactly as `ally up` starts it, pointed at the test's server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WORK_ALLY_", "TEMPORAL_"))}
+    env.update(
+        WORK_ALLY_HOME=str(home),
+        WORK_ALLY_TEMPORAL__ADDRESS=client.service_client.config.target_host,
+        WORK_ALLY_CODEX__HOME=str(codex_home),
+        WORK_ALLY_RUNTIME__HOST=host,
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workers.runtime"],
+        env=env,
+        start_new_session=True,
+        preexec_fn=die_with_parent_hook(),
+        stdout=subprocess.DEVNULL,
+        stderr=open(home / "runtime-worker.log", "ab"),  # noqa: SIM115
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+async def wait_polled(client: Client, queue: str) -> None:
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    async def pollers() -> int:
+        described = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=client.namespace,
+                task_queue=TaskQueue(name=queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+            )
+        )
+        return len(described.pollers)
+
+    deadline = asyncio.get_running_loop().time() + 60
+    while await pollers() == 0:
+        assert asyncio.get_running_loop().time() < deadline, f"nothing polls {queue}"
+        await asyncio.sleep(0.2)
+
+
+async def test_kill_9_of_the_runtime_worker_mid_turn_ends_honestly_and_the_next_message_works(
+    client: Client, tmp_path: Path
+) -> None:
+    async with running_stack(client, tmp_path, with_runtime_worker=False) as stack:
+        home = tmp_path / "ally-home"
+        home.mkdir()
+        codex_home = stack.runtime.codex_home
+        location = RuntimeLocation(host=stack.host, task_queue=stack.pinned_queue)
+        chat = stack.chat()
+        stack.model.push(Hang(seconds=120))
+        with runtime_worker_process(client, home, codex_home, stack.host) as worker:
+            await wait_polled(client, stack.pinned_queue)
+            await stack.send(chat, "a long job", runtime=location)
+            await eventually(lambda: stack.model.received(), what="the turn to reach the model")
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+        started = asyncio.get_running_loop().time()
+        # The supervisor restarts a dead worker; do what it does.
+        with runtime_worker_process(client, home, codex_home, stack.host):
+            problem = await eventually(
+                lambda: stack.replies(chat, tone="problem"), within=60, what="an honest message"
+            )
+            assert asyncio.get_running_loop().time() - started < 60
+            assert "/retry" in problem[0].text
+            assert "restarted" in problem[0].text or "did not answer" in problem[0].text
+
+            stack.model.push(Say(text="back in business"))
+            await stack.send(chat, "are you there?", runtime=location)
+            answers = await eventually(
+                lambda: stack.replies(chat, tone="answer"), within=60, what="the next answer"
+            )
+            assert [a.text for a in answers] == ["back in business"]
+
+
+class OwnDevServer:
+    """A dev server of this test's own, on a SQLite file, that the test can stop and start again."""
+
+    def __init__(self, db_file: Path) -> None:
+        self.db_file = db_file
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = dev_server_command(
+            db_file=self.db_file, port=self.port, ui_port=free_port(), namespace="default"
+        )
+        self.process = subprocess.Popen(
+            [*command, "--headless"],
+            start_new_session=True,
+            preexec_fn=die_with_parent_hook(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=30)
+
+
+@asynccontextmanager
+async def own_dev_server(db_file: Path) -> AsyncIterator[OwnDevServer]:
+    server = OwnDevServer(db_file)
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            os.killpg(server.process.pid, signal.SIGKILL)
+            server.process.wait()
+
+
+async def connect_when_up(port: int) -> Client:
+    for _ in range(150):
+        try:
+            return await Client.connect(f"127.0.0.1:{port}", data_converter=pydantic_data_converter)
+        except RuntimeError:
+            await asyncio.sleep(0.2)
+    raise AssertionError("the dev server did not come up")
+
+
+async def test_a_dev_server_restart_mid_turn_still_delivers_exactly_once(tmp_path: Path) -> None:
+    db_file = tmp_path / "temporal.db"
+    async with own_dev_server(db_file) as server:
+        client = await connect_when_up(server.port)
+        async with running_stack(client, tmp_path) as stack:
+            stack.model.push(Hang(seconds=4, then=Say(text="survived the restart")))
+            chat = stack.chat()
+            await stack.send(chat, "take your time")
+            await eventually(lambda: stack.model.received(), what="the turn to reach the model")
+
+            server.stop()
+            await asyncio.sleep(1.0)
+            server.start()
+            await connect_when_up(server.port)
+
+            answers = await eventually(
+                lambda: stack.replies(chat, tone="answer"), within=90, what="the reply"
+            )
+            await asyncio.sleep(2.0)
+            assert [a.text for a in stack.replies(chat)] == ["survived the restart"]
+            assert answers[0].idempotency_key == names.delivery_key(
+                names.turn_id(chat.chat_id, answers[0].reply_to or ""), "reply"
+            )
