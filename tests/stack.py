@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +43,9 @@ from workflows.conversation import ConversationState, ConversationWorkflow
 from workflows.turn import TurnResult, TurnWorkflow
 
 T = TypeVar("T")
+# `WORK_ALLY_RECORD_HISTORIES=tests/histories dev/test -k …` saves every workflow history a test
+# produced: the corpus tests/test_replay.py replays against the current workflow code.
+RECORD_HISTORIES = os.environ.get("WORK_ALLY_RECORD_HISTORIES")
 PERSON = Person(id="ou_alice", name="Alice")
 
 
@@ -181,6 +186,8 @@ async def running_stack(
                     await running.enter_async_context(worker)
                 yield stack
                 await _end_conversations(stack)
+                if RECORD_HISTORIES:
+                    await _record_histories(stack, Path(RECORD_HISTORIES))
         finally:
             await runtime.stop()
 
@@ -190,3 +197,16 @@ async def _end_conversations(stack: Stack) -> None:
     for chat_id in stack.chats:
         with contextlib.suppress(Exception):
             await stack.client.get_workflow_handle(names.conversation_id(chat_id)).terminate("test over")
+
+
+async def _record_histories(stack: Stack, folder: Path) -> None:
+    async for execution in stack.client.list_workflows(f'TaskQueue="{stack.turns_queue}"'):
+        handle = stack.client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        history = await handle.fetch_history()
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{execution.workflow_type}-{execution.id}")
+        await asyncio.to_thread(_write, folder / f"{name}.json", history.to_json())
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
