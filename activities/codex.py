@@ -157,8 +157,12 @@ class CodexActivities:
 
     async def _outcome(self, thread_id: str, turn_id: str, *, restarted: bool = False) -> TurnOutcome:
         """Read the turn back from `thread/read`: the truth, whatever the event stream said."""
-        snapshot = await self.runtime.read_thread(thread_id)
-        turn = next((t for t in snapshot.turns if t.id == turn_id), None)
+        # The turn is almost always the newest: read a few, not the whole (ever longer) thread.
+        recent = await self.runtime.read_thread(thread_id, last=3)
+        turn = next((t for t in recent.turns if t.id == turn_id), None)
+        if turn is None:
+            snapshot = await self.runtime.read_thread(thread_id)
+            turn = next((t for t in snapshot.turns if t.id == turn_id), None)
         if turn is None:
             raise ApplicationError(f"turn {turn_id} is not in thread {thread_id}", type="TurnNotFound")
         status = turn.status if turn.status in ("completed", "interrupted", "failed") else "interrupted"

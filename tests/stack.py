@@ -60,7 +60,14 @@ class Stack:
     discovery_queue: str
     delivery_queue: str
     events: list[ConsoleEvent] = field(default_factory=list)
+    listeners: list[Callable[[ConsoleEvent], None]] = field(default_factory=list)
     chats: set[str] = field(default_factory=set)
+
+    def deliver(self, event: ConsoleEvent) -> None:
+        """The terminal channel's sink: what the person would see, recorded for the test."""
+        self.events.append(event)
+        for listener in self.listeners:
+            listener(event)
 
     @property
     def pinned_queue(self) -> str:
@@ -148,11 +155,12 @@ async def running_stack(
     *,
     extra_workers: Callable[[Stack], Sequence[Worker]] = lambda stack: (),
     with_runtime_worker: bool = True,
+    demo: bool = False,
 ) -> AsyncIterator[Stack]:
     tag = uuid.uuid4().hex[:8]
     workspace = tmp_path / "workspace"
     workspace.mkdir(parents=True, exist_ok=True)
-    with ScriptedModelServer() as model:
+    with ScriptedModelServer(demo=demo) as model:
         codex_home = write_codex_home(tmp_path / "codex-home", model.base_url)
         runtime = CodexRuntime(find_codex_binary(), codex_home)
         await runtime.start()
@@ -171,7 +179,7 @@ async def running_stack(
             Worker(
                 client,
                 task_queue=stack.delivery_queue,
-                activities=ChannelActivities(ConsoleChannel(stack.events.append)).all(),
+                activities=ChannelActivities(ConsoleChannel(stack.deliver)).all(),
             ),
             *(
                 codex_workers(client, runtime, stack.host, stack.discovery_queue)
