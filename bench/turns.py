@@ -227,7 +227,7 @@ async def bench(quick: bool) -> None:
                 turns_total = sum(len(r.latencies_ms) for r in (bridge_a, bridge_b, bridge_c)) + 3
 
             print(
-                f"work-ally bridge benchmark, {os.cpu_count()} cores: dev server (SQLite, tuned), scripted model"
+                f"work-ally bridge benchmark, {os.cpu_count()} cores: tuned SQLite dev server, scripted model"
             )
             for raw, bridge, goal in (
                 (raw_a, bridge_a, "(a) goal: p50 added <= 50 ms"),
