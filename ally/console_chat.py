@@ -77,9 +77,9 @@ class ConsoleChat:
 
     def _show(self, event: ConsoleEvent) -> None:
         if event.reply is not None:
-            self.out(
-                textwrap.indent(event.reply.text, "codex> " if event.reply.tone == "answer" else "ally> ")
-            )
+            speaker = "codex> " if event.reply.tone == "answer" else "ally> "
+            first, *rest = event.reply.text.splitlines() or [""]
+            self.out("\n".join([speaker + first, *(" " * len(speaker) + line for line in rest)]))
         elif event.prompt is not None:
             self.pending.append(event.prompt)
             self.out(describe_request(event.prompt, len(self.pending)))

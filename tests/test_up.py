@@ -132,3 +132,30 @@ def test_a_killed_supervisor_takes_its_children_with_it(home: Path) -> None:
     up.process.kill()  # SIGKILL: no chance to clean up; the kernel's parent-death signal must
     up.process.wait(timeout=10)
     assert wait_gone(up.marker) == {}
+
+
+@pytest.mark.codex
+def test_with_nothing_configured_the_demo_answers_a_terminal_chat_end_to_end(home: Path) -> None:
+    up = start_up(home, "--demo")
+    assert any("DEMO MODE" in line for line in up.output)
+    chat = subprocess.Popen(
+        [sys.executable, "-m", "ally", "chat"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=up.env,
+    )
+    assert chat.stdin is not None and chat.stdout is not None
+    chat.stdin.write("hello from the terminal\n")
+    chat.stdin.flush()
+    seen: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any("You said: hello from the terminal" in s for s in seen):
+        seen.append(chat.stdout.readline().rstrip())
+    chat.stdin.close()
+    assert chat.wait(timeout=30) == 0
+    assert "codex> (demo model) You said: hello from the terminal" in seen, seen
+    up.process.send_signal(signal.SIGTERM)
+    assert up.process.wait(timeout=60) == 0
+    assert wait_gone(up.marker) == {}
