@@ -1,0 +1,68 @@
+"""What `CodexRuntime` raises. Every one is a `CodexRuntimeError`; each says what to do next."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CodexRuntimeError(Exception):
+    """Base of the runtime's errors."""
+
+
+class RuntimeNotRunning(CodexRuntimeError):
+    """The runtime is stopped, or its child did not come back in time; retry later."""
+
+
+class RuntimeRestarted(CodexRuntimeError):
+    """The Codex child died while this call or watch was in flight. Its turn reads back
+    `interrupted` and its pending requests are gone (notes §7, §8): read_thread for the truth,
+    ensure_thread to resume, then start a new turn."""
+
+
+class CodexUnresponsive(CodexRuntimeError):
+    """Codex did not answer a request in time; it may still act on it."""
+
+
+class CodexRejected(CodexRuntimeError):
+    """Codex answered a request with a JSON-RPC error."""
+
+    def __init__(self, method: str, code: int, message: str, data: Any = None) -> None:
+        super().__init__(f"codex refused {method}: {message} (JSON-RPC {code})")
+        self.method = method
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+class TurnNotActive(CodexRejected):
+    """steer/interrupt of a turn that is not the thread's active turn (it ended, or another runs)."""
+
+
+class ThreadNotFound(CodexRejected):
+    """Codex has no rollout for this thread id in its CODEX_HOME."""
+
+
+class ThreadLocked(CodexRejected):
+    """Another process still holds the thread's writer lock (notes §1); it frees when that process exits."""
+
+
+class UnknownTurn(CodexRuntimeError):
+    """watch_turn of a turn this runtime never saw or has forgotten; read_thread has its outcome."""
+
+
+class UnknownRequest(CodexRuntimeError):
+    """answer_request for a key that is not pending in this child generation.
+
+    `reason`: "answered" (already answered), "resolved" (Codex cleared it, e.g. the turn was
+    interrupted), "restarted" (an earlier child asked it; that request is gone for good, notes §7),
+    or "unknown".
+    """
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"request {key} is not pending ({reason})")
+        self.key = key
+        self.reason = reason
+
+
+class InvalidAnswer(CodexRuntimeError):
+    """The result given to answer_request does not fit the request's response schema."""
