@@ -1,19 +1,21 @@
 """Delivery activities: thin calls into the channel that serves this worker's delivery queue.
 
 Retries come from the workflow's retry policy; a channel raises, it does not loop. A message the
-chat rejects for good raises `PermanentDeliveryError`, which the workflows mark non-retryable.
+chat rejects for good raises `PermanentDeliveryError`, which the workflows mark non-retryable; a
+rate limit raises `RetryLaterError`, whose wait becomes the next retry's delay.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from ally.channels import Channel, PermanentDeliveryError
+from ally.channels import Channel, PermanentDeliveryError, RetryLaterError
 from ally.contracts import ApprovalOutcome, ApprovalPrompt, Reply, SentMessage
 
 
@@ -23,17 +25,17 @@ class ChannelActivities:
 
     @activity.defn(name="send_reply")
     async def send_reply(self, reply: Reply) -> SentMessage:
-        with _permanent_errors_not_retried():
+        with _delivery_errors():
             return await self.channel.send_reply(reply)
 
     @activity.defn(name="send_approval")
     async def send_approval(self, prompt: ApprovalPrompt) -> SentMessage:
-        with _permanent_errors_not_retried():
+        with _delivery_errors():
             return await self.channel.send_approval(prompt)
 
     @activity.defn(name="update_approval")
     async def update_approval(self, outcome: ApprovalOutcome) -> None:
-        with _permanent_errors_not_retried():
+        with _delivery_errors():
             await self.channel.update_approval(outcome)
 
     def all(self) -> list[Callable[..., Any]]:
@@ -41,8 +43,14 @@ class ChannelActivities:
 
 
 @contextmanager
-def _permanent_errors_not_retried() -> Iterator[None]:
+def _delivery_errors() -> Iterator[None]:
     try:
         yield
     except PermanentDeliveryError as error:
         raise ApplicationError(str(error), type="PermanentDeliveryError", non_retryable=True) from error
+    except RetryLaterError as error:
+        # Feishu says when its rate-limit window resets (`x-ogw-ratelimit-reset`); retrying
+        # earlier only earns another 429, later wastes the person's time.
+        raise ApplicationError(
+            str(error), type="RetryLater", next_retry_delay=timedelta(seconds=max(error.retry_after_s, 0.1))
+        ) from error

@@ -20,11 +20,11 @@ from ally.codex.runtime import (
     ItemCompleted,
     PendingRequest,
     RuntimeRestarted,
+    ThreadNotFound,
     TurnEnded,
     TurnInput,
     UnknownRequest,
 )
-from ally.codex.runtime import ThreadSettings as RuntimeThreadSettings
 from ally.contracts import (
     AnswerRequestInput,
     CodexRequest,
@@ -67,8 +67,14 @@ class CodexActivities:
 
     @activity.defn(name="ensure_thread")
     async def ensure_thread(self, request: EnsureThreadInput) -> ThreadRef:
-        settings = RuntimeThreadSettings.model_validate(request.settings.model_dump())
-        return ThreadRef(thread_id=await self.runtime.ensure_thread(request.thread_id, settings))
+        settings = request.settings
+        try:
+            return ThreadRef(thread_id=await self.runtime.ensure_thread(request.thread_id, settings))
+        except ThreadNotFound:
+            # Codex stores a thread only with its first message; one that never got a turn (or
+            # whose store is gone) cannot be resumed, so the chat continues on a fresh thread.
+            activity.logger.warning("thread %s cannot be resumed; starting a new one", request.thread_id)
+            return ThreadRef(thread_id=await self.runtime.ensure_thread(None, settings))
 
     @activity.defn(name="run_turn")
     async def run_turn(self, request: RunTurnInput) -> TurnOutcome:
@@ -137,7 +143,9 @@ class CodexActivities:
 
     async def _follow(self, progress: TurnProgress) -> None:
         assert progress.turn_id is not None
-        caller = activity.client().get_workflow_handle(activity.info().workflow_id)
+        workflow_id = activity.info().workflow_id
+        assert workflow_id is not None, "run_turn is only ever called by a turn workflow"
+        caller = activity.client().get_workflow_handle(workflow_id)
         async for event in self.runtime.watch_turn(progress.thread_id, progress.turn_id):
             if isinstance(event, PendingRequest):
                 await caller.signal("codex_request", _as_codex_request(event, progress.thread_id))
@@ -169,7 +177,7 @@ class CodexActivities:
         return TurnOutcome(
             thread_id=thread_id,
             turn_id=turn_id,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             final_text=turn.final_text,
             error=turn.error,
             runtime_restarted=restarted and status != "completed",

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from ally.codex.models import ThreadSettings as ThreadSettings  # re-exported: it crosses Temporal too
+
 RequestKind = Literal["command", "file_change", "permissions", "user_input", "elicitation", "other"]
 TurnStatus = Literal["completed", "interrupted", "failed"]
 
@@ -19,14 +21,6 @@ class RuntimeLocation(BaseModel):
 
     host: str
     task_queue: str
-
-
-class ThreadSettings(BaseModel):
-    cwd: str
-    model: str | None = None
-    sandbox: Literal["read-only", "workspace-write", "danger-full-access"] = "workspace-write"
-    approval_policy: Literal["untrusted", "on-request", "never"] = "on-request"
-    developer_instructions: str | None = None
 
 
 class EnsureThreadInput(BaseModel):

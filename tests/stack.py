@@ -162,7 +162,10 @@ async def running_stack(
     workspace.mkdir(parents=True, exist_ok=True)
     with ScriptedModelServer(demo=demo) as model:
         codex_home = write_codex_home(tmp_path / "codex-home", model.base_url)
-        runtime = CodexRuntime(find_codex_binary(), codex_home)
+        # A HOME of the test's own: Codex runs commands in a login shell, which reads ~/.bashrc.
+        home = tmp_path / "home"
+        home.mkdir(exist_ok=True)
+        runtime = CodexRuntime(find_codex_binary(), codex_home, env={"HOME": str(home)})
         await runtime.start()
         stack = Stack(
             client=client,
