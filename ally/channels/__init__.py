@@ -1,7 +1,7 @@
 """Channels: where a conversation's messages come from and replies go.
 
 A channel is what the delivery activities call. Each delivery task queue is served by exactly one
-channel implementation (Feishu on the turns worker; the terminal on `ally chat`'s own queue), and
+channel implementation (Feishu on the gateway; the terminal on `ally chat`'s own queue), and
 a chat names its queue in its `ChatRef`, so workflows never branch on the kind of chat.
 """
 
@@ -14,6 +14,18 @@ from ally.contracts import ApprovalOutcome, ApprovalPrompt, Reply, SentMessage
 
 class PermanentDeliveryError(Exception):
     """The chat rejected the message for good (bad content, bot removed): retrying cannot help."""
+
+
+class RetryLaterError(Exception):
+    """The chat asked us to wait (a rate limit): retry the same delivery after `retry_after_s`.
+
+    The delivery activity turns it into a retry that waits exactly that long, instead of the
+    retry policy's own backoff, so a rate-limited send neither hammers nor idles.
+    """
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class Channel(Protocol):

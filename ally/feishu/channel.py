@@ -1,0 +1,165 @@
+"""`FeishuChannel`: what the delivery activities call for a Feishu chat.
+
+- A reply answers the person's message (thread-aware: a message inside a topic gets its answer in
+  that topic) with one card, several cards for a long answer, or a card and a file for a very long
+  one (`cards.reply_layout`). Each message carries its own `uuid` (`names.chunk_key`), so a retry
+  after a timeout, a 5xx or a 429 re-sends nothing Feishu already has (one message per uuid per
+  hour, notes/feishu.md §4).
+- An approval is a card with buttons whose values name the turn workflow and the request; the
+  card's message id is remembered here (for thumbs-up reactions and text shortcuts), and
+  `update_approval` PATCHes it in place with who decided what, and when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from ally.contracts import ApprovalOutcome, ApprovalPrompt, ChatRef, Reply, SentMessage
+from ally.feishu import cards
+from ally.feishu.client import PARENT_GONE, FeishuApi, FeishuApiError, FeishuRejected
+from ally.names import chunk_key
+
+log = logging.getLogger(__name__)
+
+CARDS_KEPT = 2000
+THREADS_KEPT = 5000
+# Feishu allows 5 messages a second per chat (notes §5); a long answer's cards go out a bit slower.
+PACE_S = 0.25
+
+
+@dataclass(frozen=True)
+class ApprovalCard:
+    message_id: str
+    prompt: ApprovalPrompt
+
+
+class ApprovalCards:
+    """Approval cards this process sent, newest last. Memory only and bounded: after a restart the
+    card's own button values (read back with GET message) are the fallback."""
+
+    def __init__(self, limit: int = CARDS_KEPT) -> None:
+        self.limit = limit
+        self._cards: OrderedDict[str, ApprovalCard] = OrderedDict()
+
+    def remember(self, message_id: str, prompt: ApprovalPrompt) -> None:
+        self._cards[message_id] = ApprovalCard(message_id, prompt)
+        self._cards.move_to_end(message_id)
+        while len(self._cards) > self.limit:
+            self._cards.popitem(last=False)
+
+    def get(self, message_id: str) -> ApprovalCard | None:
+        return self._cards.get(message_id)
+
+    def turns_in_chat(self, chat_id: str) -> list[str]:
+        """Turn workflows that asked something in this chat, newest first."""
+        seen: list[str] = []
+        for card in reversed(self._cards.values()):
+            if card.prompt.chat.chat_id == chat_id and card.prompt.turn_workflow_id not in seen:
+                seen.append(card.prompt.turn_workflow_id)
+        return seen
+
+
+class FeishuChannel:
+    def __init__(self, api: FeishuApi, *, pace_s: float = PACE_S) -> None:
+        self.api = api
+        self.pace_s = pace_s
+        self.approvals = ApprovalCards()
+        self._threads: OrderedDict[str, str] = OrderedDict()
+
+    def remember_thread(self, message_id: str, thread_id: str) -> None:
+        """The gateway tells us which topic an inbound message is in, so replies need no lookup."""
+        self._threads[message_id] = thread_id
+        self._threads.move_to_end(message_id)
+        while len(self._threads) > THREADS_KEPT:
+            self._threads.popitem(last=False)
+
+    # --- the Channel protocol --------------------------------------------------------------------
+
+    async def send_reply(self, reply: Reply) -> SentMessage:
+        layout = cards.reply_layout(reply.text, reply.tone)
+        sent: list[str] = []
+        for index, card in enumerate(layout.cards):
+            if index:
+                await asyncio.sleep(self.pace_s)
+            sent.append(
+                await self._send(
+                    reply.chat,
+                    reply.reply_to,
+                    "interactive",
+                    cards.card_content(card),
+                    chunk_key(reply.idempotency_key, index),
+                )
+            )
+        if layout.file_name and layout.file_data is not None:
+            # Uploading twice on a retry only leaves an unused file; the message itself is keyed.
+            file_key = await self.api.upload_file(layout.file_name, layout.file_data)
+            await self._send(
+                reply.chat,
+                reply.reply_to,
+                "file",
+                json.dumps({"file_key": file_key}),
+                chunk_key(reply.idempotency_key, len(layout.cards)),
+            )
+        return SentMessage(message_id=sent[0])
+
+    async def send_approval(self, prompt: ApprovalPrompt) -> SentMessage:
+        card = cards.approval_card(prompt)
+        message_id = await self._send(
+            prompt.chat, prompt.reply_to, "interactive", cards.card_content(card), prompt.idempotency_key
+        )
+        self.approvals.remember(message_id, prompt)
+        return SentMessage(message_id=message_id)
+
+    async def update_approval(self, outcome: ApprovalOutcome) -> None:
+        card = cards.decided_card(outcome.request, outcome.decision, outcome.decided_by, outcome.decided_at)
+        try:
+            await self.api.patch(outcome.message_id, cards.card_content(card))
+        except FeishuRejected as error:
+            # The card was recalled or is too old to edit (14 days): there is nothing left to
+            # show the decision on, and failing would only fail the turn that already moved on.
+            log.warning("could not show the decision on card %s: %s", outcome.message_id, error)
+
+    # --- sending ---------------------------------------------------------------------------------
+
+    async def _send(self, chat: ChatRef, reply_to: str | None, msg_type: str, content: str, uuid: str) -> str:
+        parent = _feishu_message_id(reply_to)
+        if parent:
+            try:
+                sent = await self.api.reply(
+                    parent,
+                    msg_type=msg_type,
+                    content=content,
+                    uuid=uuid,
+                    in_thread=await self._in_thread(parent),
+                )
+                return sent.message_id
+            except FeishuRejected as error:
+                if error.code not in PARENT_GONE:
+                    raise
+                log.info("message %s is gone (%s); sending into the chat instead", parent, error.code)
+        sent = await self.api.create(chat.chat_id, msg_type=msg_type, content=content, uuid=uuid)
+        return sent.message_id
+
+    async def _in_thread(self, message_id: str) -> bool:
+        """Whether `message_id` sits in a topic: then the reply goes there too (`reply_in_thread`);
+        a top-level message must not get one, or Feishu starts a new topic from it."""
+        if message_id not in self._threads:
+            try:
+                self.remember_thread(message_id, (await self.api.get_message(message_id)).thread_id)
+            except FeishuApiError as error:
+                log.info("cannot tell whether %s is in a topic (%s); replying in place", message_id, error)
+                return False
+        return bool(self._threads[message_id])
+
+
+def _feishu_message_id(reply_to: str | None) -> str | None:
+    """The Feishu message a reply answers. `/retry` re-runs a message under the id
+    "<message id>:retry" (workflows/conversation.py), which Feishu does not know: strip the suffix.
+    Feishu's own ids (om_…) never contain a colon."""
+    if not reply_to:
+        return None
+    return reply_to.split(":", 1)[0]

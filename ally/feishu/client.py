@@ -1,0 +1,295 @@
+"""The Feishu Open API calls work-ally makes, and what each failure means for a retry.
+
+Built on the real `lark.Client` (lark-oapi 1.7.5). Facts this layer exists for (notes/feishu.md §4-5):
+- The SDK never retries and never raises for API errors: every response must be read. Here each
+  result becomes success or one of three errors: `FeishuRateLimited` (HTTP 429 or code 99991400;
+  carries the `x-ogw-ratelimit-reset` seconds), `FeishuRejected` (a `PermanentDeliveryError`:
+  bad content, bot not in the chat, message gone, too long) or `FeishuUnavailable` (5xx,
+  transport errors, anything unknown: retrying with the same `uuid` is safe, so doubt retries).
+- The tenant token is cached process-wide (`TokenManager.cache`, key `self_tenant_token:{app_id}`)
+  and never refreshed on 99991663/99991664/99991668: we clear that key and retry the call once.
+- The SDK's sync calls run on `requests`; its async ones fetch the token synchronously anyway and
+  see lowercased headers. So every call here is a sync SDK call in a worker thread: the event loop
+  never blocks and headers keep the names the server sent.
+- Non-JSON error pages (a proxy's HTML 502) make typed calls raise `JSONDecodeError`: retryable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, Literal
+
+import lark_oapi as lark
+from lark_oapi.api.contact.v3 import GetUserRequest
+from lark_oapi.api.im.v1 import (
+    CreateFileRequest,
+    CreateFileRequestBody,
+    CreateMessageRequest,
+    CreateMessageRequestBody,
+    GetMessageRequest,
+    GetMessageResourceRequest,
+    PatchMessageRequest,
+    PatchMessageRequestBody,
+    ReplyMessageRequest,
+    ReplyMessageRequestBody,
+)
+from lark_oapi.core.exception import ObtainAccessTokenException
+from lark_oapi.core.token.manager import TokenManager
+from pydantic import BaseModel
+
+from ally.channels import PermanentDeliveryError, RetryLaterError
+from ally.config import FeishuConfig
+
+log = logging.getLogger(__name__)
+
+RATE_LIMITED = frozenset({99991400, 230020, 11232})  # app-wide, per chat, message service
+INVALID_TOKEN = frozenset({99991661, 99991663, 99991664, 99991668})
+# Retrying cannot help: bad content (230001, 230099, 99992402 field validation), bot not in the chat
+# (230002), message gone or recalled (230005, 230011), too long (230021, 230022, 230025), too many
+# tables or elements in a card (11310, 300305).
+PERMANENT = frozenset(
+    {230001, 230002, 230005, 230011, 230021, 230022, 230025, 230099, 11310, 300305, 99992402}
+)
+# The message a reply answers is gone: send into the chat instead of failing the reply.
+PARENT_GONE = frozenset({230005, 230011})
+RATE_LIMIT_RESET_HEADER = "x-ogw-ratelimit-reset"
+DEFAULT_RATE_LIMIT_WAIT_S = 2.0  # when Feishu does not say how long to wait
+DEFAULT_TIMEOUT_S = 10.0
+
+
+class FeishuApiError(Exception):
+    """A Feishu call that did not succeed; `code`/`log_id` are what Feishu support asks for."""
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        code: int | None = None,
+        msg: str = "",
+        status: int | None = None,
+        log_id: str = "",
+    ) -> None:
+        detail = f"code {code}" if code is not None else f"HTTP {status}"
+        # Exception's own init: the retry mixins of the subclasses take other arguments.
+        Exception.__init__(
+            self, f"{what} failed: {detail} {msg}".rstrip() + (f" (log_id {log_id})" if log_id else "")
+        )
+        self.code = code
+        self.status = status
+        self.log_id = log_id
+
+
+class FeishuUnavailable(FeishuApiError):
+    """Transport trouble, a 5xx or an unknown error: retry (with the same idempotency key)."""
+
+
+class FeishuRejected(FeishuApiError, PermanentDeliveryError):
+    """Feishu refused the request for good."""
+
+
+class FeishuRateLimited(FeishuApiError, RetryLaterError):
+    """Feishu's rate limit: retry after `retry_after_s` seconds."""
+
+    def __init__(self, what: str, *, retry_after_s: float, **details: Any) -> None:
+        FeishuApiError.__init__(self, what, **details)
+        self.retry_after_s = retry_after_s
+
+
+class SentFeishuMessage(BaseModel):
+    message_id: str
+    thread_id: str = ""
+
+
+class FeishuMessage(BaseModel):
+    """A message as GET /im/v1/messages/{id} returns it (the parts work-ally reads)."""
+
+    message_id: str
+    chat_id: str = ""
+    msg_type: str = ""
+    content: str = ""
+    thread_id: str = ""
+    root_id: str = ""
+    parent_id: str = ""
+
+
+class Download(BaseModel):
+    data: bytes
+    file_name: str | None = None
+
+
+def build_lark_client(config: FeishuConfig, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
+    """The real SDK client; `config.domain` may point at Lark, a proxy or a local fake."""
+    return (
+        lark.Client.builder()
+        .app_id(config.app_id)
+        .app_secret(config.app_secret.get_secret_value())
+        .domain(config.domain.rstrip("/"))
+        .timeout(timeout_s)
+        .log_level(lark.LogLevel.WARNING)
+        .build()
+    )
+
+
+def forget_tenant_token(app_id: str) -> None:
+    """Drop the SDK's cached tenant token for `app_id`, so the next call fetches a fresh one."""
+    TokenManager.cache.set(f"self_tenant_token:{app_id}", "", 0)
+
+
+class FeishuApi:
+    """The calls work-ally makes, each classified (see the module docstring)."""
+
+    def __init__(self, client: Any, app_id: str) -> None:
+        self.client = client
+        self.app_id = app_id
+
+    @classmethod
+    def from_config(cls, config: FeishuConfig, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> FeishuApi:
+        return cls(build_lark_client(config, timeout_s=timeout_s), config.app_id)
+
+    # --- messages --------------------------------------------------------------------------------
+
+    async def reply(
+        self, message_id: str, *, msg_type: str, content: str, uuid: str, in_thread: bool = False
+    ) -> SentFeishuMessage:
+        body = (
+            ReplyMessageRequestBody.builder()
+            .msg_type(msg_type)
+            .content(content)
+            .reply_in_thread(in_thread)
+            .uuid(uuid)
+            .build()
+        )
+        request = ReplyMessageRequest.builder().message_id(message_id).request_body(body).build()
+        response = await self._call(
+            f"reply to {message_id}", lambda: self.client.im.v1.message.reply(request)
+        )
+        return SentFeishuMessage(message_id=response.data.message_id, thread_id=response.data.thread_id or "")
+
+    async def create(self, chat_id: str, *, msg_type: str, content: str, uuid: str) -> SentFeishuMessage:
+        body = (
+            CreateMessageRequestBody.builder()
+            .receive_id(chat_id)
+            .msg_type(msg_type)
+            .content(content)
+            .uuid(uuid)
+            .build()
+        )
+        request = CreateMessageRequest.builder().receive_id_type("chat_id").request_body(body).build()
+        response = await self._call(f"send to {chat_id}", lambda: self.client.im.v1.message.create(request))
+        return SentFeishuMessage(message_id=response.data.message_id, thread_id=response.data.thread_id or "")
+
+    async def patch(self, message_id: str, content: str) -> None:
+        body = PatchMessageRequestBody.builder().content(content).build()
+        request = PatchMessageRequest.builder().message_id(message_id).request_body(body).build()
+        await self._call(f"update card {message_id}", lambda: self.client.im.v1.message.patch(request))
+
+    async def get_message(self, message_id: str) -> FeishuMessage:
+        request = GetMessageRequest.builder().message_id(message_id).build()
+        response = await self._call(f"read {message_id}", lambda: self.client.im.v1.message.get(request))
+        item = response.data.items[0]
+        return FeishuMessage(
+            message_id=item.message_id,
+            chat_id=item.chat_id or "",
+            msg_type=item.msg_type or "",
+            content=item.body.content if item.body else "",
+            thread_id=item.thread_id or "",
+            root_id=item.root_id or "",
+            parent_id=item.parent_id or "",
+        )
+
+    # --- files -----------------------------------------------------------------------------------
+
+    async def upload_file(self, file_name: str, data: bytes) -> str:
+        """Upload a file for a `file` message; returns its file_key. `stream` = any binary type."""
+        body = (
+            CreateFileRequestBody.builder()
+            .file_type("stream")
+            .file_name(file_name)
+            .file(io.BytesIO(data))
+            .build()
+        )
+        request = CreateFileRequest.builder().request_body(body).build()
+        response = await self._call(f"upload {file_name}", lambda: self.client.im.v1.file.create(request))
+        return str(response.data.file_key)
+
+    async def download(self, message_id: str, key: str, kind: Literal["image", "file"]) -> Download:
+        """An image or file attached to a user's message (GET …/messages/{id}/resources/{key})."""
+        request = GetMessageResourceRequest.builder().message_id(message_id).file_key(key).type(kind).build()
+        response = await self._call(
+            f"download {kind} {key}", lambda: self.client.im.v1.message_resource.get(request)
+        )
+        return Download(data=response.file.read(), file_name=response.file_name or None)
+
+    # --- who is who ------------------------------------------------------------------------------
+
+    async def user_name(self, open_id: str) -> str:
+        """A person's display name (needs a contact scope and the person in the app's contact range)."""
+        request = GetUserRequest.builder().user_id(open_id).user_id_type("open_id").build()
+        response = await self._call(f"look up {open_id}", lambda: self.client.contact.v3.user.get(request))
+        return str(response.data.user.name or "")
+
+    async def bot_open_id(self) -> str:
+        """The bot's own open_id: GET /open-apis/bot/v3/info answers `bot` at top level, no `data`,
+        and has no typed SDK call, so its raw body is read here."""
+        request = (
+            lark.BaseRequest.builder()
+            .http_method(lark.HttpMethod.GET)
+            .uri("/open-apis/bot/v3/info")
+            .token_types({lark.AccessTokenType.TENANT})
+            .build()
+        )
+        response = await self._call("read the bot's info", lambda: self.client.request(request))
+        try:
+            return str(json.loads(response.raw.content)["bot"]["open_id"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise FeishuUnavailable("read the bot's info", msg=f"unexpected answer: {error}") from error
+
+    # --- the call layer --------------------------------------------------------------------------
+
+    async def _call(self, what: str, send: Callable[[], Any]) -> Any:
+        for attempt in (1, 2):
+            try:
+                response = await asyncio.to_thread(send)
+            except ObtainAccessTokenException as error:
+                raise FeishuUnavailable(what, msg=f"no tenant access token: {error}") from error
+            except Exception as error:  # requests/SDK: connection, timeout, a non-JSON error page
+                raise FeishuUnavailable(what, msg=f"{type(error).__name__}: {error}") from error
+            if response.success():
+                return response
+            if response.code in INVALID_TOKEN and attempt == 1:
+                log.info("%s: tenant token rejected (%s); fetching a new one", what, response.code)
+                forget_tenant_token(self.app_id)
+                continue
+            raise classify(what, response)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def classify(what: str, response: Any) -> FeishuApiError:
+    """The error a failed SDK response stands for."""
+    raw = response.raw
+    status = getattr(raw, "status_code", None)
+    headers: dict[str, str] = {
+        str(k).lower(): str(v) for k, v in (getattr(raw, "headers", None) or {}).items()
+    }
+    details: dict[str, Any] = {
+        "code": response.code,
+        "msg": response.msg or "",
+        "status": status,
+        "log_id": headers.get("x-tt-logid", ""),
+    }
+    if status == 429 or response.code in RATE_LIMITED:
+        return FeishuRateLimited(what, retry_after_s=_reset_seconds(headers), **details)
+    if response.code in PERMANENT:
+        return FeishuRejected(what, **details)
+    return FeishuUnavailable(what, **details)
+
+
+def _reset_seconds(headers: dict[str, str]) -> float:
+    try:
+        return max(float(headers[RATE_LIMIT_RESET_HEADER]), 0.0)
+    except (KeyError, ValueError):
+        return DEFAULT_RATE_LIMIT_WAIT_S

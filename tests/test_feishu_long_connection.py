@@ -1,0 +1,57 @@
+"""The gateway over a real long connection: lark.ws.Client on its own thread, talking to the fake's
+WS peer, with the whole stack behind it. One test: only one lark.ws.Client works per process
+(the SDK's module-level loop), and test_fake_feishu.py retires its own before this one starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from ally.feishu.gateway import LongConnection
+from dev.fake_feishu import card_action_event, message_event
+from dev.model_server import RunCommand, Say
+from tests.feishu_stack import card_markdown, feishu_stack
+
+pytestmark = [pytest.mark.feishu, pytest.mark.codex]
+
+
+async def test_a_message_and_a_card_click_over_the_long_connection(client: Client, tmp_path: Path) -> None:
+    async with feishu_stack(client, tmp_path, "cli_feishu_long_connection") as fs:
+        fs.fake.add_user("ou_alice", "Alice")
+        target = fs.stack.workspace / "over-ws.txt"
+        fs.stack.model.push(RunCommand(cmd=f"touch {target}"), Say(text="Touched over WS."))
+        connection = LongConnection(fs.config, fs.handler)
+        connection.start()
+        try:
+            await fs.fake.async_wait_for(lambda: fs.fake.long_connection.connection_count, timeout=10)
+            fs.stack.chats.add("oc_dm_ws")
+            event = message_event("oc_dm_ws", "touch it", sender_open_id="ou_alice", app_id=fs.fake.app_id)
+            question = event["event"]["message"]["message_id"]
+
+            ack = await fs.fake.apush_event(event)
+            (card,) = await fs.wait_for_replies(question)
+            approve = next(
+                b["behaviors"][0]["value"]
+                for column in card.content["body"]["elements"][-2]["columns"]
+                for b in column["elements"]
+                if b["behaviors"][0]["value"]["decision"] == "accept"
+            )
+            click = card_action_event("ou_alice", approve, card.message_id, "oc_dm_ws", app_id=fs.fake.app_id)
+            clicked = await fs.fake.apush_event(click)
+            answers = await fs.wait_for_replies(question, count=2)
+
+            assert ack == {"code": 200}
+            assert clicked["code"] == 200 and clicked["data"]["toast"]["content"] == "Approved"
+            assert card_markdown(answers[-1]) == "Touched over WS." and target.exists()
+        finally:
+            # No stop() in lark-oapi 1.7.5: make the client's reconnects fail for good and drop it,
+            # so its thread goes quiet (the fake's own WS tests do the same).
+            fs.fake.fail_next("/callback/ws/endpoint", status=200, code=403, msg="retired", times=100)
+            fs.fake.drop_long_connections()
+            await fs.fake.async_wait_for(
+                lambda: any(c.code == 403 for c in fs.fake.calls_to("/callback/ws/endpoint")), timeout=10
+            )
+            with pytest.raises(RuntimeError, match="long connection stopped"):
+                await connection.watch()

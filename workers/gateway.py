@@ -1,0 +1,86 @@
+"""Gateway: everything that talks to Feishu, in one process.
+
+Hosts the Feishu delivery activities (`send_reply`, `send_approval`, `update_approval`) on the
+Feishu delivery queue, and runs the transport that brings Feishu's events in: the long connection
+(default; no public URL needed) or a webhook server on `feishu.webhook_port`. Events become
+signal-with-start of the chat's conversation (ally/feishu/gateway.py). If the transport dies (bad
+credentials, the app not allowed a long connection), the process exits and `ally up` restarts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+from temporalio.worker import Worker
+
+from activities.channel import ChannelActivities
+from ally.config import load_config
+from ally.feishu import FEISHU_DELIVERY_QUEUE
+from ally.feishu.channel import FeishuChannel
+from ally.feishu.client import FeishuApi
+from ally.feishu.gateway import FeishuGateway, LongConnection, WebhookServer
+from ally.feishu.inbound import MessageReader
+from ally.inbound import new_conversation, thread_settings
+from ally.temporal_client import connect
+from ally.worker_process import configure_logging, serve_until_signalled
+
+# Attachments are saved here, inside the workspace, where Codex can read them.
+INBOX_DIR = "feishu-inbox"
+
+
+async def main() -> None:
+    log = configure_logging("gateway")
+    # lark-oapi gives its "Lark" logger a handler of its own: drop it, or every SDK line prints twice.
+    logging.getLogger("Lark").handlers.clear()
+    config = load_config()
+    if not config.feishu.configured:
+        log.error("Feishu is not configured: set [feishu] app_id and app_secret (docs/feishu-setup.md)")
+        sys.exit(2)
+    client = await connect(config)
+    api = FeishuApi.from_config(config.feishu)
+    channel = FeishuChannel(api)
+    reader = MessageReader(api, inbox=Path(thread_settings(config).cwd) / INBOX_DIR)
+    gateway = FeishuGateway(
+        client=client, channel=channel, reader=reader, new_state=lambda chat: new_conversation(config, chat)
+    )
+    delivery = Worker(client, task_queue=FEISHU_DELIVERY_QUEUE, activities=ChannelActivities(channel).all())
+
+    feishu = config.feishu
+    transport: LongConnection | WebhookServer
+    if feishu.transport == "webhook":
+        handler = gateway.event_handler(
+            feishu.encrypt_key.get_secret_value(), feishu.verification_token.get_secret_value()
+        )
+        transport = WebhookServer(handler, port=feishu.webhook_port)
+    else:
+        transport = LongConnection(feishu, gateway.event_handler())
+    transport.start()
+
+    serving = asyncio.create_task(
+        serve_until_signalled(
+            "gateway",
+            [delivery],
+            detail=lambda: {"transport": feishu.transport, "handed_over": gateway.handed_over},
+        )
+    )
+    watching = asyncio.create_task(transport.watch())
+    try:
+        await asyncio.wait({serving, watching}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watching.cancel()
+        if not serving.done():
+            serving.cancel()  # its own cleanup shuts the worker down and removes the state file
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        if isinstance(transport, WebhookServer):
+            transport.stop()
+    if watching.done() and not watching.cancelled() and (error := watching.exception()) is not None:
+        raise error
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
