@@ -113,8 +113,8 @@ class ThreadSummary(BaseModel):
 class ChatRef(BaseModel):
     """A chat, and the task queue whose worker can deliver to it.
 
-    Feishu chats are delivered by the turns worker; a terminal conversation (`ally chat`) hosts its
-    own delivery queue, so the same workflows reach either without knowing which.
+    Feishu chats are delivered by the gateway; a terminal conversation (`ally chat`) hosts its own
+    delivery queue, so the same workflows reach either without knowing which.
     """
 
     channel: Literal["feishu", "console"]

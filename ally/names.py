@@ -12,6 +12,8 @@ from temporalio.common import SearchAttributeKey
 
 # Workflows and the activities that need no Codex child (channel delivery) run here.
 TURNS_QUEUE = "ally-turns"
+# Feishu chats' deliveries (ChatRef.delivery_queue): polled by the gateway, which owns the Feishu client.
+FEISHU_DELIVERY_QUEUE = "feishu-delivery"
 # Shared queue every runtime host polls; it answers "which host are you?" so that a conversation
 # can pin its turns to the host whose child process holds the thread (notes/temporal.md §1).
 RUNTIME_DISCOVERY_QUEUE = "codex-runtime"

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.worker import Worker
 
 from activities.channel import ChannelActivities
@@ -92,7 +93,7 @@ async def test_someone_who_may_not_decide_is_refused_without_a_trace(client: Cli
         message = await stack.send(chat, "touch it")
         prompt = (await eventually(lambda: stack.approvals(chat), what="an approval card"))[0]
         handle = stack.turn_handle(chat, message)
-        before = len((await handle.fetch_history()).events)
+        before = await settled_history_length(handle)
 
         outsider = Person(id="ou_mallory", name="Mallory")
         with pytest.raises(WorkflowUpdateFailedError):
@@ -107,11 +108,22 @@ async def test_someone_who_may_not_decide_is_refused_without_a_trace(client: Cli
             Decision(key=prompt.request.key, decision="accept", operator=outsider),
         )
         assert receipt.status == "rejected" and "may not decide" in receipt.detail
-        await asyncio.sleep(0.5)
-        assert len((await handle.fetch_history()).events) == before
+        assert await settled_history_length(handle) == before
         assert (await handle.query(TurnWorkflow.view)).pending  # Codex still waits
         assert not target.exists()
         await handle.signal(TurnWorkflow.stop)
+
+
+async def settled_history_length(handle: WorkflowHandle[Any, Any]) -> int:
+    """The history's length once nothing has been added to it for a moment (the card's activity
+    completion can land just after the person saw the card)."""
+    length = -1
+    while True:
+        current = len((await handle.fetch_history()).events)
+        if current == length:
+            return current
+        length = current
+        await asyncio.sleep(0.5)
 
 
 async def test_stop_during_an_approval_wait_interrupts_and_the_card_says_so(

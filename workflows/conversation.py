@@ -47,11 +47,13 @@ class ConversationState(BaseModel):
     seen: list[str] = []
     last_message: InboundMessage | None = None
     turns: int = 0
+    notices: int = 0  # numbers each notice, so its idempotency key is never reused
 
 
 class ConversationView(BaseModel):
     thread_id: str | None
     running: str | None
+    running_turn_id: str | None
     queued: list[str]
     busy_policy: str
     turns: int
@@ -83,11 +85,21 @@ class ConversationWorkflow:
                 position = len(self.s.queue)
                 self.notices.append((message, f"Queued (position {position}); runs after the current turn."))
 
+    @workflow.signal
+    def recall(self, message_id: str) -> None:
+        """The person recalled a message: if it still waits in the queue, it never runs."""
+        self.s.queue = [m for m in self.s.queue if m.message_id != message_id]
+        if message_id not in self.s.seen:
+            self.s.seen = [*self.s.seen, message_id][-SEEN_LIMIT:]
+
     @workflow.query
     def view(self) -> ConversationView:
         return ConversationView(
             thread_id=self.s.thread_id,
             running=self.current.text[:80] if self.current else None,
+            running_turn_id=names.turn_id(self.s.chat.chat_id, self.current.message_id)
+            if self.current
+            else None,
             queued=[m.text[:80] for m in self.s.queue],
             busy_policy=self.s.busy_policy,
             turns=self.s.turns,
@@ -193,7 +205,10 @@ class ConversationWorkflow:
             if self.s.last_message is None:
                 await self._say(message, "There is nothing to retry yet.")
                 return
-            again = self.s.last_message.model_copy(update={"message_id": f"{message.message_id}:retry"})
+            # A new id for a new turn; the reply answers the /retry message itself.
+            again = self.s.last_message.model_copy(
+                update={"message_id": f"{message.message_id}:retry", "reply_to": message.message_id}
+            )
             self.s.queue.append(again)
             await self._say(message, f"Retrying: {again.text[:80]}")
         elif command == "/mode" and rest in ("queue", "steer"):
@@ -234,13 +249,14 @@ class ConversationWorkflow:
         return "\n".join(lines)
 
     async def _say(self, to: InboundMessage, text: str) -> None:
+        self.s.notices += 1
         await workflow.execute_activity(
             "send_reply",
             Reply(
                 chat=self.s.chat,
                 reply_to=to.message_id,
                 text=text,
-                idempotency_key=names.delivery_key(workflow.info().workflow_id, f"notice:{to.message_id}"),
+                idempotency_key=names.delivery_key(workflow.info().workflow_id, f"notice:{self.s.notices}"),
                 tone="notice",
             ),
             task_queue=self.s.chat.delivery_queue,

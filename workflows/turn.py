@@ -230,7 +230,7 @@ class TurnWorkflow:
                 "send_approval",
                 ApprovalPrompt(
                     chat=self.turn.message.chat,
-                    reply_to=self.turn.message.message_id,
+                    reply_to=self._reply_target(),
                     turn_workflow_id=workflow.info().workflow_id,
                     request=pending.request,
                     idempotency_key=names.delivery_key(
@@ -326,18 +326,24 @@ class TurnWorkflow:
         return TurnResult(thread_id=self.thread_id, turn_id=self.turn_id, status="host_lost")
 
     async def _send(self, text: str, *, tone: Literal["answer", "notice", "problem"]) -> None:
-        await self._to_chat(
-            "send_reply",
-            Reply(
-                chat=self.turn.message.chat,
-                reply_to=self.turn.message.message_id,
-                text=text,
-                idempotency_key=names.delivery_key(workflow.info().workflow_id, "reply"),
-                tone=tone,
-            ),
-            result_type=SentMessage,
-            summary="deliver the reply",
-        )
+        try:
+            await self._to_chat(
+                "send_reply",
+                Reply(
+                    chat=self.turn.message.chat,
+                    reply_to=self._reply_target(),
+                    text=text,
+                    idempotency_key=names.delivery_key(workflow.info().workflow_id, "reply"),
+                    tone=tone,
+                ),
+                result_type=SentMessage,
+                summary="deliver the reply",
+            )
+        except ActivityError as error:
+            # Only a permanent rejection (bot removed from the chat, message gone) or 55 minutes of
+            # failures get here: the answer stays readable in the thread; the turn itself succeeded.
+            workflow.logger.warning("the reply could not be delivered: %s", error)
+            self._set_state("undelivered")
 
     async def _on_host(
         self, activity: str, arg: BaseModel, *, summary: str, result_type: type | None = None
@@ -390,6 +396,9 @@ class TurnWorkflow:
             operator_id in (self.turn.message.sender.id, names.LOCAL_OPERATOR)
             or operator_id in self.turn.approvers
         )
+
+    def _reply_target(self) -> str:
+        return self.turn.message.reply_to or self.turn.message.message_id
 
     def _prompt_text(self) -> str:
         message = self.turn.message

@@ -14,6 +14,6 @@ and runs the transport, so everything that talks to Feishu lives in one process.
 
 from __future__ import annotations
 
-# The task queue of Feishu chats' deliveries (ChatRef.delivery_queue); the gateway polls it.
-# To move into ally/names.py with the other queue names.
-FEISHU_DELIVERY_QUEUE = "feishu-delivery"
+from ally.names import FEISHU_DELIVERY_QUEUE
+
+__all__ = ["FEISHU_DELIVERY_QUEUE"]

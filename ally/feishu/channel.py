@@ -54,14 +54,6 @@ class ApprovalCards:
     def get(self, message_id: str) -> ApprovalCard | None:
         return self._cards.get(message_id)
 
-    def turns_in_chat(self, chat_id: str) -> list[str]:
-        """Turn workflows that asked something in this chat, newest first."""
-        seen: list[str] = []
-        for card in reversed(self._cards.values()):
-            if card.prompt.chat.chat_id == chat_id and card.prompt.turn_workflow_id not in seen:
-                seen.append(card.prompt.turn_workflow_id)
-        return seen
-
 
 class FeishuChannel:
     def __init__(self, api: FeishuApi, *, pace_s: float = PACE_S) -> None:
@@ -126,7 +118,7 @@ class FeishuChannel:
     # --- sending ---------------------------------------------------------------------------------
 
     async def _send(self, chat: ChatRef, reply_to: str | None, msg_type: str, content: str, uuid: str) -> str:
-        parent = _feishu_message_id(reply_to)
+        parent = reply_to or None
         if parent:
             try:
                 sent = await self.api.reply(
@@ -154,12 +146,3 @@ class FeishuChannel:
                 log.info("cannot tell whether %s is in a topic (%s); replying in place", message_id, error)
                 return False
         return bool(self._threads[message_id])
-
-
-def _feishu_message_id(reply_to: str | None) -> str | None:
-    """The Feishu message a reply answers. `/retry` re-runs a message under the id
-    "<message id>:retry" (workflows/conversation.py), which Feishu does not know: strip the suffix.
-    Feishu's own ids (om_…) never contain a colon."""
-    if not reply_to:
-        return None
-    return reply_to.split(":", 1)[0]

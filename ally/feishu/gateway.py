@@ -46,7 +46,7 @@ from lark_oapi.event.callback.model.p2_card_action_trigger import P2CardActionTr
 from lark_oapi.event.custom import CustomizedEventProcessor
 from pydantic import BaseModel, ValidationError
 from temporalio.client import Client, WorkflowQueryFailedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from ally import names
 from ally.config import FeishuConfig
@@ -197,9 +197,20 @@ class FeishuGateway:
     def on_recalled(self, data: Any) -> None:
         envelope = _validated(Envelope[Recalled], data, "recall")
         if envelope is not None:
-            # A queued message stays queued: removing it needs a `recall` signal on the
-            # conversation (not there yet); a running turn keeps running (/stop stops it).
-            log.info("message %s recalled in %s", envelope.event.message_id, envelope.event.chat_id)
+            # A queued message is dropped from the queue; a running turn keeps running (/stop).
+            event = envelope.event
+            self._run(
+                self._recall(event.chat_id, event.message_id), ACK_BUDGET_S, f"recall {event.message_id}"
+            )
+
+    async def _recall(self, chat_id: str, message_id: str) -> None:
+        handle = self.client.get_workflow_handle_for(ConversationWorkflow.run, names.conversation_id(chat_id))
+        try:
+            await handle.signal(ConversationWorkflow.recall, message_id)
+        except RPCError as error:
+            if error.status != RPCStatusCode.NOT_FOUND:
+                raise
+            log.info("recall of %s in %s: no conversation there", message_id, chat_id)
 
     def on_bot_added(self, data: Any) -> None:
         envelope = _validated(Envelope[ChatMembership], data, "bot added")
@@ -281,31 +292,15 @@ class FeishuGateway:
         except (RPCError, WorkflowQueryFailedError) as error:
             log.info("no conversation view for %s: %s", chat_id, error)
             return []
-        if view.running is None:
+        if view.running_turn_id is None:
             return []
-        waiting: list[tuple[str, CodexRequest]] = []
-        for turn_workflow_id in self.channel.approvals.turns_in_chat(chat_id) or await self._running_turns(
-            chat_id
-        ):
-            try:
-                turn = await self.client.get_workflow_handle(turn_workflow_id).query(
-                    TurnWorkflow.view, rpc_timeout=timedelta(seconds=2)
-                )
-            except (RPCError, WorkflowQueryFailedError):
-                continue
-            waiting += [(turn_workflow_id, r) for r in turn.pending if r.kind != "user_input"]
-            if waiting:
-                break  # one turn runs at a time; the newest with pending requests is it
-        return waiting
-
-    async def _running_turns(self, chat_id: str) -> list[str]:
-        """The running turn of a chat when this process sent none of its cards (e.g. after a
-        restart): ConversationView names the running message's text, not its turn id."""
-        query = (
-            f"WorkflowType = 'TurnWorkflow' AND ExecutionStatus = 'Running' "
-            f"AND {names.CHAT.name} = '{chat_id.replace(chr(39), '')}'"
-        )
-        return [execution.id async for execution in self.client.list_workflows(query, limit=5)]
+        try:
+            turn = await self.client.get_workflow_handle(view.running_turn_id).query(
+                TurnWorkflow.view, rpc_timeout=timedelta(seconds=2)
+            )
+        except (RPCError, WorkflowQueryFailedError):
+            return []
+        return [(view.running_turn_id, r) for r in turn.pending if r.kind != "user_input"]
 
     async def _decide_from_card(self, click: CardClick, value: cards.CardValue) -> dict[str, Any]:
         # A name not cached yet must not cost the 3 s answer: an id-only operator is fine.
