@@ -28,16 +28,15 @@ from ally.codex.runtime import (
 from ally.contracts import (
     AnswerRequestInput,
     CodexRequest,
-    EnsureThreadInput,
     InterruptTurnInput,
     ReadThreadInput,
     RuntimeLocation,
-    RunTurnInput,
+    StartTurnInput,
     SteerTurnInput,
-    ThreadRef,
     ThreadSummary,
     TurnOutcome,
     TurnProgress,
+    TurnRef,
     TurnSummary,
 )
 
@@ -53,8 +52,8 @@ class CodexActivities:
     def pinned(self) -> list[Callable[..., Any]]:
         """The activities that must run where the child process is."""
         return [
-            self.ensure_thread,
-            self.run_turn,
+            self.start_turn,
+            self.follow_turn,
             self.answer_request,
             self.steer_turn,
             self.interrupt_turn,
@@ -65,47 +64,44 @@ class CodexActivities:
     async def locate_runtime(self) -> RuntimeLocation:
         return self.location
 
-    @activity.defn(name="ensure_thread")
-    async def ensure_thread(self, request: EnsureThreadInput) -> ThreadRef:
-        settings = request.settings
+    @activity.defn(name="start_turn")
+    async def start_turn(self, request: StartTurnInput) -> TurnRef:
+        """Load the chat's thread (start, or resume) and submit the prompt as a new turn."""
         try:
-            return ThreadRef(thread_id=await self.runtime.ensure_thread(request.thread_id, settings))
+            thread_id = await self.runtime.ensure_thread(request.thread_id, request.settings)
         except ThreadNotFound:
             # Codex stores a thread only with its first message; one that never got a turn (or
             # whose store is gone) cannot be resumed, so the chat continues on a fresh thread.
             activity.logger.warning("thread %s cannot be resumed; starting a new one", request.thread_id)
-            return ThreadRef(thread_id=await self.runtime.ensure_thread(None, settings))
+            thread_id = await self.runtime.ensure_thread(None, request.settings)
+        inputs = [TurnInput(type="text", text=request.text)]
+        inputs += [TurnInput(type="localImage", path=path) for path in request.local_images]
+        turn_id = await self.runtime.start_turn(thread_id, inputs, plan_mode=request.plan_mode)
+        return TurnRef(thread_id=thread_id, turn_id=turn_id)
 
-    @activity.defn(name="run_turn")
-    async def run_turn(self, request: RunTurnInput) -> TurnOutcome:
-        """Start the turn (once), follow it to its end, forward each request Codex waits on.
+    @activity.defn(name="follow_turn")
+    async def follow_turn(self, turn: TurnRef) -> TurnOutcome:
+        """Follow the turn to its end, forward each request Codex waits on, read the outcome back.
 
-        A retry of this activity (heartbeat timeout, restarted worker) finds the turn id in the
-        last heartbeat and never submits the prompt twice: it reads back how the turn went.
+        A retry after this host's child or worker restarted finds the turn gone from the child:
+        it reads back how the turn ended (interrupted) instead of waiting for it.
         """
-        progress = _previous_progress() or TurnProgress(thread_id=request.thread_id)
-        resumed = progress.turn_id is not None
-        if progress.turn_id is None:
-            inputs = [TurnInput(type="text", text=request.text)]
-            inputs += [TurnInput(type="localImage", path=path) for path in request.local_images]
-            progress.turn_id = await self.runtime.start_turn(
-                request.thread_id, inputs, plan_mode=request.plan_mode
-            )
+        progress = TurnProgress(thread_id=turn.thread_id, turn_id=turn.turn_id)
         activity.heartbeat(progress)
         beating = asyncio.create_task(_heartbeat_forever(progress))
         try:
-            if resumed and not self.runtime.is_turn_live(request.thread_id, progress.turn_id):
-                return await self._outcome(request.thread_id, progress.turn_id, restarted=True)
+            if activity.info().attempt > 1 and not self.runtime.is_turn_live(turn.thread_id, turn.turn_id):
+                return await self._outcome(turn, restarted=True)
             await self._follow(progress)
         except RuntimeRestarted:
-            return await self._outcome(request.thread_id, progress.turn_id, restarted=True)
+            return await self._outcome(turn, restarted=True)
         except asyncio.CancelledError:
             # The workflow cancelled us (/stop): interrupt Codex, then report what really happened.
-            await asyncio.shield(self._interrupt_and_wait(progress))
-            return await asyncio.shield(self._outcome(request.thread_id, progress.turn_id))
+            await asyncio.shield(self._interrupt_and_wait(turn))
+            return await asyncio.shield(self._outcome(turn))
         finally:
             beating.cancel()
-        return await self._outcome(request.thread_id, progress.turn_id)
+        return await self._outcome(turn)
 
     @activity.defn(name="answer_request")
     async def answer_request(self, request: AnswerRequestInput) -> None:
@@ -139,12 +135,11 @@ class CodexActivities:
             ],
         )
 
-    # --- steps of run_turn -----------------------------------------------------------------------
+    # --- steps of follow_turn -----------------------------------------------------------------------
 
     async def _follow(self, progress: TurnProgress) -> None:
-        assert progress.turn_id is not None
         workflow_id = activity.info().workflow_id
-        assert workflow_id is not None, "run_turn is only ever called by a turn workflow"
+        assert workflow_id is not None, "follow_turn is only ever called by a turn workflow"
         caller = activity.client().get_workflow_handle(workflow_id)
         async for event in self.runtime.watch_turn(progress.thread_id, progress.turn_id):
             if isinstance(event, PendingRequest):
@@ -154,41 +149,35 @@ class CodexActivities:
             elif isinstance(event, TurnEnded):
                 return
 
-    async def _interrupt_and_wait(self, progress: TurnProgress) -> None:
-        assert progress.turn_id is not None
+    async def _interrupt_and_wait(self, turn: TurnRef) -> None:
         with contextlib.suppress(Exception):
-            await self.runtime.interrupt(progress.thread_id, progress.turn_id)
+            await self.runtime.interrupt(turn.thread_id, turn.turn_id)
             async with asyncio.timeout(INTERRUPT_GRACE_S):
-                async for event in self.runtime.watch_turn(progress.thread_id, progress.turn_id):
+                async for event in self.runtime.watch_turn(turn.thread_id, turn.turn_id):
                     if isinstance(event, TurnEnded):
                         return
 
-    async def _outcome(self, thread_id: str, turn_id: str, *, restarted: bool = False) -> TurnOutcome:
+    async def _outcome(self, turn: TurnRef, *, restarted: bool = False) -> TurnOutcome:
         """Read the turn back from `thread/read`: the truth, whatever the event stream said."""
         # The turn is almost always the newest: read a few, not the whole (ever longer) thread.
-        recent = await self.runtime.read_thread(thread_id, last=3)
-        turn = next((t for t in recent.turns if t.id == turn_id), None)
-        if turn is None:
-            snapshot = await self.runtime.read_thread(thread_id)
-            turn = next((t for t in snapshot.turns if t.id == turn_id), None)
-        if turn is None:
-            raise ApplicationError(f"turn {turn_id} is not in thread {thread_id}", type="TurnNotFound")
-        status = turn.status if turn.status in ("completed", "interrupted", "failed") else "interrupted"
+        recent = await self.runtime.read_thread(turn.thread_id, last=3)
+        found = next((t for t in recent.turns if t.id == turn.turn_id), None)
+        if found is None:
+            snapshot = await self.runtime.read_thread(turn.thread_id)
+            found = next((t for t in snapshot.turns if t.id == turn.turn_id), None)
+        if found is None:
+            raise ApplicationError(
+                f"turn {turn.turn_id} is not in thread {turn.thread_id}", type="TurnNotFound"
+            )
+        status = found.status if found.status in ("completed", "interrupted", "failed") else "interrupted"
         return TurnOutcome(
-            thread_id=thread_id,
-            turn_id=turn_id,
+            thread_id=turn.thread_id,
+            turn_id=turn.turn_id,
             status=status,
-            final_text=turn.final_text,
-            error=turn.error,
+            final_text=found.final_text,
+            error=found.error,
             runtime_restarted=restarted and status != "completed",
         )
-
-
-def _previous_progress() -> TurnProgress | None:
-    details = activity.info().heartbeat_details
-    if not details:
-        return None
-    return TurnProgress.model_validate(details[0])
 
 
 async def _heartbeat_forever(progress: TurnProgress) -> None:

@@ -23,27 +23,27 @@ class RuntimeLocation(BaseModel):
     task_queue: str
 
 
-class EnsureThreadInput(BaseModel):
-    thread_id: str | None = None
+class StartTurnInput(BaseModel):
+    thread_id: str | None  # None: a new thread
     settings: ThreadSettings
-
-
-class ThreadRef(BaseModel):
-    thread_id: str
-
-
-class RunTurnInput(BaseModel):
-    thread_id: str
     text: str
     local_images: list[str] = []
     plan_mode: bool = False
 
 
-class TurnProgress(BaseModel):
-    """Heartbeat details of `run_turn`: a retry on the same host resumes from here."""
+class TurnRef(BaseModel):
+    """A submitted turn. Recorded in history once `start_turn` completes, so no retry of anything
+    after it can submit the prompt a second time."""
 
     thread_id: str
-    turn_id: str | None = None
+    turn_id: str
+
+
+class TurnProgress(BaseModel):
+    """Heartbeat details of `follow_turn`, shown in the Temporal UI's pending activity."""
+
+    thread_id: str
+    turn_id: str
     last_item: str | None = None
 
 

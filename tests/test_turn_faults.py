@@ -26,6 +26,7 @@ from ally.temporal_server import dev_server_command
 from dev.model_server import Hang, Say
 from tests.processes import free_port
 from tests.stack import eventually, running_stack
+from workflows.turn import TurnWorkflow
 
 pytestmark = [pytest.mark.codex, pytest.mark.faults]
 
@@ -91,8 +92,14 @@ async def test_kill_9_of_the_runtime_worker_mid_turn_ends_honestly_and_the_next_
         stack.model.push(Hang(seconds=120))
         with runtime_worker_process(client, home, codex_home, stack.host) as worker:
             await wait_polled(client, stack.pinned_queue)
-            await stack.send(chat, "a long job", runtime=location)
+            message = await stack.send(chat, "a long job", runtime=location)
             await eventually(lambda: stack.model.received(), what="the turn to reach the model")
+            # Mid-turn = after `start_turn` completed: the turn is in history, Codex is working.
+            turn = stack.turn_handle(chat, message)
+            for _ in range(600):
+                if (await turn.query(TurnWorkflow.view)).turn_id is not None:
+                    break
+                await asyncio.sleep(0.05)
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
         started = asyncio.get_running_loop().time()

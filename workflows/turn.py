@@ -29,17 +29,16 @@ with workflow.unsafe.imports_passed_through():
         ApprovalPrompt,
         CodexRequest,
         Decision,
-        EnsureThreadInput,
         InboundMessage,
         Person,
         Reply,
         RuntimeLocation,
-        RunTurnInput,
         SentMessage,
+        StartTurnInput,
         SteerTurnInput,
-        ThreadRef,
         ThreadSettings,
         TurnOutcome,
+        TurnRef,
     )
 
 # Pinned calls: a host that is gone must surface in seconds, not hang (notes/temporal.md §1:
@@ -109,7 +108,7 @@ class TurnWorkflow:
 
     @workflow.signal
     def codex_request(self, request: CodexRequest) -> None:
-        """From `run_turn` on the host: Codex is waiting for an answer."""
+        """From `follow_turn` on the host: Codex is waiting for an answer."""
         if request.key not in self.requests:
             self.requests[request.key] = PendingRequest(request=request, shown_at=workflow.time())
 
@@ -159,22 +158,25 @@ class TurnWorkflow:
     async def run(self, turn: TurnInput) -> TurnResult:
         self._set_state("running")
         try:
-            thread: ThreadRef = await self._on_host(
-                "ensure_thread",
-                EnsureThreadInput(thread_id=turn.thread_id, settings=turn.settings),
-                result_type=ThreadRef,
-                summary="start or resume the Codex thread",
+            started: TurnRef = await self._on_host(
+                "start_turn",
+                StartTurnInput(
+                    thread_id=turn.thread_id,
+                    settings=turn.settings,
+                    text=self._prompt_text(),
+                    local_images=turn.message.local_images,
+                ),
+                result_type=TurnRef,
+                summary="submit the prompt to the Codex thread",
             )
         except ActivityError as error:
             return await self._host_lost(error)
-        self.thread_id = thread.thread_id
-        workflow.upsert_search_attributes([names.CODEX_THREAD.value_set(thread.thread_id)])
+        self.thread_id, self.turn_id = started.thread_id, started.turn_id
+        workflow.upsert_search_attributes([names.CODEX_THREAD.value_set(started.thread_id)])
 
         running = workflow.start_activity(
-            "run_turn",
-            RunTurnInput(
-                thread_id=thread.thread_id, text=self._prompt_text(), local_images=turn.message.local_images
-            ),
+            "follow_turn",
+            started,
             task_queue=turn.runtime.task_queue,
             result_type=TurnOutcome,
             schedule_to_start_timeout=HOST_START,
@@ -182,7 +184,7 @@ class TurnWorkflow:
             heartbeat_timeout=RUN_TURN_HEARTBEAT,
             retry_policy=RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1)),
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            summary="run the turn on the Codex host",
+            summary="follow the turn on the Codex host",
         )
         while not running.done():
             await workflow.wait_condition(
@@ -196,7 +198,7 @@ class TurnWorkflow:
             await self._forward_steers()
             if self.stop_requested and not self.stop_sent:
                 self.stop_sent = True
-                running.cancel()  # run_turn interrupts the Codex turn, then reports how it ended
+                running.cancel()  # follow_turn interrupts the Codex turn, then reports how it ended
 
         try:
             outcome = await running
@@ -204,9 +206,7 @@ class TurnWorkflow:
             if not self.stop_requested:
                 return await self._host_lost(error)
             # Cancelled by /stop before the host could report: the turn was interrupted.
-            outcome = TurnOutcome(
-                thread_id=thread.thread_id, turn_id=self.turn_id or "", status="interrupted"
-            )
+            outcome = TurnOutcome(thread_id=started.thread_id, turn_id=started.turn_id, status="interrupted")
         self.turn_id = outcome.turn_id
         await self._close_unanswered_requests(outcome)
         self._set_state("delivering")
