@@ -16,7 +16,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from ally.channels import Channel, PermanentDeliveryError, RetryLaterError
-from ally.contracts import ApprovalOutcome, ApprovalPrompt, Reply, SentMessage
+from ally.contracts import ApprovalOutcome, ApprovalPrompt, Reaction, ReactionRef, Reply, SentMessage
 
 
 class ChannelActivities:
@@ -38,8 +38,18 @@ class ChannelActivities:
         with _delivery_errors():
             await self.channel.update_approval(outcome)
 
+    @activity.defn(name="react")
+    async def react(self, reaction: Reaction) -> ReactionRef:
+        with _delivery_errors():
+            return await self.channel.react(reaction)
+
+    @activity.defn(name="unreact")
+    async def unreact(self, reaction: ReactionRef) -> None:
+        with _delivery_errors():
+            await self.channel.unreact(reaction)
+
     def all(self) -> list[Callable[..., Any]]:
-        return [self.send_reply, self.send_approval, self.update_approval]
+        return [self.send_reply, self.send_approval, self.update_approval, self.react, self.unreact]
 
 
 @contextmanager

@@ -167,6 +167,20 @@ class ApprovalOutcome(BaseModel):
     decided_at: str
 
 
+class Reaction(BaseModel):
+    """An emoji on a person's message: progress without a message (Feishu emoji_type names)."""
+
+    chat: ChatRef
+    message_id: str
+    emoji: str
+
+
+class ReactionRef(BaseModel):
+    chat: ChatRef
+    message_id: str
+    reaction_id: str | None  # None where the channel shows no reactions (the terminal)
+
+
 class Decision(BaseModel):
     """A person's answer to a pending request (a card click, a text shortcut, the terminal)."""
 

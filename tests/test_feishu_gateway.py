@@ -20,6 +20,7 @@ from temporalio.client import Client
 from ally import names
 from ally.feishu.channel import ApprovalCards
 from ally.feishu.gateway import WebhookServer
+from dev.fake_feishu import Reaction as FakeReaction
 from dev.fake_feishu import card_action_event, envelope, mention, message_event, reaction_event
 from dev.model_server import RunCommand, Say
 from tests.feishu_stack import FeishuStack, card_markdown, feishu_stack
@@ -54,6 +55,14 @@ async def test_a_private_message_gets_one_card_reply_in_its_chat_answering_that_
         assert card_markdown(reply) == "Hello **Alice**, all good."
         assert reply.uuid and len(reply.uuid) <= 50
         assert "how is the build?" in received_text(fs) and "[Alice]" not in received_text(fs)
+
+        # The person saw work start on their message, then end: "working" taken off, "done" put on.
+        def on_question() -> list[FakeReaction]:
+            return [r for r in fs.fake.reactions if r.message_id == question]
+
+        await fs.fake.async_wait_for(lambda: len(on_question()) == 2, timeout=10)
+        reactions = on_question()
+        assert {(r.emoji_type, r.deleted) for r in reactions} == {("OnIt", True), ("DONE", False)}
 
 
 async def test_in_a_group_only_an_at_mention_is_answered_and_codex_learns_who_spoke(

@@ -13,6 +13,8 @@ as a schedule-to-start or heartbeat timeout and becomes an honest message, never
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -31,6 +33,8 @@ with workflow.unsafe.imports_passed_through():
         Decision,
         InboundMessage,
         Person,
+        Reaction,
+        ReactionRef,
         Reply,
         RuntimeLocation,
         SentMessage,
@@ -56,6 +60,10 @@ DELIVERY_RETRY = RetryPolicy(
     non_retryable_error_types=["PermanentDeliveryError"],
 )
 RUN_TURN_HEARTBEAT = timedelta(seconds=10)
+# Feishu emoji_type names (case-sensitive): on the person's message while the turn runs, and after.
+WORKING_EMOJI = "OnIt"
+DONE_EMOJI = "DONE"
+REACTION_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(milliseconds=200))
 RUN_TURN_MAX = timedelta(hours=12)
 
 
@@ -103,6 +111,7 @@ class TurnWorkflow:
         self.steers: list[str] = []
         self.stop_requested = False
         self.stop_sent = False
+        self.working: workflow.ActivityHandle[ReactionRef] | None = None
 
     # --- what the outside world can tell a running turn ------------------------------------------
 
@@ -157,6 +166,7 @@ class TurnWorkflow:
     @workflow.run
     async def run(self, turn: TurnInput) -> TurnResult:
         self._set_state("running")
+        self.working = self._react(WORKING_EMOJI)  # not awaited: the turn does not wait for an emoji
         try:
             started: TurnRef = await self._on_host(
                 "start_turn",
@@ -210,7 +220,9 @@ class TurnWorkflow:
         self.turn_id = outcome.turn_id
         await self._close_unanswered_requests(outcome)
         self._set_state("delivering")
-        await self._deliver(outcome)
+        await asyncio.gather(
+            self._deliver(outcome), self._settle_reactions(done=outcome.status == "completed")
+        )
         self._set_state("done" if outcome.status == "completed" else "failed")
         return TurnResult(
             thread_id=outcome.thread_id,
@@ -318,12 +330,40 @@ class TurnWorkflow:
     async def _host_lost(self, error: ActivityError) -> TurnResult:
         workflow.logger.warning("runtime host lost: %s", error)
         self._set_state("failed")
-        await self._send(
+        lost = (
             "The Codex runtime on this machine did not answer, so this turn was interrupted. "
-            "Nothing was lost: send /retry to run it again.",
-            tone="problem",
+            "Nothing was lost: send /retry to run it again."
         )
+        await asyncio.gather(self._send(lost, tone="problem"), self._settle_reactions(done=False))
         return TurnResult(thread_id=self.thread_id, turn_id=self.turn_id, status="host_lost")
+
+    def _react(self, emoji: str) -> workflow.ActivityHandle[ReactionRef]:
+        return workflow.start_activity(
+            "react",
+            Reaction(chat=self.turn.message.chat, message_id=self._reply_target(), emoji=emoji),
+            task_queue=self.turn.message.chat.delivery_queue,
+            result_type=ReactionRef,
+            start_to_close_timeout=timedelta(seconds=10),
+            schedule_to_close_timeout=timedelta(minutes=1),
+            retry_policy=REACTION_RETRY,
+            summary=f"react {emoji}",
+        )
+
+    async def _settle_reactions(self, *, done: bool) -> None:
+        """Take the "working" emoji off, and mark a completed turn done. Best effort: a reaction
+        that fails must never cost the person the answer."""
+        if self.working is None:
+            return
+        try:
+            working: ReactionRef = await self.working
+            steps: list[Awaitable[Any]] = [
+                self._to_chat("unreact", working, summary="take the working emoji off")
+            ]
+            if done:
+                steps.append(self._react(DONE_EMOJI))
+            await asyncio.gather(*steps)
+        except ActivityError as error:
+            workflow.logger.info("reactions not settled: %s", error)
 
     async def _send(self, text: str, *, tone: Literal["answer", "notice", "problem"]) -> None:
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ally.contracts import ApprovalOutcome, ApprovalPrompt, Reply, SentMessage
+from ally.contracts import ApprovalOutcome, ApprovalPrompt, Reaction, ReactionRef, Reply, SentMessage
 
 
 class PermanentDeliveryError(Exception):
@@ -39,4 +39,12 @@ class Channel(Protocol):
 
     async def update_approval(self, outcome: ApprovalOutcome) -> None:
         """Show on the request's message who decided what, and when."""
+        ...
+
+    async def react(self, reaction: Reaction) -> ReactionRef:
+        """Put an emoji on a person's message (a turn started, a turn ended)."""
+        ...
+
+    async def unreact(self, reaction: ReactionRef) -> None:
+        """Take an emoji off again."""
         ...

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from ally.contracts import ApprovalOutcome, ApprovalPrompt, Reply, SentMessage
+from ally.contracts import ApprovalOutcome, ApprovalPrompt, Reaction, ReactionRef, Reply, SentMessage
 
 _ids = itertools.count(1)
 
@@ -48,6 +48,13 @@ class ConsoleChannel:
 
     async def update_approval(self, outcome: ApprovalOutcome) -> None:
         self.sink(ConsoleEvent(kind="decided", message_id=outcome.message_id, outcome=outcome))
+
+    async def react(self, reaction: Reaction) -> ReactionRef:
+        # A terminal shows the turn's progress by its prompt; there is nothing to put an emoji on.
+        return ReactionRef(chat=reaction.chat, message_id=reaction.message_id, reaction_id=None)
+
+    async def unreact(self, reaction: ReactionRef) -> None:
+        return None
 
     def _once(self, key: str, event: Callable[[str], ConsoleEvent]) -> str:
         if key not in self.delivered:

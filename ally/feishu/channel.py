@@ -18,7 +18,8 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from ally.contracts import ApprovalOutcome, ApprovalPrompt, ChatRef, Reply, SentMessage
+from ally.channels import PermanentDeliveryError
+from ally.contracts import ApprovalOutcome, ApprovalPrompt, ChatRef, Reaction, ReactionRef, Reply, SentMessage
 from ally.feishu import cards
 from ally.feishu.client import PARENT_GONE, FeishuApi, FeishuApiError, FeishuRejected
 from ally.names import chunk_key
@@ -114,6 +115,19 @@ class FeishuChannel:
             # The card was recalled or is too old to edit (14 days): there is nothing left to
             # show the decision on, and failing would only fail the turn that already moved on.
             log.warning("could not show the decision on card %s: %s", outcome.message_id, error)
+
+    async def react(self, reaction: Reaction) -> ReactionRef:
+        reaction_id = await self.api.add_reaction(reaction.message_id, reaction.emoji)
+        return ReactionRef(chat=reaction.chat, message_id=reaction.message_id, reaction_id=reaction_id)
+
+    async def unreact(self, reaction: ReactionRef) -> None:
+        if reaction.reaction_id is None:
+            return
+        try:
+            await self.api.delete_reaction(reaction.message_id, reaction.reaction_id)
+        except PermanentDeliveryError as error:
+            # Already gone (the message was recalled): nothing left to take off.
+            log.info("reaction %s not removed: %s", reaction.reaction_id, error)
 
     # --- sending ---------------------------------------------------------------------------------
 

@@ -28,8 +28,12 @@ from lark_oapi.api.contact.v3 import GetUserRequest
 from lark_oapi.api.im.v1 import (
     CreateFileRequest,
     CreateFileRequestBody,
+    CreateMessageReactionRequest,
+    CreateMessageReactionRequestBody,
     CreateMessageRequest,
     CreateMessageRequestBody,
+    DeleteMessageReactionRequest,
+    Emoji,
     GetMessageRequest,
     GetMessageResourceRequest,
     PatchMessageRequest,
@@ -200,6 +204,22 @@ class FeishuApi:
             root_id=item.root_id or "",
             parent_id=item.parent_id or "",
         )
+
+    async def add_reaction(self, message_id: str, emoji: str) -> str:
+        """Returns the reaction's id, needed to take it off again. Emoji names are case-sensitive."""
+        emoji_type = Emoji.builder().emoji_type(emoji).build()
+        body = CreateMessageReactionRequestBody.builder().reaction_type(emoji_type).build()
+        request = CreateMessageReactionRequest.builder().message_id(message_id).request_body(body).build()
+        reactions = self.client.im.v1.message_reaction
+        response = await self._call(f"react {emoji} on {message_id}", lambda: reactions.create(request))
+        return str(response.data.reaction_id)
+
+    async def delete_reaction(self, message_id: str, reaction_id: str) -> None:
+        request = (
+            DeleteMessageReactionRequest.builder().message_id(message_id).reaction_id(reaction_id).build()
+        )
+        reactions = self.client.im.v1.message_reaction
+        await self._call(f"unreact {reaction_id} on {message_id}", lambda: reactions.delete(request))
 
     # --- files -----------------------------------------------------------------------------------
 
