@@ -21,7 +21,12 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=str(temporal_binary()),
         data_converter=pydantic_data_converter,
         search_attributes=list(SEARCH_ATTRIBUTES),
-        dev_server_extra_args=tuning_args(sqlite=False),
+        # Conversations continue-as-new after 100 events here (not ~10k), so the long tests cross
+        # run boundaries and show that nothing queued is lost there.
+        dev_server_extra_args=[
+            *tuning_args(sqlite=False),
+            "--dynamic-config-value=limit.historyCount.suggestContinueAsNew=100",
+        ],
     ) as env:
         yield env
 

@@ -163,6 +163,10 @@ async def test_twenty_messages_while_a_turn_runs_are_all_answered_in_order(
 
         answers = await eventually(all_answers, within=120, what="21 answers")
         assert [a.text for a in answers] == ["first done", *(f"answer {i}" for i in range(20))]
+        description = await stack.conversation_handle(chat).describe()
+        assert description.run_id != description.raw_description.workflow_execution_info.first_run_id, (
+            "the conversation should have continued-as-new between turns"
+        )
         queued = stack.replies(chat, tone="notice")
         assert [q.text.split(")")[0] for q in queued[:2]] == ["Queued (position 1", "Queued (position 2"]
 

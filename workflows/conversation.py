@@ -115,12 +115,13 @@ class ConversationWorkflow:
             await self._send_notices()
             if self.child is not None and self.child.done():
                 await self._finish_turn()
-            if self.child is None and self.s.queue:
-                await self._start_turn(self.s.queue.pop(0))
-            if self.child is None and not self.s.queue and workflow.info().is_continue_as_new_suggested():
+            if self._between_turns() and workflow.info().is_continue_as_new_suggested():
                 # Only between turns: a parent continuing-as-new would terminate its running child.
+                # The queue travels in the state; nothing else is pending in memory right now.
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(self.s)
+            if self.child is None and self.s.queue:
+                await self._start_turn(self.s.queue.pop(0))
 
     # --- turns -----------------------------------------------------------------------------------
 
@@ -230,6 +231,9 @@ class ConversationWorkflow:
             or (self.child is not None and self.child.done())
             or (self.child is None and bool(self.s.queue))
         )
+
+    def _between_turns(self) -> bool:
+        return self.child is None and not (self.commands or self.steers or self.notices)
 
     def _queue_note(self) -> str:
         return f" {len(self.s.queue)} queued message(s) stay queued." if self.s.queue else ""
