@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
@@ -20,6 +21,7 @@ from ally.channels.console import ConsoleChannel, ConsoleEvent
 from ally.contracts import Decision, Person, Reply, SentMessage
 from ally.decisions import submit_decision
 from ally.names import decision_update_id
+from ally.turns_report import pending_approvals, running_turns
 from dev.model_server import Hang, RunCommand, Say, Stream
 from tests.stack import PERSON, Stack, eventually, running_stack
 from workflows.turn import TurnWorkflow
@@ -208,3 +210,30 @@ async def test_a_channel_failing_three_times_then_working_delivers_one_reply(
         await asyncio.sleep(0.5)
         assert [e.reply.text for e in delivered if e.reply] == ["made it"]
         assert flaky.attempts == 4
+
+
+async def test_ally_turns_and_ally_approvals_show_a_turn_waiting_for_a_decision(
+    client: Client, tmp_path: Path
+) -> None:
+    async with running_stack(client, tmp_path) as stack:
+        stack.model.push(RunCommand(cmd="echo listed"), Say(text="ok"))
+        chat = stack.chat()
+        message = await stack.send(chat, "list me")
+        await eventually(lambda: stack.approvals(chat), what="an approval card")
+        turn_id = stack.turn_handle(chat, message).id
+
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:  # visibility is eventually consistent
+            turns = [t for t in await running_turns(client, ui="http://ui") if t.workflow_id == turn_id]
+            if turns and turns[0].state == "awaiting_approval":
+                break
+            assert asyncio.get_running_loop().time() < deadline, f"turn not listed as waiting: {turns}"
+            await asyncio.sleep(0.2)
+        assert turns[0].chat == chat.chat_id
+        assert turns[0].ui_link == f"http://ui/namespaces/default/workflows/{quote(turn_id, safe='')}"
+
+        pending = [p for p in await pending_approvals(client) if p.workflow_id == turn_id]
+        assert [(p.request.kind, "echo listed" in (p.request.command or "")) for p in pending] == [
+            ("command", True)
+        ]
+        await stack.turn_handle(chat, message).signal(TurnWorkflow.stop)
