@@ -199,4 +199,5 @@ def _as_codex_request(event: PendingRequest, thread_id: str) -> CodexRequest:
         reason=event.reason,
         diff=event.diff,
         questions=event.questions,
+        permissions=event.params.get("permissions") or {} if event.kind == "permissions" else {},
     )

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from ally.policy import PolicyConfig
+
 ENV_PREFIX = "WORK_ALLY_"
 HOME_ENV = "WORK_ALLY_HOME"
 
@@ -79,6 +81,7 @@ class AllyConfig(_Section):
     codex: CodexConfig = CodexConfig()
     temporal: TemporalConfig = TemporalConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    policy: PolicyConfig = PolicyConfig()
 
 
 def data_dir() -> Path:

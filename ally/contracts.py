@@ -61,6 +61,7 @@ class CodexRequest(BaseModel):
     reason: str | None = None
     diff: str | None = None
     questions: list[dict[str, Any]] = []
+    permissions: dict[str, Any] = {}  # what a permissions request asks for (network, file system)
 
 
 class TurnOutcome(BaseModel):

@@ -20,8 +20,10 @@ from temporalio.exceptions import ActivityError, ChildWorkflowError
 with workflow.unsafe.imports_passed_through():
     from ally import names
     from ally.contracts import ChatRef, InboundMessage, Reply, RuntimeLocation, ThreadSettings
+    from ally.policy import Mode, PolicyConfig, SessionGrants
     from workflows.turn import TurnInput, TurnResult, TurnWorkflow
 
+AUTOMATIC_SHOWN = 10
 SEEN_LIMIT = 500  # Feishu redelivers within minutes; 500 ids cover far more than that window
 HELP = """Commands:
 /stop: interrupt the running turn (queued messages stay)
@@ -29,6 +31,7 @@ HELP = """Commands:
 /status: what runs, what waits, what is queued
 /retry: run the last message again
 /mode queue|steer: while a turn runs, queue new messages (default) or steer them into it
+/auto ask|read_only|trusted: which approvals are decided without asking (deny rules always apply)
 /help: this list"""
 
 
@@ -42,12 +45,15 @@ class ConversationState(BaseModel):
     runtime: RuntimeLocation | None = None
     busy_policy: Literal["queue", "steer"] = "queue"
     approvers: list[str] = []
-    approval_timeout_s: float = 30 * 60
     queue: list[InboundMessage] = []
     seen: list[str] = []
     last_message: InboundMessage | None = None
     turns: int = 0
     notices: int = 0  # numbers each notice, so its idempotency key is never reused
+    policy: PolicyConfig = PolicyConfig()
+    mode: Mode | None = None  # this chat's autonomy; None = the policy's default
+    grants: SessionGrants = SessionGrants()  # "approve for session" answers in the current thread
+    automatic: list[str] = []  # the latest decisions the policy took on its own, for /status
 
 
 class ConversationView(BaseModel):
@@ -110,11 +116,11 @@ class ConversationWorkflow:
         workflow.upsert_search_attributes([names.CHAT.value_set(self.s.chat.chat_id)])
         while True:
             await workflow.wait_condition(self._has_work)
+            if self.child is not None and self.child.done():
+                await self._finish_turn()  # first, so that /status reports the finished turn
             await self._run_commands()
             await self._forward_steers()
             await self._send_notices()
-            if self.child is not None and self.child.done():
-                await self._finish_turn()
             if self._between_turns() and workflow.info().is_continue_as_new_suggested():
                 # Only between turns: a parent continuing-as-new would terminate its running child.
                 # The queue travels in the state; nothing else is pending in memory right now.
@@ -150,7 +156,10 @@ class ConversationWorkflow:
                 thread_id=self.s.thread_id,
                 settings=self.s.settings,
                 approvers=self.s.approvers,
-                approval_timeout_s=self.s.approval_timeout_s,
+                approval_timeout_s=self.s.policy.decline_after_minutes * 60,
+                policy=self.s.policy,
+                mode=self.s.mode or self.s.policy.mode,
+                grants=self.s.grants,
             ),
             id=names.turn_id(self.s.chat.chat_id, message.message_id),
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -164,6 +173,8 @@ class ConversationWorkflow:
             result = self.child.result()
             if result.thread_id:
                 self.s.thread_id = result.thread_id
+            self.s.grants = result.grants
+            self.s.automatic = [*self.s.automatic, *result.automatic][-AUTOMATIC_SHOWN:]
             if result.status == "host_lost":
                 self.s.runtime = None  # locate again: the host may be back, or another one is
         except ChildWorkflowError as error:
@@ -198,6 +209,7 @@ class ConversationWorkflow:
             await self._say(message, "Stopping the running turn." + self._queue_note())
         elif command == "/new":
             self.s.thread_id = None
+            self.s.grants = SessionGrants()  # grants belong to the thread they were given in
             when = "after the current turn" if self.child else "with your next message"
             await self._say(message, f"A fresh Codex thread starts {when}.")
         elif command == "/status":
@@ -212,6 +224,9 @@ class ConversationWorkflow:
             )
             self.s.queue.append(again)
             await self._say(message, f"Retrying: {again.text[:80]}")
+        elif command == "/auto" and rest in ("ask", "read_only", "trusted"):
+            self.s.mode = rest  # type: ignore[assignment]
+            await self._say(message, f"Autonomy: {rest}. Deny rules still apply.")
         elif command == "/mode" and rest in ("queue", "steer"):
             self.s.busy_policy = rest  # type: ignore[assignment]
             await self._say(message, f"While a turn runs, new messages will {rest}.")
@@ -248,6 +263,10 @@ class ConversationWorkflow:
         lines.append(f"Queued: {len(self.s.queue)}")
         lines += [f"  {i + 1}. {m.text[:60]}" for i, m in enumerate(self.s.queue)]
         lines.append(f"While busy: {self.s.busy_policy}. Turns so far: {self.s.turns}.")
+        lines.append(f"Autonomy: {self.s.mode or self.s.policy.mode}.")
+        if self.s.automatic:
+            lines.append("Decided automatically:")
+            lines += [f"  - {decision}" for decision in self.s.automatic]
         if self.s.runtime:
             lines.append(f"Runtime host: {self.s.runtime.host}")
         return "\n".join(lines)

@@ -44,6 +44,9 @@ with workflow.unsafe.imports_passed_through():
         TurnOutcome,
         TurnRef,
     )
+    from ally.policy import Mode, PolicyConfig, SessionGrants
+    from ally.policy import evaluate as evaluate_policy
+    from ally.policy import remember as remember_grant
 
 # Pinned calls: a host that is gone must surface in seconds, not hang (notes/temporal.md §1:
 # schedule-to-start is per attempt and not retried, so it reaches this code as "host is gone").
@@ -74,6 +77,9 @@ class TurnInput(BaseModel):
     settings: ThreadSettings
     approvers: list[str] = []  # besides the sender, who may decide this turn's approvals
     approval_timeout_s: float = 30 * 60
+    policy: PolicyConfig = PolicyConfig()
+    mode: Mode = "ask"
+    grants: SessionGrants = SessionGrants()  # "approve for session" answers in this thread so far
 
 
 class TurnResult(BaseModel):
@@ -81,6 +87,8 @@ class TurnResult(BaseModel):
     turn_id: str | None
     status: str  # completed | interrupted | failed | host_lost
     runtime_restarted: bool = False
+    grants: SessionGrants = SessionGrants()
+    automatic: list[str] = []  # what the policy decided on its own, in words
 
 
 class PendingRequest(BaseModel):
@@ -112,6 +120,8 @@ class TurnWorkflow:
         self.stop_requested = False
         self.stop_sent = False
         self.working: workflow.ActivityHandle[ReactionRef] | None = None
+        self.grants = turn.grants
+        self.automatic: list[str] = []
 
     # --- what the outside world can tell a running turn ------------------------------------------
 
@@ -229,13 +239,17 @@ class TurnWorkflow:
             turn_id=outcome.turn_id,
             status=outcome.status,
             runtime_restarted=outcome.runtime_restarted,
+            grants=self.grants,
+            automatic=self.automatic,
         )
 
     # --- steps -----------------------------------------------------------------------------------
 
     async def _show_new_requests(self) -> None:
         for pending in self.requests.values():
-            if pending.card_message_id is not None:
+            if pending.card_message_id is not None or pending.decision is not None:
+                continue
+            if await self._decided_by_policy(pending):
                 continue
             self._set_state("awaiting_approval")
             sent = await self._to_chat(
@@ -255,11 +269,36 @@ class TurnWorkflow:
             )
             pending.card_message_id = sent.message_id
 
+    async def _decided_by_policy(self, pending: PendingRequest) -> bool:
+        """Rules, the chat's autonomy mode and this thread's session grants, before any person.
+        Deny beats everything; an automatic decision is recorded and shown, never silent."""
+        verdict = evaluate_policy(
+            pending.request,
+            policy=self.turn.policy,
+            mode=self.turn.mode,
+            workspace=self.turn.settings.cwd,
+            grants=self.grants,
+        )
+        if verdict.decision is None:
+            return False
+        what = pending.request.command or pending.request.reason or pending.request.kind.replace("_", " ")
+        self.automatic.append(f"{verdict.decision} `{what}`: {verdict.rule}")
+        pending.decision = Decision(key=pending.request.key, decision=verdict.decision, operator=POLICY)
+        pending.answered = True
+        workflow.set_current_details(f"**{self.state}** · automatic: {self.automatic[-1]}")
+        await self._answer(pending, pending.decision, f"policy: {verdict.rule}")
+        if verdict.decision == "decline":
+            declined = f"Declined by policy: `{what}` ({verdict.rule})."
+            await self._send(declined, tone="notice", part=f"policy:{len(self.automatic)}")
+        return True
+
     async def _answer_decided_requests(self) -> None:
         for pending in self.requests.values():
             if pending.decision is None or pending.answered:
                 continue
             pending.answered = True
+            if pending.decision.decision == "acceptForSession":
+                self.grants = remember_grant(self.grants, pending.request)
             decided_by = pending.decision.operator.name or pending.decision.operator.id
             await self._answer(pending, pending.decision, decided_by)
         if all(p.answered for p in self.requests.values()):
@@ -365,7 +404,9 @@ class TurnWorkflow:
         except ActivityError as error:
             workflow.logger.info("reactions not settled: %s", error)
 
-    async def _send(self, text: str, *, tone: Literal["answer", "notice", "problem"]) -> None:
+    async def _send(
+        self, text: str, *, tone: Literal["answer", "notice", "problem"], part: str = "reply"
+    ) -> None:
         try:
             await self._to_chat(
                 "send_reply",
@@ -373,7 +414,7 @@ class TurnWorkflow:
                     chat=self.turn.message.chat,
                     reply_to=self._reply_target(),
                     text=text,
-                    idempotency_key=names.delivery_key(workflow.info().workflow_id, "reply"),
+                    idempotency_key=names.delivery_key(workflow.info().workflow_id, part),
                     tone=tone,
                 ),
                 result_type=SentMessage,
@@ -419,7 +460,7 @@ class TurnWorkflow:
 
     def _has_work(self) -> bool:
         return (
-            any(p.card_message_id is None for p in self.requests.values())
+            any(p.card_message_id is None and p.decision is None for p in self.requests.values())
             or any(p.decision is not None and not p.answered for p in self.requests.values())
             or bool(self.steers)
             or (self.stop_requested and not self.stop_sent)
@@ -462,7 +503,8 @@ def codex_answer(request: CodexRequest, decision: Decision) -> dict[str, object]
     if request.kind == "permissions":
         granted = decision.decision in ("accept", "acceptForSession")
         scope = "session" if decision.decision == "acceptForSession" else "turn"
-        return {"permissions": request.questions[0] if granted and request.questions else {}, "scope": scope}
+        # Granting = handing back what was asked for; {} denies it all (notes/codex-app-server.md §6).
+        return {"permissions": request.permissions if granted else {}, "scope": scope}
     if request.kind == "elicitation":
         action = {"accept": "accept", "acceptForSession": "accept", "decline": "decline"}.get(
             decision.decision or "", "cancel"
@@ -484,3 +526,4 @@ def reply_text(outcome: TurnOutcome) -> str:
 
 
 WORK_ALLY = Person(id="work-ally", name="work-ally")
+POLICY = Person(id="policy", name="policy")
