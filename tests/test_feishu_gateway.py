@@ -21,8 +21,15 @@ from ally import names
 from ally.feishu.channel import ApprovalCards
 from ally.feishu.gateway import WebhookServer
 from dev.fake_feishu import Reaction as FakeReaction
-from dev.fake_feishu import card_action_event, envelope, mention, message_event, reaction_event
-from dev.model_server import RunCommand, Say
+from dev.fake_feishu import (
+    card_action_event,
+    envelope,
+    mention,
+    message_event,
+    reaction_event,
+    recalled_event,
+)
+from dev.model_server import Hang, RunCommand, Say
 from tests.feishu_stack import FeishuStack, card_markdown, feishu_stack
 
 pytestmark = [pytest.mark.feishu, pytest.mark.codex]
@@ -279,3 +286,22 @@ def _button_values(card: Any) -> list[dict[str, Any]]:
         for item in card:
             found += _button_values(item)
     return found
+
+
+async def test_a_recalled_queued_message_never_runs(client: Client, tmp_path: Path) -> None:
+    async with feishu_stack(client, tmp_path, "cli_feishu_e2e_recall") as fs:
+        fs.stack.model.push(Hang(seconds=3, then=Say(text="first")), Say(text="third"))
+        first = await fs.say("oc_dm_bob", "a slow one", sender_open_id="ou_bob")
+        second = await fs.say("oc_dm_bob", "never mind this one", sender_open_id="ou_bob")
+        third = await fs.say("oc_dm_bob", "but this one", sender_open_id="ou_bob")
+        recalled = second["event"]["message"]["message_id"]
+        await fs.deliver(recalled_event(recalled, "oc_dm_bob", app_id=fs.fake.app_id))
+
+        # (a "Queued (position …)" notice may come first, when the turn was already running)
+        await fs.fake.async_wait_for(
+            lambda: any(card_markdown(m) == "third" for m in fs.fake.messages), timeout=60
+        )
+        to_first = await fs.wait_for_replies(first["event"]["message"]["message_id"])
+        assert card_markdown(to_first[-1]) == "first"
+        asked = [str(body["input"]) for body in fs.stack.model.received()]
+        assert len(asked) == 2 and not any("never mind this one" in text for text in asked)
