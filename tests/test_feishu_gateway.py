@@ -301,6 +301,8 @@ async def test_a_recalled_queued_message_never_runs(client: Client, tmp_path: Pa
         await fs.fake.async_wait_for(
             lambda: any(card_markdown(m) == "third" for m in fs.fake.messages), timeout=60
         )
+        answer = next(m for m in fs.fake.messages if card_markdown(m) == "third")
+        assert answer.parent_id == third["event"]["message"]["message_id"]
         to_first = await fs.wait_for_replies(first["event"]["message"]["message_id"])
         assert card_markdown(to_first[-1]) == "first"
         asked = [str(body["input"]) for body in fs.stack.model.received()]
