@@ -143,7 +143,7 @@ class CodexActivities:
         caller = activity.client().get_workflow_handle(workflow_id)
         async for event in self.runtime.watch_turn(progress.thread_id, progress.turn_id):
             if isinstance(event, PendingRequest):
-                await caller.signal("codex_request", _as_codex_request(event, progress.thread_id))
+                await caller.signal("codex_request", _as_codex_request(event))
             elif isinstance(event, ItemCompleted):
                 progress.last_item = f"{event.item_type}:{event.item_id}"
             elif isinstance(event, TurnEnded):
@@ -186,18 +186,9 @@ async def _heartbeat_forever(progress: TurnProgress) -> None:
         activity.heartbeat(progress)
 
 
-def _as_codex_request(event: PendingRequest, thread_id: str) -> CodexRequest:
-    return CodexRequest(
-        key=event.key,
-        kind=event.kind,
-        method=event.method,
-        thread_id=thread_id,
-        turn_id=event.turn_id,
-        item_id=event.item_id,
-        command=event.command,
-        cwd=event.cwd,
-        reason=event.reason,
-        diff=event.diff,
-        questions=event.questions,
-        permissions=event.params.get("permissions") or {} if event.kind == "permissions" else {},
-    )
+def _as_codex_request(event: PendingRequest) -> CodexRequest:
+    """The runtime's view of a waiting request, trimmed to the contract the workflow keeps."""
+    fields = event.model_dump(include=set(CodexRequest.model_fields))
+    if event.kind == "permissions":
+        fields["permissions"] = event.params.get("permissions") or {}
+    return CodexRequest.model_validate(fields)

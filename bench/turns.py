@@ -27,7 +27,6 @@ from functools import partial
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from ally.channels.console import ConsoleEvent
 from ally.codex.runtime import CodexRuntime, TurnEnded, TurnInput
@@ -35,7 +34,7 @@ from ally.codex.runtime import ThreadSettings as CodexThreadSettings
 from ally.contracts import ChatRef
 from ally.processes import spawn_group, stop_group
 from ally.temporal_server import dev_server_command
-from tests.processes import free_port
+from tests.processes import free_port, temporal_when_up
 from tests.stack import Stack, running_stack
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -157,7 +156,7 @@ async def bench(quick: bool) -> None:
         )
         server = await spawn_group([*command, "--headless"])
         try:
-            client = await _connect(port)
+            client = await temporal_when_up(port)
             async with running_stack(client, root, demo=True) as stack:
                 raw_thread = await stack.runtime.ensure_thread(
                     None, CodexThreadSettings(cwd=str(stack.workspace))
@@ -250,15 +249,6 @@ async def bench(quick: bool) -> None:
             print(f"    statistics: raw (a) stdev {statistics.pstdev(raw_a.latencies_ms):.1f} ms")
         finally:
             await stop_group(server)
-
-
-async def _connect(port: int) -> Client:
-    for _ in range(150):
-        try:
-            return await Client.connect(f"127.0.0.1:{port}", data_converter=pydantic_data_converter)
-        except RuntimeError:
-            await asyncio.sleep(0.2)
-    raise RuntimeError("the dev server did not come up")
 
 
 def main() -> None:

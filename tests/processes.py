@@ -1,10 +1,14 @@
-"""Test helpers for process-level tests: free ports, and every process a test run left behind."""
+"""Test helpers for process-level tests: free ports, servers coming up, processes left behind."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 
 
 def free_port() -> int:
@@ -33,3 +37,15 @@ def processes_with_env(marker: str) -> dict[int, str]:
         if state != "Z" and marker.encode() in environ.split(b"\0"):
             found[int(entry.name)] = cmdline
     return found
+
+
+async def temporal_when_up(port: int, *, within: float = 30.0) -> Client:
+    """A client of a dev server this process just started, once it answers."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            return await Client.connect(f"127.0.0.1:{port}", data_converter=pydantic_data_converter)
+        except RuntimeError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)

@@ -17,14 +17,13 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from ally import names
 from ally.contracts import RuntimeLocation
 from ally.processes import die_with_parent_hook
 from ally.temporal_server import dev_server_command
 from dev.model_server import Hang, Say
-from tests.processes import free_port
+from tests.processes import free_port, temporal_when_up
 from tests.stack import eventually, running_stack
 from workflows.turn import TurnWorkflow
 
@@ -158,19 +157,10 @@ async def own_dev_server(db_file: Path) -> AsyncIterator[OwnDevServer]:
             server.process.wait()
 
 
-async def connect_when_up(port: int) -> Client:
-    for _ in range(150):
-        try:
-            return await Client.connect(f"127.0.0.1:{port}", data_converter=pydantic_data_converter)
-        except RuntimeError:
-            await asyncio.sleep(0.2)
-    raise AssertionError("the dev server did not come up")
-
-
 async def test_a_dev_server_restart_mid_turn_still_delivers_exactly_once(tmp_path: Path) -> None:
     db_file = tmp_path / "temporal.db"
     async with own_dev_server(db_file) as server:
-        client = await connect_when_up(server.port)
+        client = await temporal_when_up(server.port)
         async with running_stack(client, tmp_path) as stack:
             stack.model.push(Hang(seconds=4, then=Say(text="survived the restart")))
             chat = stack.chat()
@@ -180,7 +170,7 @@ async def test_a_dev_server_restart_mid_turn_still_delivers_exactly_once(tmp_pat
             server.stop()
             await asyncio.sleep(1.0)
             server.start()
-            await connect_when_up(server.port)
+            await temporal_when_up(server.port)
 
             answers = await eventually(
                 lambda: stack.replies(chat, tone="answer"), within=90, what="the reply"
