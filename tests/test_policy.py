@@ -684,3 +684,24 @@ def test_any_text_is_judged_without_error(text: str, mode: Mode) -> None:
     verdict = decide(command(text), allow("ls"), deny("rm"), mode=mode)
     if verdict.decision == "accept":
         assert parse_command(text) is not None
+
+
+def test_a_file_moved_out_of_the_workspace_is_seen_by_the_policy() -> None:
+    from ally.codex.runtime import _render_changes
+
+    diff = _render_changes(
+        [{"path": "/ws/a.txt", "kind": {"type": "update", "move_path": "/etc/a.txt"}, "diff": "@@"}]
+    )
+    assert diff is not None and "/ws/a.txt -> /etc/a.txt" in diff
+    request = CodexRequest(
+        key="k",
+        kind="file_change",
+        method="item/fileChange/requestApproval",
+        thread_id="t",
+        cwd="/ws",
+        diff=diff,
+    )
+    verdict = evaluate(
+        request, policy=PolicyConfig(), mode="trusted", workspace="/ws", grants=SessionGrants()
+    )
+    assert verdict.decision is None  # trusted mode accepts changes inside the workspace only

@@ -619,8 +619,11 @@ def _render_changes(changes: list[dict[str, Any]]) -> str | None:
         return None
     parts = []
     for change in changes:
-        kind = (change.get("kind") or {}).get("type", "update")
-        parts.append(f"*** {kind} {change.get('path', '?')}\n{change.get('diff', '')}".rstrip("\n"))
+        kind = change.get("kind") or {}
+        target = str(change.get("path", "?"))
+        if moved := kind.get("move_path"):  # a move: the policy must see where the file goes too
+            target = f"{target} -> {moved}"
+        parts.append(f"*** {kind.get('type', 'update')} {target}\n{change.get('diff', '')}".rstrip("\n"))
     return "\n".join(parts) + "\n"
 
 
