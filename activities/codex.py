@@ -191,4 +191,5 @@ def _as_codex_request(event: PendingRequest) -> CodexRequest:
     fields = event.model_dump(include=set(CodexRequest.model_fields))
     if event.kind == "permissions":
         fields["permissions"] = event.params.get("permissions") or {}
+    fields["additional_permissions"] = event.params.get("additionalPermissions") or {}
     return CodexRequest.model_validate(fields)

@@ -62,6 +62,8 @@ class CodexRequest(BaseModel):
     diff: str | None = None
     questions: list[dict[str, Any]] = []
     permissions: dict[str, Any] = {}  # what a permissions request asks for (network, file system)
+    # A command approval may also ask for more permissions; accepting it grants them (Codex 0.169).
+    additional_permissions: dict[str, Any] = {}
 
 
 class TurnOutcome(BaseModel):

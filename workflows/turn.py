@@ -281,6 +281,8 @@ class TurnWorkflow:
         )
         if verdict.decision is None:
             return False
+        if verdict.decision == "accept" and pending.request.additional_permissions:
+            return False  # the rules judge the command, not the extra permissions it would bring
         what = pending.request.command or pending.request.reason or pending.request.kind.replace("_", " ")
         self.automatic.append(f"{verdict.decision} `{what}`: {verdict.rule}")
         pending.decision = Decision(key=pending.request.key, decision=verdict.decision, operator=POLICY)
