@@ -130,8 +130,14 @@ def approvals(
     answer: Annotated[
         str, typer.Option("--with", help="y (approve), always (for the session), n (decline), cancel.")
     ] = "y",
+    history: Annotated[
+        bool, typer.Option("--history", help="Who decided what and when (or which rule) instead.")
+    ] = False,
+    days: Annotated[float, typer.Option("--days", help="With --history: how far back.")] = 7,
 ) -> None:
-    """Pending approvals and questions of every running turn; decide one from this terminal."""
+    """Pending approvals and questions of every running turn; decide one from this terminal.
+
+    With --history: the audit trail of decisions (a person, a policy rule, or expiry)."""
     config = _config()
     import getpass
 
@@ -140,10 +146,21 @@ def approvals(
     from ally.names import LOCAL_OPERATOR
     from ally.shortcuts import WORDS
     from ally.temporal_client import connect
-    from ally.turns_report import pending_approvals
+    from ally.turns_report import decision_history, pending_approvals
 
     async def run() -> int:
         client = await connect(config)
+        if history:
+            trail = await decision_history(client, days=days)
+            if as_json:
+                typer.echo(json.dumps([entry.model_dump(mode="json") for entry in trail], indent=2))
+            elif not trail:
+                typer.echo(f"No decisions in the last {days:g} days.")
+            for entry in trail:
+                r = entry.record
+                line = f"{r.decided_at}  {r.decision:<16} {r.kind:<12} {r.what}  by {r.decided_by}"
+                typer.echo(f"{line}  (chat {entry.chat})")
+            return 0
         rows = await pending_approvals(client)
         if decide is None:
             if as_json:

@@ -7,16 +7,16 @@ turn's `view` query, so what the terminal shows is what the Temporal UI shows.
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 from pydantic import BaseModel
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.service import RPCError
 
 from ally import names
 from ally.contracts import CodexRequest
-from workflows.turn import TurnWorkflow
+from workflows.turn import DecisionRecord, TurnWorkflow
 
 
 class TurnRow(BaseModel):
@@ -69,3 +69,30 @@ async def pending_approvals(client: Client) -> list[PendingRow]:
                 for i, request in enumerate(view.pending, start=1)
             ]
     return rows
+
+
+class HistoryRow(BaseModel):
+    workflow_id: str
+    chat: str
+    record: DecisionRecord
+
+
+async def decision_history(client: Client, *, days: float = 7) -> list[HistoryRow]:
+    """Every decision on a request in turns started in the last `days`: a person's, a rule's, or
+    expiry's, oldest first. Finished turns answer from their result (no worker needed)."""
+    since = (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="seconds").replace("+00:00", "Z")
+    rows: list[HistoryRow] = []
+    async for execution in client.list_workflows(
+        f'WorkflowType="{TurnWorkflow.__name__}" AND StartTime > "{since}"'
+    ):
+        chat = execution.typed_search_attributes.get(names.CHAT) or "?"
+        handle = client.get_workflow_handle_for(TurnWorkflow.run, execution.id, run_id=execution.run_id)
+        with contextlib.suppress(RPCError, WorkflowFailureError):
+            if execution.status == WorkflowExecutionStatus.COMPLETED:
+                records = (await handle.result()).decisions
+            elif execution.status == WorkflowExecutionStatus.RUNNING:
+                records = (await handle.query(TurnWorkflow.view)).decisions
+            else:
+                continue
+            rows += [HistoryRow(workflow_id=execution.id, chat=chat, record=r) for r in records]
+    return sorted(rows, key=lambda row: row.record.decided_at)

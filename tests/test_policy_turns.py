@@ -13,8 +13,10 @@ import pytest
 from temporalio.client import Client
 
 from ally.policy import PolicyConfig, Rule
+from ally.turns_report import decision_history
 from dev.model_server import RunCommand, Say
 from tests.stack import eventually, running_stack
+from workflows.conversation import ConversationWorkflow
 
 pytestmark = pytest.mark.codex
 
@@ -31,6 +33,11 @@ async def test_an_allow_rule_runs_the_command_without_asking_and_status_shows_wh
         await eventually(lambda: stack.replies(chat, tone="answer"), what="the answer")
         await stack.turn_handle(chat, message).result()
         assert target.exists()
+        conversation = stack.conversation_handle(chat)
+        for _ in range(200):  # the conversation records the finished turn a moment after it ends
+            if (await conversation.query(ConversationWorkflow.view)).turns == 1:
+                break
+            await asyncio.sleep(0.05)
         assert stack.approvals(chat) == []  # nobody was asked
 
         await stack.send(chat, "/status")
@@ -82,3 +89,30 @@ async def test_read_only_mode_runs_a_listing_but_asks_before_writing(client: Cli
         await asyncio.sleep(0.5)
         assert len(stack.approvals(chat)) == 1  # the listing never reached a person
         assert not target.exists()
+
+
+async def test_an_unanswered_approval_is_reminded_then_declined_and_the_audit_trail_says_so(
+    client: Client, tmp_path: Path
+) -> None:
+    async with running_stack(client, tmp_path) as stack:
+        target = stack.workspace / "late.txt"
+        stack.model.push(RunCommand(cmd=f"touch {target}"), Say(text="Went on without it."))
+        chat = stack.chat()
+        quick = PolicyConfig(reminder_after_minutes=0.02, decline_after_minutes=0.05)  # 1.2 s, 3 s
+        message = await stack.send(chat, "touch it", policy=quick)
+        await eventually(lambda: stack.approvals(chat), what="the approval card")
+
+        answer = await eventually(lambda: stack.replies(chat, tone="answer"), within=60, what="the answer")
+        assert answer[0].text == "Went on without it."
+        assert not target.exists()
+        notices = [n.text for n in stack.replies(chat, tone="notice")]
+        assert notices[0].startswith("Still waiting for a decision:") and "touch" in notices[0]
+        assert notices[1].startswith("Declined") and "nobody decided within 3 s" in notices[1]
+        card = [e.outcome for e in stack.events if e.outcome is not None]
+        assert [(c.decision, c.decided_by) for c in card] == [("decline", "expiry (no decision in time)")]
+
+        await stack.turn_handle(chat, message).result()
+        trail = [row for row in await decision_history(client, days=1) if row.chat == chat.chat_id]
+        assert [(row.record.decision, row.record.decided_by) for row in trail] == [
+            ("decline", "expiry (no decision in time)")
+        ]

@@ -157,6 +157,7 @@ class ConversationWorkflow:
                 settings=self.s.settings,
                 approvers=self.s.approvers,
                 approval_timeout_s=self.s.policy.decline_after_minutes * 60,
+                reminder_after_s=self.s.policy.reminder_after_minutes * 60,
                 policy=self.s.policy,
                 mode=self.s.mode or self.s.policy.mode,
                 grants=self.s.grants,

@@ -14,6 +14,7 @@ as a schedule-to-start or heartbeat timeout and becomes an honest message, never
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any, Literal
@@ -77,6 +78,7 @@ class TurnInput(BaseModel):
     settings: ThreadSettings
     approvers: list[str] = []  # besides the sender, who may decide this turn's approvals
     approval_timeout_s: float = 30 * 60
+    reminder_after_s: float = 10 * 60
     policy: PolicyConfig = PolicyConfig()
     mode: Mode = "ask"
     grants: SessionGrants = SessionGrants()  # "approve for session" answers in this thread so far
@@ -89,6 +91,7 @@ class TurnResult(BaseModel):
     runtime_restarted: bool = False
     grants: SessionGrants = SessionGrants()
     automatic: list[str] = []  # what the policy decided on its own, in words
+    decisions: list[DecisionRecord] = []
 
 
 class PendingRequest(BaseModel):
@@ -97,6 +100,17 @@ class PendingRequest(BaseModel):
     card_message_id: str | None = None
     decision: Decision | None = None
     answered: bool = False
+    reminded: bool = False
+
+
+class DecisionRecord(BaseModel):
+    """One line of the audit trail: who (or which rule) decided what, and when."""
+
+    kind: str
+    what: str
+    decision: str
+    decided_by: str
+    decided_at: str
 
 
 class TurnView(BaseModel):
@@ -105,6 +119,7 @@ class TurnView(BaseModel):
     turn_id: str | None
     pending: list[CodexRequest]
     steers: int
+    decisions: list[DecisionRecord] = []
 
 
 @workflow.defn
@@ -122,6 +137,7 @@ class TurnWorkflow:
         self.working: workflow.ActivityHandle[ReactionRef] | None = None
         self.grants = turn.grants
         self.automatic: list[str] = []
+        self.decisions: list[DecisionRecord] = []
 
     # --- what the outside world can tell a running turn ------------------------------------------
 
@@ -169,6 +185,7 @@ class TurnWorkflow:
             turn_id=self.turn_id,
             pending=waiting,
             steers=len(self.steers),
+            decisions=self.decisions,
         )
 
     # --- the story -------------------------------------------------------------------------------
@@ -207,13 +224,16 @@ class TurnWorkflow:
             summary="follow the turn on the Codex host",
         )
         while not running.done():
-            await workflow.wait_condition(
-                lambda: running.done() or self._has_work(),
-                timeout=self._next_expiry(),
-                timeout_summary="approval expiry",
-            )
+            # A timeout here is the next reminder or expiry coming due, not an error.
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: running.done() or self._has_work(),
+                    timeout=self._next_expiry(),
+                    timeout_summary="approval reminder or expiry",
+                )
             await self._show_new_requests()
             await self._answer_decided_requests()
+            await self._remind_about_waiting_requests()
             await self._expire_overdue_requests()
             await self._forward_steers()
             if self.stop_requested and not self.stop_sent:
@@ -241,6 +261,7 @@ class TurnWorkflow:
             runtime_restarted=outcome.runtime_restarted,
             grants=self.grants,
             automatic=self.automatic,
+            decisions=self.decisions,
         )
 
     # --- steps -----------------------------------------------------------------------------------
@@ -283,14 +304,14 @@ class TurnWorkflow:
             return False
         if verdict.decision == "accept" and pending.request.additional_permissions:
             return False  # the rules judge the command, not the extra permissions it would bring
-        what = pending.request.command or pending.request.reason or pending.request.kind.replace("_", " ")
-        self.automatic.append(f"{verdict.decision} `{what}`: {verdict.rule}")
+        what = _what(pending.request)
+        self.automatic.append(f"{verdict.decision} {what}: {verdict.rule}")
         pending.decision = Decision(key=pending.request.key, decision=verdict.decision, operator=POLICY)
         pending.answered = True
         workflow.set_current_details(f"**{self.state}** · automatic: {self.automatic[-1]}")
         await self._answer(pending, pending.decision, f"policy: {verdict.rule}")
         if verdict.decision == "decline":
-            declined = f"Declined by policy: `{what}` ({verdict.rule})."
+            declined = f"Declined by policy: {what} ({verdict.rule})."
             await self._send(declined, tone="notice", part=f"policy:{len(self.automatic)}")
         return True
 
@@ -306,14 +327,30 @@ class TurnWorkflow:
         if all(p.answered for p in self.requests.values()):
             self._set_state("running")
 
+    async def _remind_about_waiting_requests(self) -> None:
+        now = workflow.time()
+        for number, pending in enumerate(self.requests.values(), start=1):
+            due = pending.shown_at + self.turn.reminder_after_s
+            if pending.decision is None and not pending.reminded and now >= due:
+                pending.reminded = True
+                left = _duration(self.turn.approval_timeout_s - (now - pending.shown_at))
+                text = (
+                    f"Still waiting for a decision: {_what(pending.request)}. Use the card or reply "
+                    f"y / n; it is declined in about {left}."
+                )
+                await self._send(text, tone="notice", part=f"remind:{number}")
+
     async def _expire_overdue_requests(self) -> None:
         now = workflow.time()
-        for pending in self.requests.values():
+        for number, pending in enumerate(self.requests.values(), start=1):
             if pending.decision is None and now - pending.shown_at >= self.turn.approval_timeout_s:
                 system = Decision(key=pending.request.key, decision="decline", operator=WORK_ALLY)
                 pending.decision = system
                 pending.answered = True
                 await self._answer(pending, system, "expiry (no decision in time)")
+                waited = _duration(self.turn.approval_timeout_s)
+                text = f"Declined {_what(pending.request)}: nobody decided within {waited}."
+                await self._send(text, tone="notice", part=f"expired:{number}")
 
     async def _answer(self, pending: PendingRequest, decision: Decision, decided_by: str) -> None:
         try:
@@ -325,6 +362,15 @@ class TurnWorkflow:
             shown: str = decision.decision or "answered"
         except ActivityError:
             shown = "expired: the Codex runtime restarted and no longer waits for it"
+        self.decisions.append(
+            DecisionRecord(
+                kind=pending.request.kind,
+                what=_what(pending.request),
+                decision=shown,
+                decided_by=decided_by,
+                decided_at=workflow.now().isoformat(timespec="seconds"),
+            )
+        )
         await self._show_decision(pending, shown, decided_by)
 
     async def _show_decision(self, pending: PendingRequest, shown: str, decided_by: str) -> None:
@@ -469,10 +515,16 @@ class TurnWorkflow:
         )
 
     def _next_expiry(self) -> float | None:
-        waiting = [p.shown_at for p in self.requests.values() if p.decision is None]
-        if not waiting:
-            return None
-        return max(0.0, min(waiting) + self.turn.approval_timeout_s - workflow.time())
+        """Seconds until the next reminder or expiry of a request still waiting, if any."""
+        due = [
+            p.shown_at + self.turn.approval_timeout_s for p in self.requests.values() if p.decision is None
+        ]
+        due += [
+            p.shown_at + self.turn.reminder_after_s
+            for p in self.requests.values()
+            if p.decision is None and not p.reminded
+        ]
+        return max(0.0, min(due) - workflow.time()) if due else None
 
     def _may_decide(self, operator_id: str) -> bool:
         return (
@@ -496,6 +548,16 @@ class TurnWorkflow:
         workflow.set_current_details(
             f"**{state}**" + (f" · thread `{self.thread_id}`" if self.thread_id else "")
         )
+
+
+def _duration(seconds: float) -> str:
+    return f"{max(seconds, 0):.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def _what(request: CodexRequest) -> str:
+    if request.command:
+        return f"`{request.command}`"
+    return request.reason or request.kind.replace("_", " ")
 
 
 def codex_answer(request: CodexRequest, decision: Decision) -> dict[str, object]:
