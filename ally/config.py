@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from ally.access import AccessConfig
 from ally.policy import PolicyConfig
 
 ENV_PREFIX = "WORK_ALLY_"
@@ -82,6 +83,7 @@ class AllyConfig(_Section):
     temporal: TemporalConfig = TemporalConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     policy: PolicyConfig = PolicyConfig()
+    access: AccessConfig = AccessConfig()
 
 
 def data_dir() -> Path:

@@ -35,6 +35,7 @@ def run_checks(config: AllyConfig) -> list[Check]:
         _codex_home(config),
         _codex_login(config),
         _feishu(config),
+        _access(config),
     ]
 
 
@@ -121,6 +122,17 @@ def _codex_login(config: AllyConfig) -> Check:
         status="warn",
         detail="no auth.json, API key or custom model provider",
         fix=f"CODEX_HOME={home} dev/codex/node_modules/.bin/codex login  (or `dev/ally up --demo`)",
+    )
+
+
+def _access(config: AllyConfig) -> Check:
+    if not config.access.open_to_everyone:
+        return Check(name="access", status="ok", detail="limited by [access] chats/users")
+    return Check(
+        name="access",
+        status="warn",
+        detail="anyone who can message the bot can ask it to run commands on this machine",
+        fix=f"list your chats and people in [access] chats / users in {config_path()}",
     )
 
 

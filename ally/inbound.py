@@ -30,7 +30,12 @@ def thread_settings(config: AllyConfig) -> ThreadSettings:
 
 def new_conversation(config: AllyConfig, chat: ChatRef) -> ConversationState:
     """How a chat starts out: this machine's thread settings, no thread yet."""
-    return ConversationState(chat=chat, settings=thread_settings(config), policy=config.policy)
+    return ConversationState(
+        chat=chat,
+        settings=thread_settings(config),
+        policy=config.policy,
+        approvers=config.access.approvers,
+    )
 
 
 async def hand_over(

@@ -21,6 +21,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.channel import ChannelActivities
+from ally.access import AccessConfig
 from ally.config import FeishuConfig
 from ally.feishu.channel import FeishuChannel
 from ally.feishu.client import FeishuApi
@@ -74,7 +75,12 @@ def card_markdown(message: Message) -> str:
 
 @contextlib.asynccontextmanager
 async def feishu_stack(
-    client: Client, tmp_path: Path, app_id: str, *, sdk_timeout_s: float = 5.0
+    client: Client,
+    tmp_path: Path,
+    app_id: str,
+    *,
+    sdk_timeout_s: float = 5.0,
+    access: AccessConfig | None = None,
 ) -> AsyncIterator[FeishuStack]:
     # lark-oapi caches tenant tokens process-wide by app_id: one app id per test (notes §5).
     forget_sdk_token(app_id)
@@ -95,8 +101,11 @@ async def feishu_stack(
                 client=client,
                 channel=channel,
                 reader=reader,
-                new_state=stack.conversation,
+                new_state=lambda chat: stack.conversation(
+                    chat, approvers=(access or AccessConfig()).approvers
+                ),
                 turns_queue=stack.turns_queue,
+                access=access,
             )
             yield FeishuStack(
                 stack=stack,

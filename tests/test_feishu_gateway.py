@@ -18,6 +18,7 @@ import pytest
 from temporalio.client import Client
 
 from ally import names
+from ally.access import AccessConfig
 from ally.feishu.channel import ApprovalCards
 from ally.feishu.gateway import WebhookServer
 from dev.fake_feishu import Reaction as FakeReaction
@@ -307,3 +308,60 @@ async def test_a_recalled_queued_message_never_runs(client: Client, tmp_path: Pa
         assert card_markdown(to_first[-1]) == "first"
         asked = [str(body["input"]) for body in fs.stack.model.received()]
         assert len(asked) == 2 and not any("never mind this one" in text for text in asked)
+
+
+async def test_the_group_role_matrix_prompter_approver_outsider(client: Client, tmp_path: Path) -> None:
+    access = AccessConfig(
+        chats=["oc_team"], users=["ou_alice", "ou_carol"], prompters=["ou_alice"], approvers=["ou_bob"]
+    )
+    async with feishu_stack(client, tmp_path, "cli_feishu_e2e_roles", access=access) as fs:
+        for open_id, name in (
+            ("ou_alice", "Alice"),
+            ("ou_bob", "Bob"),
+            ("ou_carol", "Carol"),
+            ("ou_eve", "Eve"),
+        ):
+            fs.fake.add_user(open_id, name)
+        target = fs.stack.workspace / "deployed.txt"
+        fs.stack.model.push(RunCommand(cmd=f"touch {target}"), Say(text="Deployed."))
+        bot = [mention(fs.fake.bot_open_id, fs.fake.bot_name)]
+
+        # An outsider and an allowed user who is not a prompter: refused, nothing reaches Codex.
+        for who in ("ou_eve", "ou_carol"):
+            refused = await fs.say(
+                "oc_team", "@_user_1 deploy", chat_type="group", sender_open_id=who, mentions=bot
+            )
+            (no,) = await fs.wait_for_replies(refused["event"]["message"]["message_id"])
+            assert "may not ask" in card_markdown(no)
+        assert fs.stack.model.received() == []
+
+        # An unknown chat: one "not enabled here", not one per message.
+        for _ in range(2):
+            await fs.say("oc_elsewhere", "hello", sender_open_id="ou_alice")
+        await asyncio.sleep(0.5)
+        elsewhere = [m for m in fs.fake.messages if m.chat_id == "oc_elsewhere"]
+        assert len(elsewhere) == 1 and "not enabled" in card_markdown(elsewhere[0])
+
+        # The prompter asks; the outsider's click is refused and changes nothing; the approver's runs it.
+        asked = await fs.say(
+            "oc_team", "@_user_1 deploy", chat_type="group", sender_open_id="ou_alice", mentions=bot
+        )
+        question = asked["event"]["message"]["message_id"]
+        (card,) = await fs.wait_for_replies(question)
+        approve = next(v for v in _button_values(card.content) if v.get("decision") == "accept")
+        outsider_click = card_action_event(
+            "ou_eve", approve, card.message_id, "oc_team", app_id=fs.fake.app_id
+        )
+        refused_answer = callback_answer(await fs.deliver(outsider_click))
+        assert refused_answer["toast"]["type"] in ("warning", "error")
+        assert fs.fake.message(card.message_id).patches == []  # the card is unchanged
+        assert not target.exists()  # Codex still waits
+
+        approver_click = card_action_event(
+            "ou_bob", approve, card.message_id, "oc_team", app_id=fs.fake.app_id
+        )
+        assert callback_answer(await fs.deliver(approver_click))["toast"]["type"] == "success"
+        answers = await fs.wait_for_replies(question, count=2)
+        assert card_markdown(answers[-1]) == "Deployed." and target.exists()
+        decided = json.dumps(fs.fake.message(card.message_id).patches[-1], ensure_ascii=False)
+        assert "Bob" in decided

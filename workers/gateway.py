@@ -45,7 +45,11 @@ async def main() -> None:
     channel = FeishuChannel(api)
     reader = MessageReader(api, inbox=Path(thread_settings(config).cwd) / INBOX_DIR)
     gateway = FeishuGateway(
-        client=client, channel=channel, reader=reader, new_state=lambda chat: new_conversation(config, chat)
+        client=client,
+        channel=channel,
+        reader=reader,
+        new_state=lambda chat: new_conversation(config, chat),
+        access=config.access,
     )
     delivery = Worker(client, task_queue=FEISHU_DELIVERY_QUEUE, activities=ChannelActivities(channel).all())
 

@@ -49,6 +49,7 @@ from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from ally import names
+from ally.access import AccessConfig, may_prompt
 from ally.config import FeishuConfig
 from ally.contracts import ChatRef, CodexRequest, Decision, InboundMessage, Person, Reply
 from ally.decisions import DecisionReceipt, submit_decision
@@ -100,6 +101,7 @@ class FeishuGateway:
         reader: MessageReader,
         new_state: Callable[[ChatRef], ConversationState],
         turns_queue: str = names.TURNS_QUEUE,
+        access: AccessConfig | None = None,
     ) -> None:
         """Build it on the gateway's event loop: the handlers hand their work to that loop."""
         self.client = client
@@ -107,6 +109,8 @@ class FeishuGateway:
         self.reader = reader
         self.new_state = new_state
         self.turns_queue = turns_queue
+        self.access = access or AccessConfig()
+        self._told_not_enabled: set[str] = set()
         self.loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._seen: OrderedDict[str, None] = OrderedDict()
@@ -251,7 +255,15 @@ class FeishuGateway:
         else:
             message = result.message
             self.channel.remember_thread(message.message_id, result.thread_id)
-            if not await self._decide_by_text(message):
+            verdict = may_prompt(self.access, message)
+            if verdict.refusal == "chat":
+                await self._not_enabled(message)
+            elif await self._decide_by_text(message):
+                pass  # an answer to a waiting approval; the turn's validator says who may give it
+            elif not verdict.allowed:
+                log.info("message %s refused: %s", message.message_id, verdict.reason)
+                await self._say(message.chat, message.message_id, "Sorry, you may not ask me things here.")
+            else:
                 await hand_over(
                     self.client, message, self.new_state(message.chat), task_queue=self.turns_queue
                 )
@@ -371,6 +383,26 @@ class FeishuGateway:
             delivery_queue=self.reader.delivery_queue,
         )
         await self._say(chat, event.message.message_id, text)
+
+    async def _not_enabled(self, message: InboundMessage) -> None:
+        """One "not enabled here" per chat, not a reply per message: the key is the chat's, so
+        Feishu's uuid dedupe covers a gateway restart within the hour too."""
+        chat = message.chat.chat_id
+        log.info("message %s in %s refused: chat not enabled", message.message_id, chat)
+        if chat in self._told_not_enabled:
+            return
+        self._told_not_enabled.add(chat)
+        reply = Reply(
+            chat=message.chat,
+            reply_to=message.message_id,
+            text="work-ally is not enabled in this chat. Ask its owner to add this chat to [access] chats.",
+            idempotency_key=names.delivery_key(f"gateway:not-enabled:{chat}", "notice"),
+            tone="notice",
+        )
+        try:
+            await self.channel.send_reply(reply)
+        except Exception as error:
+            log.warning("could not tell %s it is not enabled: %s", chat, error)
 
     async def _say(self, chat: ChatRef, message_id: str, text: str) -> None:
         """A short notice from the gateway itself (not from a turn); failures are only logged."""
