@@ -14,7 +14,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from ally import names
 from ally.config import AllyConfig, data_dir
 from ally.contracts import ChatRef, InboundMessage, ThreadSettings
-from workflows.conversation import ConversationState, ConversationWorkflow
+from workflows.conversation import ChatConfig, ConversationState, ConversationWorkflow, Inbound
 
 
 def thread_settings(config: AllyConfig) -> ThreadSettings:
@@ -45,14 +45,19 @@ async def hand_over(
     *,
     task_queue: str = names.TURNS_QUEUE,
 ) -> None:
-    """Deliver the message to its chat's conversation, starting it (from `new_state`) if needed."""
+    """Deliver the message to its chat's conversation, starting it (from `new_state`) if needed.
+    The message carries the chat's current configuration too: a conversation that already runs
+    adopts it for the turns to come."""
+    chat_config = ChatConfig(
+        settings=new_state.settings, policy=new_state.policy, approvers=new_state.approvers
+    )
     await client.start_workflow(
         ConversationWorkflow.run,
         new_state,
         id=names.conversation_id(message.chat.chat_id),
         task_queue=task_queue,
         start_signal="inbound",
-        start_signal_args=[message],
+        start_signal_args=[Inbound(message=message, config=chat_config)],
         search_attributes=TypedSearchAttributes([SearchAttributePair(names.CHAT, message.chat.chat_id)]),
         static_summary=f"conversation {message.chat.chat_id}",
     )

@@ -116,3 +116,17 @@ async def test_an_unanswered_approval_is_reminded_then_declined_and_the_audit_tr
         assert [(row.record.decision, row.record.decided_by) for row in trail] == [
             ("decline", "expiry (no decision in time)")
         ]
+
+
+async def test_a_changed_policy_reaches_a_chat_that_already_runs(client: Client, tmp_path: Path) -> None:
+    async with running_stack(client, tmp_path) as stack:
+        target = stack.workspace / "later.txt"
+        stack.model.push(Say(text="hello"), RunCommand(cmd=f"touch {target}"), Say(text="Made it."))
+        chat = stack.chat()
+        await stack.send(chat, "hi")  # the conversation starts with the default policy: ask
+        await eventually(lambda: stack.replies(chat, tone="answer"), what="the first answer")
+
+        edited = PolicyConfig(rules=[Rule(action="allow", command_prefix="touch")])  # config.toml edited
+        await stack.send(chat, "make the file", policy=edited)
+        await eventually(lambda: len(stack.replies(chat, tone="answer")) == 2, what="the second answer")
+        assert target.exists() and stack.approvals(chat) == []

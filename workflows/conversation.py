@@ -56,6 +56,20 @@ class ConversationState(BaseModel):
     automatic: list[str] = []  # the latest decisions the policy took on its own, for /status
 
 
+class ChatConfig(BaseModel):
+    """What this machine's configuration says about a chat now. Every hand-over carries it, so an
+    edited config.toml reaches chats whose conversations were started before the edit."""
+
+    settings: ThreadSettings
+    policy: PolicyConfig = PolicyConfig()
+    approvers: list[str] = []
+
+
+class Inbound(BaseModel):
+    message: InboundMessage
+    config: ChatConfig | None = None
+
+
 class ConversationView(BaseModel):
     thread_id: str | None
     running: str | None
@@ -77,7 +91,12 @@ class ConversationWorkflow:
         self.notices: list[tuple[InboundMessage, str]] = []
 
     @workflow.signal
-    def inbound(self, message: InboundMessage) -> None:
+    def inbound(self, inbound: Inbound) -> None:
+        if inbound.config is not None:  # the latest configuration wins, for the turns still to come
+            self.s.settings = inbound.config.settings
+            self.s.policy = inbound.config.policy
+            self.s.approvers = inbound.config.approvers
+        message = inbound.message
         if message.message_id in self.s.seen:
             return  # a redelivery: Feishu pushes again when an ack is slow
         self.s.seen = [*self.s.seen, message.message_id][-SEEN_LIMIT:]
