@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from dev.fake_feishu import FakeFeishu, message_event
 from tests.processes import free_port, processes_with_env
 
 READY_LINE = "work-ally is up."
@@ -33,8 +34,12 @@ class RunningUp:
         return f"WORK_ALLY_HOME={self.home}"
 
 
-def start_up(home: Path, *extra: str, ready_timeout: float = 120) -> RunningUp:
+def start_up(
+    home: Path, *extra: str, ready_timeout: float = 120, env: dict[str, str] | None = None
+) -> RunningUp:
+    overrides = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WORK_ALLY_", "TEMPORAL_"))}
+    env.update(overrides)
     env.update(
         WORK_ALLY_HOME=str(home),
         WORK_ALLY_TEMPORAL__PORT=str(free_port()),
@@ -159,3 +164,37 @@ def test_with_nothing_configured_the_demo_answers_a_terminal_chat_end_to_end(hom
     up.process.send_signal(signal.SIGTERM)
     assert up.process.wait(timeout=60) == 0
     assert wait_gone(up.marker) == {}
+
+
+@pytest.mark.codex
+@pytest.mark.feishu
+def test_ally_up_with_feishu_answers_a_message_over_the_long_connection(home: Path) -> None:
+    app_id = "cli_ally_up_e2e"
+    with FakeFeishu(app_id=app_id) as fake:
+        fake.add_user("ou_alice", "Alice")
+        up = start_up(
+            home,
+            "--demo",
+            env={
+                "WORK_ALLY_FEISHU__APP_ID": app_id,
+                "WORK_ALLY_FEISHU__APP_SECRET": fake.app_secret,
+                "WORK_ALLY_FEISHU__DOMAIN": fake.domain,
+            },
+        )
+        assert any("gateway" in line and "Feishu websocket" in line for line in up.output), up.output
+        fake.wait_for(lambda: fake.long_connection.connection_count, timeout=30)
+
+        event = message_event("oc_dm_alice", "hello over feishu", sender_open_id="ou_alice", app_id=app_id)
+        assert fake.push_event(event, timeout=10)["code"] == 200
+        question = event["event"]["message"]["message_id"]
+        reply = fake.wait_for(
+            lambda: next(
+                (m for m in fake.messages if m.parent_id == question and m.msg_type == "interactive"), None
+            ),
+            timeout=60,
+        )
+        assert "(demo model) You said: hello over feishu" in json.dumps(reply.content, ensure_ascii=False)
+
+        up.process.send_signal(signal.SIGTERM)
+        assert up.process.wait(timeout=60) == 0
+        assert wait_gone(up.marker) == {}
