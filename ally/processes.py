@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +77,14 @@ async def stop_group(process: asyncio.subprocess.Process, *, grace: float = 10.0
     if process.returncode is None:
         await process.wait()
     return process.returncode
+
+
+def free_local_port() -> int:
+    """A loopback port nobody listens on right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def pid_alive(pid: int) -> bool:

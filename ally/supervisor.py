@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from ally.config import AllyConfig, data_dir
 from ally.names import runtime_queue
-from ally.processes import spawn_group, stop_group
+from ally.processes import free_local_port, spawn_group, stop_group
 from ally.readiness import MissingPiece, missing_pieces
 from ally.run_state import PartState, logs_dir, read_part_states, remove_part_state, write_part_state
 from ally.temporal_client import connect, ui_url, uses_embedded_server
@@ -62,7 +62,7 @@ def _python_module(module: str) -> list[str]:
     return [sys.executable, "-m", module]
 
 
-def plan_parts(config: AllyConfig, options: UpOptions, demo_env: dict[str, str]) -> list[Part]:
+def plan_parts(config: AllyConfig, options: UpOptions, demo_port: int | None = None) -> list[Part]:
     parts: list[Part] = []
     if uses_embedded_server(config):
         command = dev_server_command(
@@ -72,13 +72,24 @@ def plan_parts(config: AllyConfig, options: UpOptions, demo_env: dict[str, str])
             namespace=config.temporal.namespace,
         )
         parts.append(Part("temporal", [*command, "--ui-disable-news-fetch"]))
-    if options.demo:
-        parts.append(Part("demo-model", [*_python_module("dev.model_server"), "--demo", "--port", "0"]))
-    parts.append(Part("runtime-worker", _python_module("workers.runtime"), env=demo_env))
+    runtime_env: dict[str, str] = {}
+    if demo_port is not None:
+        # A fixed port, so a restarted demo model is where the demo CODEX_HOME points.
+        command = [*_python_module("dev.model_server"), "--demo", "--port", str(demo_port)]
+        parts.append(Part("demo-model", command))
+        runtime_env["WORK_ALLY_CODEX__HOME"] = str(_demo_codex_home(demo_port))
+    parts.append(Part("runtime-worker", _python_module("workers.runtime"), env=runtime_env))
     parts.append(Part("turns-worker", _python_module("workers.turns")))
     if config.feishu.configured:
         parts.append(Part("gateway", _python_module("workers.gateway")))
     return parts
+
+
+def _demo_codex_home(port: int) -> Path:
+    """A CODEX_HOME of the demo's own, pointing at the scripted model: never the user's."""
+    from dev.model_server import write_codex_home
+
+    return write_codex_home(data_dir() / "demo-codex-home", f"http://127.0.0.1:{port}/v1")
 
 
 class Supervisor:
@@ -95,11 +106,9 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
         try:
-            demo_env = await self._prepare_demo() if self.options.demo else {}
-            self.parts = plan_parts(self.config, self.options, demo_env)
+            demo_port = free_local_port() if self.options.demo else None
+            self.parts = plan_parts(self.config, self.options, demo_port)
             for part in self.parts:
-                if part.name == "demo-model":
-                    continue  # started by _prepare_demo, which needed its port first
                 await self._start(part)
                 if part.name == "temporal":
                     await self._wait_for_temporal()
@@ -123,26 +132,6 @@ class Supervisor:
         env = {**os.environ, **part.env, "WORK_ALLY_HOME": str(data_dir())}
         part.process = await spawn_group(part.command, log_file=part.log_file, env=env)
         part.started_at = time.monotonic()
-
-    async def _prepare_demo(self) -> dict[str, str]:
-        """Start the scripted model and point a dedicated CODEX_HOME at it (never the user's own)."""
-        from dev.model_server import write_codex_home
-
-        part = Part("demo-model", [*_python_module("dev.model_server"), "--demo", "--port", "0"])
-        self.parts.append(part)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        part.log_file.write_text("", encoding="utf-8")
-        part.process = await spawn_group(part.command, env=env, log_file=part.log_file)
-        # The model server prints its base URL first; read it from the log it writes.
-        raise_after = time.monotonic() + 10
-        base_url = ""
-        while not base_url and time.monotonic() < raise_after:
-            await asyncio.sleep(0.1)
-            base_url = _first_line(part.log_file)
-        if not base_url:
-            raise RuntimeError("the demo model server did not start; see " + str(part.log_file))
-        home = write_codex_home(data_dir() / "demo-codex-home", base_url)
-        return {"WORK_ALLY_CODEX__HOME": str(home)}
 
     async def _wait_for_temporal(self) -> None:
         deadline = time.monotonic() + self.options.ready_timeout
@@ -231,12 +220,6 @@ def _port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _first_line(path: Path) -> str:
-    with contextlib.suppress(OSError):
-        return path.read_text(encoding="utf-8").partition("\n")[0].strip()
-    return ""
 
 
 def run_up(config: AllyConfig, options: UpOptions, say: Callable[[str], None]) -> int:
