@@ -194,7 +194,8 @@ class ConversationWorkflow:
             if result.thread_id:
                 self.s.thread_id = result.thread_id
             self.s.grants = result.grants
-            self.s.automatic = [*self.s.automatic, *result.automatic][-AUTOMATIC_SHOWN:]
+            automatic = [f"{d.decision} {d.what}: {d.decided_by}" for d in result.decisions if d.by_policy]
+            self.s.automatic = [*self.s.automatic, *automatic][-AUTOMATIC_SHOWN:]
             if result.status == "host_lost":
                 self.s.runtime = None  # locate again: the host may be back, or another one is
         except ChildWorkflowError as error:

@@ -90,7 +90,6 @@ class TurnResult(BaseModel):
     status: str  # completed | interrupted | failed | host_lost
     runtime_restarted: bool = False
     grants: SessionGrants = SessionGrants()
-    automatic: list[str] = []  # what the policy decided on its own, in words
     decisions: list[DecisionRecord] = []
 
 
@@ -111,6 +110,7 @@ class DecisionRecord(BaseModel):
     decision: str
     decided_by: str
     decided_at: str
+    by_policy: bool = False  # a rule, the chat's mode or a session grant decided, not a person
 
 
 class TurnView(BaseModel):
@@ -136,7 +136,6 @@ class TurnWorkflow:
         self.stop_sent = False
         self.working: workflow.ActivityHandle[ReactionRef] | None = None
         self.grants = turn.grants
-        self.automatic: list[str] = []
         self.decisions: list[DecisionRecord] = []
 
     # --- what the outside world can tell a running turn ------------------------------------------
@@ -260,7 +259,6 @@ class TurnWorkflow:
             status=outcome.status,
             runtime_restarted=outcome.runtime_restarted,
             grants=self.grants,
-            automatic=self.automatic,
             decisions=self.decisions,
         )
 
@@ -304,15 +302,14 @@ class TurnWorkflow:
             return False
         if verdict.decision == "accept" and pending.request.additional_permissions:
             return False  # the rules judge the command, not the extra permissions it would bring
-        what = _what(pending.request)
-        self.automatic.append(f"{verdict.decision} {what}: {verdict.rule}")
         pending.decision = Decision(key=pending.request.key, decision=verdict.decision, operator=POLICY)
         pending.answered = True
-        workflow.set_current_details(f"**{self.state}** · automatic: {self.automatic[-1]}")
-        await self._answer(pending, pending.decision, f"policy: {verdict.rule}")
+        await self._answer(pending, pending.decision, f"policy: {verdict.rule}", by_policy=True)
+        record = self.decisions[-1]
+        workflow.set_current_details(f"**{self.state}** · automatic: {record.decision} {record.what}")
         if verdict.decision == "decline":
-            declined = f"Declined by policy: {what} ({verdict.rule})."
-            await self._send(declined, tone="notice", part=f"policy:{len(self.automatic)}")
+            declined = f"Declined by policy: {record.what} ({verdict.rule})."
+            await self._send(declined, tone="notice", part=f"policy:{len(self.decisions)}")
         return True
 
     async def _answer_decided_requests(self) -> None:
@@ -352,7 +349,9 @@ class TurnWorkflow:
                 text = f"Declined {_what(pending.request)}: nobody decided within {waited}."
                 await self._send(text, tone="notice", part=f"expired:{number}")
 
-    async def _answer(self, pending: PendingRequest, decision: Decision, decided_by: str) -> None:
+    async def _answer(
+        self, pending: PendingRequest, decision: Decision, decided_by: str, *, by_policy: bool = False
+    ) -> None:
         try:
             await self._on_host(
                 "answer_request",
@@ -369,6 +368,7 @@ class TurnWorkflow:
                 decision=shown,
                 decided_by=decided_by,
                 decided_at=workflow.now().isoformat(timespec="seconds"),
+                by_policy=by_policy,
             )
         )
         await self._show_decision(pending, shown, decided_by)
