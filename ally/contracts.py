@@ -10,10 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from ally.codex.models import EndStatus, RequestKind
 from ally.codex.models import ThreadSettings as ThreadSettings  # re-exported: it crosses Temporal too
-
-RequestKind = Literal["command", "file_change", "permissions", "user_input", "elicitation", "other"]
-TurnStatus = Literal["completed", "interrupted", "failed"]
 
 
 class RuntimeLocation(BaseModel):
@@ -71,7 +69,7 @@ class TurnOutcome(BaseModel):
 
     thread_id: str
     turn_id: str
-    status: TurnStatus
+    status: EndStatus
     final_text: str = ""
     error: str | None = None
     runtime_restarted: bool = False

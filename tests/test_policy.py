@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 import ally.policy as policy_module
-from ally.contracts import CodexRequest, RequestKind
+from ally.codex.models import RequestKind
+from ally.contracts import CodexRequest
 from ally.policy import (
     Mode,
     PolicyConfig,
