@@ -16,7 +16,15 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from ally.channels import Channel, PermanentDeliveryError, RetryLaterError
-from ally.contracts import ApprovalOutcome, ApprovalPrompt, Reaction, ReactionRef, Reply, SentMessage
+from ally.contracts import (
+    ApprovalOutcome,
+    ApprovalPrompt,
+    FinalReply,
+    Reaction,
+    ReactionRef,
+    Reply,
+    SentMessage,
+)
 
 
 class ChannelActivities:
@@ -27,6 +35,25 @@ class ChannelActivities:
     async def send_reply(self, reply: Reply) -> SentMessage:
         with _delivery_errors():
             return await self.channel.send_reply(reply)
+
+    @activity.defn(name="deliver_answer")
+    async def deliver_answer(self, final: FinalReply) -> SentMessage:
+        """A turn's last message; then its emoji settled, best effort (a retry re-sends nothing: the
+        reply's idempotency key dedupes it, and a reaction already gone is not an error)."""
+        with _delivery_errors():
+            sent = await self.channel.send_reply(final.reply)
+        try:
+            if final.working is not None:
+                await self.channel.unreact(final.working)
+            if final.done_emoji is not None and final.working is not None:
+                await self.channel.react(
+                    Reaction(
+                        chat=final.working.chat, message_id=final.working.message_id, emoji=final.done_emoji
+                    )
+                )
+        except Exception as error:  # an emoji is never worth failing a delivered answer
+            activity.logger.info("reactions not settled: %s", error)
+        return sent
 
     @activity.defn(name="send_approval")
     async def send_approval(self, prompt: ApprovalPrompt) -> SentMessage:
@@ -49,7 +76,14 @@ class ChannelActivities:
             await self.channel.unreact(reaction)
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.send_reply, self.send_approval, self.update_approval, self.react, self.unreact]
+        return [
+            self.send_reply,
+            self.deliver_answer,
+            self.send_approval,
+            self.update_approval,
+            self.react,
+            self.unreact,
+        ]
 
 
 @contextmanager

@@ -29,16 +29,9 @@ class StartTurnInput(BaseModel):
     plan_mode: bool = False
 
 
-class TurnRef(BaseModel):
-    """A submitted turn. Recorded in history once `start_turn` completes, so no retry of anything
-    after it can submit the prompt a second time."""
-
-    thread_id: str
-    turn_id: str
-
-
 class TurnProgress(BaseModel):
-    """Heartbeat details of `follow_turn`, shown in the Temporal UI's pending activity."""
+    """Heartbeat details of `run_turn`: the submitted turn, sent the moment Codex accepts it, so a
+    retry follows that turn instead of submitting the prompt again. Shown in the Temporal UI."""
 
     thread_id: str
     turn_id: str
@@ -81,31 +74,9 @@ class AnswerRequestInput(BaseModel):
 
 
 class SteerTurnInput(BaseModel):
-    thread_id: str
-    turn_id: str
+    """More text for the turn the calling workflow runs on this host (the host knows which)."""
+
     text: str
-
-
-class InterruptTurnInput(BaseModel):
-    thread_id: str
-    turn_id: str
-
-
-class ReadThreadInput(BaseModel):
-    thread_id: str
-
-
-class TurnSummary(BaseModel):
-    turn_id: str
-    status: str
-    user_text: str = ""
-    final_text: str = ""
-    error: str | None = None
-
-
-class ThreadSummary(BaseModel):
-    thread_id: str
-    turns: list[TurnSummary]
 
 
 # --- Chats -------------------------------------------------------------------------------------
@@ -122,6 +93,7 @@ class ChatRef(BaseModel):
     chat_id: str
     chat_type: Literal["p2p", "group"] = "p2p"
     delivery_queue: str
+    reactions: bool = True  # whether the channel shows emoji on messages (the terminal does not)
 
 
 class Person(BaseModel):
@@ -180,6 +152,15 @@ class ReactionRef(BaseModel):
     chat: ChatRef
     message_id: str
     reaction_id: str | None  # None where the channel shows no reactions (the terminal)
+
+
+class FinalReply(BaseModel):
+    """A turn's last message and the reactions settled with it, in one delivery: the working emoji
+    comes off, and a completed turn gets its done emoji. Reactions are best effort; the reply is not."""
+
+    reply: Reply
+    working: ReactionRef | None = None
+    done_emoji: str | None = None
 
 
 class Decision(BaseModel):

@@ -65,4 +65,4 @@ async def hand_over(
 
 def console_chat(host: str) -> ChatRef:
     queue = f"console@{host}"
-    return ChatRef(channel="console", chat_id=queue, delivery_queue=queue)
+    return ChatRef(channel="console", chat_id=queue, delivery_queue=queue, reactions=False)

@@ -2,7 +2,7 @@
 
 Parts, in start order: the embedded Temporal dev server (unless a cluster is configured), the
 scripted demo model (with --demo), the runtime worker (owns `codex app-server`), the turns worker
-(workflows and channel delivery) and the Feishu gateway (when credentials exist). A part that dies
+(the conversation and turn workflows) and the Feishu gateway (when credentials exist). A part that dies
 is restarted with backoff; SIGINT or SIGTERM stops them all in reverse order, each process group
 SIGTERMed, then SIGKILLed after a grace period, so nothing is left behind.
 """
@@ -169,7 +169,7 @@ class Supervisor:
         if url:
             lines.append(f"  Temporal UI      {url}")
         lines.append(f"  runtime worker   {runtime_queue(self.config.runtime.host)} (owns codex app-server)")
-        lines.append("  turns worker     workflows and channel delivery")
+        lines.append("  turns worker     conversation and turn workflows")
         lines.append(
             "  gateway          "
             + (

@@ -39,6 +39,7 @@ from ally.contracts import (
 )
 from ally.inbound import hand_over
 from dev.model_server import ScriptedModelServer, write_codex_home
+from workers.turns import turns_worker
 from workflows.conversation import ConversationState, ConversationWorkflow
 from workflows.turn import TurnResult, TurnWorkflow
 
@@ -79,6 +80,7 @@ class Stack:
             chat_id=chat_id or f"chat-{uuid.uuid4().hex[:8]}",
             chat_type="group" if chat_type == "group" else "p2p",
             delivery_queue=self.delivery_queue,
+            reactions=False,
         )
 
     def conversation(self, chat: ChatRef, **overrides: object) -> ConversationState:
@@ -178,7 +180,7 @@ async def running_stack(
             delivery_queue=f"console-{tag}",
         )
         workers = [
-            Worker(client, task_queue=stack.turns_queue, workflows=[ConversationWorkflow, TurnWorkflow]),
+            turns_worker(client, stack.turns_queue),
             Worker(
                 client,
                 task_queue=stack.delivery_queue,

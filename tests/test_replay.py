@@ -16,8 +16,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from workflows.conversation import ConversationWorkflow
-from workflows.turn import TurnWorkflow
+from workers.turns import WORKFLOWS
 
 CORPUS = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -29,9 +28,8 @@ def test_the_corpus_covers_both_workflows() -> None:
 
 @pytest.mark.parametrize("path", CORPUS, ids=[p.stem[:80] for p in CORPUS])
 async def test_a_recorded_history_replays_on_the_current_code(path: Path) -> None:
-    replayer = Replayer(
-        workflows=[ConversationWorkflow, TurnWorkflow], data_converter=pydantic_data_converter
-    )
+    # The default runner: the sandbox the workers skip for speed guards determinism here.
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
     text = await asyncio.to_thread(path.read_text, encoding="utf-8")
     history = WorkflowHistory.from_json(path.stem, text)
     await replayer.replay_workflow(history)

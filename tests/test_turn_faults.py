@@ -25,7 +25,6 @@ from ally.temporal_server import dev_server_command
 from dev.model_server import Hang, Say
 from tests.processes import free_port, temporal_when_up
 from tests.stack import eventually, running_stack
-from workflows.turn import TurnWorkflow
 
 pytestmark = [pytest.mark.codex, pytest.mark.faults]
 
@@ -93,12 +92,16 @@ async def test_kill_9_of_the_runtime_worker_mid_turn_ends_honestly_and_the_next_
             await wait_polled(client, stack.pinned_queue)
             message = await stack.send(chat, "a long job", runtime=location)
             await eventually(lambda: stack.model.received(), what="the turn to reach the model")
-            # Mid-turn = after `start_turn` completed: the turn is in history, Codex is working.
+            # Mid-turn = Codex is working and `run_turn` has heartbeated the submitted turn, which
+            # is what the Temporal UI shows as the pending activity's details.
             turn = stack.turn_handle(chat, message)
             for _ in range(600):
-                if (await turn.query(TurnWorkflow.view)).turn_id is not None:
+                pending = (await turn.describe()).raw_description.pending_activities
+                if any(a.heartbeat_details.payloads for a in pending):
                     break
                 await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("run_turn never reported the submitted turn")
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
         started = asyncio.get_running_loop().time()
@@ -110,6 +113,9 @@ async def test_kill_9_of_the_runtime_worker_mid_turn_ends_honestly_and_the_next_
             assert asyncio.get_running_loop().time() - started < 60
             assert "/retry" in problem[0].text
             assert "restarted" in problem[0].text or "did not answer" in problem[0].text
+            # The retry read the killed turn back; it did not submit the prompt a second time.
+            prompts = [r for r in stack.model.received() if "a long job" in str(r)]
+            assert len(prompts) == 1
 
             stack.model.push(Say(text="back in business"))
             await stack.send(chat, "are you there?", runtime=location)

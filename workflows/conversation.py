@@ -9,12 +9,14 @@ steered into the running turn. Commands act at once: /stop /new /status /retry /
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
+from temporalio.common import RetryPolicy, SearchAttributePair, WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
@@ -70,6 +72,13 @@ class Inbound(BaseModel):
     config: ChatConfig | None = None
 
 
+@dataclass
+class Notice:
+    to: InboundMessage
+    text: str
+    while_queued: bool = False  # a queue position: worth sending only while the message still waits
+
+
 class ConversationView(BaseModel):
     thread_id: str | None
     running: str | None
@@ -88,7 +97,7 @@ class ConversationWorkflow:
         self.child: workflow.ChildWorkflowHandle[TurnWorkflow, TurnResult] | None = None
         self.commands: list[InboundMessage] = []
         self.steers: list[InboundMessage] = []
-        self.notices: list[tuple[InboundMessage, str]] = []
+        self.outbox: list[Notice] = []  # sent in order by `_send_notices`, never holding up a turn
 
     @workflow.signal
     def inbound(self, inbound: Inbound) -> None:
@@ -108,7 +117,8 @@ class ConversationWorkflow:
             self.s.queue.append(message)
             if self.current is not None:
                 position = len(self.s.queue)
-                self.notices.append((message, f"Queued (position {position}); runs after the current turn."))
+                text = f"Queued (position {position}); runs after the current turn."
+                self.outbox.append(Notice(to=message, text=text, while_queued=True))
 
     @workflow.signal
     def recall(self, message_id: str) -> None:
@@ -133,17 +143,19 @@ class ConversationWorkflow:
     @workflow.run
     async def run(self, state: ConversationState) -> None:
         workflow.upsert_search_attributes([names.CHAT.value_set(self.s.chat.chat_id)])
+        sending = asyncio.create_task(self._send_notices())
         while True:
             await workflow.wait_condition(self._has_work)
             if self.child is not None and self.child.done():
                 await self._finish_turn()  # first, so that /status reports the finished turn
             await self._run_commands()
             await self._forward_steers()
-            await self._send_notices()
             if self._between_turns() and workflow.info().is_continue_as_new_suggested():
                 # Only between turns: a parent continuing-as-new would terminate its running child.
-                # The queue travels in the state; nothing else is pending in memory right now.
-                await workflow.wait_condition(workflow.all_handlers_finished)
+                # The queue travels in the state; nothing else is pending in memory once the
+                # notices are out and the handlers done.
+                await workflow.wait_condition(lambda: not self.outbox and workflow.all_handlers_finished())
+                sending.cancel()
                 workflow.continue_as_new(self.s)
             if self.child is None and self.s.queue:
                 await self._start_turn(self.s.queue.pop(0))
@@ -163,7 +175,10 @@ class ConversationWorkflow:
                     summary="find a Codex runtime host",
                 )
             except ActivityError:
-                await self._say(message, "No Codex runtime is running on this machine; is `ally up` running?")
+                self.s.last_message = message
+                self._tell(
+                    message, "No Codex runtime is running on this machine. Start `ally up`, then /retry."
+                )
                 return
         self.current = message
         self.s.last_message = message
@@ -184,7 +199,10 @@ class ConversationWorkflow:
             id=names.turn_id(self.s.chat.chat_id, message.message_id),
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             static_summary=f"{self.s.chat.chat_id}: {message.text[:60]}",
-            search_attributes=workflow.info().typed_search_attributes,
+            # Born "running": the turn need not spend a history event saying so.
+            search_attributes=workflow.info().typed_search_attributes.updated(
+                SearchAttributePair(names.TURN_STATE, "running")
+            ),
         )
 
     async def _finish_turn(self) -> None:
@@ -213,7 +231,7 @@ class ConversationWorkflow:
                 self.s.queue.append(message)
                 continue
             await self.child.signal(TurnWorkflow.steer, message.text)
-            await self._say(message, "Steered into the running turn.")
+            self._tell(message, "Steered into the running turn.")
 
     async def _run_commands(self) -> None:
         while self.commands:
@@ -224,52 +242,61 @@ class ConversationWorkflow:
     async def _run_command(self, message: InboundMessage, command: str, rest: str) -> None:
         if command == "/stop":
             if self.child is None:
-                await self._say(message, "Nothing is running." + self._queue_note())
+                self._tell(message, "Nothing is running." + self._queue_note())
                 return
             await self.child.signal(TurnWorkflow.stop)
-            await self._say(message, "Stopping the running turn." + self._queue_note())
+            self._tell(message, "Stopping the running turn." + self._queue_note())
         elif command == "/new":
             self.s.thread_id = None
             self.s.grants = SessionGrants()  # grants belong to the thread they were given in
             when = "after the current turn" if self.child else "with your next message"
-            await self._say(message, f"A fresh Codex thread starts {when}.")
+            self._tell(message, f"A fresh Codex thread starts {when}.")
         elif command == "/status":
-            await self._say(message, self._status_text())
+            self._tell(message, self._status_text())
         elif command == "/retry":
             if self.s.last_message is None:
-                await self._say(message, "There is nothing to retry yet.")
+                self._tell(message, "There is nothing to retry yet.")
                 return
             # A new id for a new turn; the reply answers the /retry message itself.
             again = self.s.last_message.model_copy(
                 update={"message_id": f"{message.message_id}:retry", "reply_to": message.message_id}
             )
             self.s.queue.append(again)
-            await self._say(message, f"Retrying: {again.text[:80]}")
+            self._tell(message, f"Retrying: {again.text[:80]}")
         elif command == "/auto" and rest in ("ask", "read_only", "trusted"):
             self.s.mode = rest  # type: ignore[assignment]
-            await self._say(message, f"Autonomy: {rest}. Deny rules still apply.")
+            self._tell(message, f"Autonomy: {rest}. Deny rules still apply.")
         elif command == "/mode" and rest in ("queue", "steer"):
             self.s.busy_policy = rest  # type: ignore[assignment]
-            await self._say(message, f"While a turn runs, new messages will {rest}.")
+            self._tell(message, f"While a turn runs, new messages will {rest}.")
         else:
-            await self._say(message, HELP)
+            self._tell(message, HELP)
 
     async def _send_notices(self) -> None:
-        while self.notices:
-            message, text = self.notices.pop(0)
-            await self._say(message, text)
+        """Runs beside the main loop for the conversation's life: notices go out in order, and a
+        turn never waits for one. A queue position that is stale by the time it would be sent (the
+        message already runs) is not sent at all."""
+        while True:
+            await workflow.wait_condition(lambda: bool(self.outbox))
+            notice = self.outbox[0]
+            if not notice.while_queued or any(m.message_id == notice.to.message_id for m in self.s.queue):
+                try:
+                    await self._say(notice.to, notice.text)
+                except ActivityError as error:  # rejected for good, or 55 minutes of failures
+                    workflow.logger.warning("a notice could not be delivered: %s", error)
+            self.outbox.pop(0)
 
     # --- helpers ---------------------------------------------------------------------------------
 
     def _has_work(self) -> bool:
         return (
-            bool(self.commands or self.steers or self.notices)
+            bool(self.commands or self.steers)
             or (self.child is not None and self.child.done())
             or (self.child is None and bool(self.s.queue))
         )
 
     def _between_turns(self) -> bool:
-        return self.child is None and not (self.commands or self.steers or self.notices)
+        return self.child is None and not (self.commands or self.steers)
 
     def _queue_note(self) -> str:
         return f" {len(self.s.queue)} queued message(s) stay queued." if self.s.queue else ""
@@ -291,6 +318,9 @@ class ConversationWorkflow:
         if self.s.runtime:
             lines.append(f"Runtime host: {self.s.runtime.host}")
         return "\n".join(lines)
+
+    def _tell(self, to: InboundMessage, text: str) -> None:
+        self.outbox.append(Notice(to=to, text=text))
 
     async def _say(self, to: InboundMessage, text: str) -> None:
         self.s.notices += 1

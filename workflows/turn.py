@@ -1,11 +1,16 @@
 """One conversation turn, start to finish: the whole story of a message in one file.
 
-    ensure the Codex thread (pinned host)
-    run the turn (pinned host; heartbeats; forwards each approval/question here as a signal)
-      while it runs: show each request in the chat, wait for a decision (update, or signal
-      fallback), answer Codex on the same host; steer and /stop arrive as signals
-    the outcome is read back from `thread/read` by the host (the truth, never streamed deltas)
-    deliver it to the chat once (idempotency key derived from this workflow's id)
+    run the turn on the pinned host: load the thread, submit the prompt, follow it (heartbeats;
+      each approval or question is forwarded here as a signal), read the outcome back from
+      `thread/read` (the truth, never the streamed deltas)
+    while it runs: show each request in the chat, wait for a decision (update, or signal fallback),
+      answer Codex on the same host; steer and /stop arrive as signals
+    deliver the outcome to the chat once (idempotency key derived from this workflow's id), settling
+      the progress emoji in the same delivery
+
+A turn without approvals is two activities: one on the Codex host, one on the chat's delivery
+queue (plus a concurrent emoji where the chat shows them). Each hop is a workflow task and a few
+history writes, the main cost of a turn beyond Codex itself (bench/turns.py).
 
 Every step that can fail is an activity with its own timeout and retry policy; a dead host shows up
 as a schedule-to-start or heartbeat timeout and becomes an honest message, never silence.
@@ -13,9 +18,7 @@ as a schedule-to-start or heartbeat timeout and becomes an honest message, never
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -32,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         ApprovalPrompt,
         CodexRequest,
         Decision,
+        FinalReply,
         InboundMessage,
         Person,
         Reaction,
@@ -43,7 +47,6 @@ with workflow.unsafe.imports_passed_through():
         SteerTurnInput,
         ThreadSettings,
         TurnOutcome,
-        TurnRef,
     )
     from ally.policy import Mode, PolicyConfig, SessionGrants
     from ally.policy import evaluate as evaluate_policy
@@ -64,6 +67,7 @@ DELIVERY_RETRY = RetryPolicy(
     non_retryable_error_types=["PermanentDeliveryError"],
 )
 RUN_TURN_HEARTBEAT = timedelta(seconds=10)
+RUN_TURN_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1))
 # Feishu emoji_type names (case-sensitive): on the person's message while the turn runs, and after.
 WORKING_EMOJI = "OnIt"
 DONE_EMOJI = "DONE"
@@ -128,7 +132,7 @@ class TurnWorkflow:
     def __init__(self, turn: TurnInput) -> None:
         self.turn = turn
         self.state = "starting"
-        self.thread_id: str | None = turn.thread_id
+        self.thread_id: str | None = turn.thread_id  # None until a new thread's first request or end
         self.turn_id: str | None = None
         self.requests: dict[str, PendingRequest] = {}
         self.steers: list[str] = []
@@ -145,6 +149,7 @@ class TurnWorkflow:
         """From `follow_turn` on the host: Codex is waiting for an answer."""
         if request.key not in self.requests:
             self.requests[request.key] = PendingRequest(request=request, shown_at=workflow.time())
+        self.thread_id, self.turn_id = request.thread_id, request.turn_id or self.turn_id
 
     @workflow.update
     def decide(self, decision: Decision) -> str:
@@ -191,36 +196,26 @@ class TurnWorkflow:
 
     @workflow.run
     async def run(self, turn: TurnInput) -> TurnResult:
-        self._set_state("running")
-        self.working = self._react(WORKING_EMOJI)  # not awaited: the turn does not wait for an emoji
-        try:
-            started: TurnRef = await self._on_host(
-                "start_turn",
-                StartTurnInput(
-                    thread_id=turn.thread_id,
-                    settings=turn.settings,
-                    text=self._prompt_text(),
-                    local_images=turn.message.local_images,
-                ),
-                result_type=TurnRef,
-                summary="submit the prompt to the Codex thread",
-            )
-        except ActivityError as error:
-            return await self._host_lost(error)
-        self.thread_id, self.turn_id = started.thread_id, started.turn_id
-        workflow.upsert_search_attributes([names.CODEX_THREAD.value_set(started.thread_id)])
-
+        # The parent starts this workflow with TurnState=running, so that costs no event here.
+        workflow.set_current_details("**running**")
+        if turn.message.chat.reactions:  # not awaited: the turn does not wait for an emoji
+            self.working = self._react(WORKING_EMOJI)
         running = workflow.start_activity(
-            "follow_turn",
-            started,
+            "run_turn",
+            StartTurnInput(
+                thread_id=turn.thread_id,
+                settings=turn.settings,
+                text=self._prompt_text(),
+                local_images=turn.message.local_images,
+            ),
             task_queue=turn.runtime.task_queue,
             result_type=TurnOutcome,
             schedule_to_start_timeout=HOST_START,
             start_to_close_timeout=RUN_TURN_MAX,
             heartbeat_timeout=RUN_TURN_HEARTBEAT,
-            retry_policy=RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1)),
+            retry_policy=RUN_TURN_RETRY,
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            summary="follow the turn on the Codex host",
+            summary="run the turn on the Codex host",
         )
         while not running.done():
             # A timeout here is the next reminder or expiry coming due, not an error.
@@ -237,7 +232,7 @@ class TurnWorkflow:
             await self._forward_steers()
             if self.stop_requested and not self.stop_sent:
                 self.stop_sent = True
-                running.cancel()  # follow_turn interrupts the Codex turn, then reports how it ended
+                running.cancel()  # run_turn interrupts the Codex turn, then reports how it ended
 
         try:
             outcome = await running
@@ -245,17 +240,18 @@ class TurnWorkflow:
             if not self.stop_requested:
                 return await self._host_lost(error)
             # Cancelled by /stop before the host could report: the turn was interrupted.
-            outcome = TurnOutcome(thread_id=started.thread_id, turn_id=started.turn_id, status="interrupted")
-        self.turn_id = outcome.turn_id
+            outcome = TurnOutcome(
+                thread_id=self.thread_id or "", turn_id=self.turn_id or "", status="interrupted"
+            )
+        self.thread_id, self.turn_id = outcome.thread_id or None, outcome.turn_id or None
         await self._close_unanswered_requests(outcome)
         self._set_state("delivering")
-        await asyncio.gather(
-            self._deliver(outcome), self._settle_reactions(done=outcome.status == "completed")
-        )
-        self._set_state("done" if outcome.status == "completed" else "failed")
+        tone: Literal["answer", "problem"] = "answer" if outcome.status == "completed" else "problem"
+        if await self._finish(reply_text(outcome), tone=tone, done=outcome.status == "completed"):
+            self._set_state("done" if outcome.status == "completed" else "failed")
         return TurnResult(
-            thread_id=outcome.thread_id,
-            turn_id=outcome.turn_id,
+            thread_id=self.thread_id,
+            turn_id=self.turn_id,
             status=outcome.status,
             runtime_restarted=outcome.runtime_restarted,
             grants=self.grants,
@@ -321,7 +317,7 @@ class TurnWorkflow:
                 self.grants = remember_grant(self.grants, pending.request)
             decided_by = pending.decision.operator.name or pending.decision.operator.id
             await self._answer(pending, pending.decision, decided_by)
-        if all(p.answered for p in self.requests.values()):
+        if self.state == "awaiting_approval" and all(p.answered for p in self.requests.values()):
             self._set_state("running")
 
     async def _remind_about_waiting_requests(self) -> None:
@@ -390,15 +386,10 @@ class TurnWorkflow:
         )
 
     async def _forward_steers(self) -> None:
-        while self.steers and self.thread_id:
+        while self.steers:
             text = self.steers.pop(0)
-            turn_id = self.turn_id or ""
             try:
-                await self._on_host(
-                    "steer_turn",
-                    SteerTurnInput(thread_id=self.thread_id, turn_id=turn_id, text=text),
-                    summary="steer the running turn",
-                )
+                await self._on_host("steer_turn", SteerTurnInput(text=text), summary="steer the running turn")
             except ActivityError:
                 workflow.logger.info("steer arrived after the turn ended; dropped")
 
@@ -411,9 +402,6 @@ class TurnWorkflow:
                     pending, f"not needed any more: the turn was {outcome.status}", "work-ally"
                 )
 
-    async def _deliver(self, outcome: TurnOutcome) -> None:
-        await self._send(reply_text(outcome), tone="answer" if outcome.status == "completed" else "problem")
-
     async def _host_lost(self, error: ActivityError) -> TurnResult:
         workflow.logger.warning("runtime host lost: %s", error)
         self._set_state("failed")
@@ -421,7 +409,7 @@ class TurnWorkflow:
             "The Codex runtime on this machine did not answer, so this turn was interrupted. "
             "Nothing was lost: send /retry to run it again."
         )
-        await asyncio.gather(self._send(lost, tone="problem"), self._settle_reactions(done=False))
+        await self._finish(lost, tone="problem", done=False)
         return TurnResult(thread_id=self.thread_id, turn_id=self.turn_id, status="host_lost")
 
     def _react(self, emoji: str) -> workflow.ActivityHandle[ReactionRef]:
@@ -436,43 +424,45 @@ class TurnWorkflow:
             summary=f"react {emoji}",
         )
 
-    async def _settle_reactions(self, *, done: bool) -> None:
-        """Take the "working" emoji off, and mark a completed turn done. Best effort: a reaction
-        that fails must never cost the person the answer."""
-        if self.working is None:
-            return
-        try:
-            working: ReactionRef = await self.working
-            steps: list[Awaitable[Any]] = [
-                self._to_chat("unreact", working, summary="take the working emoji off")
-            ]
-            if done:
-                steps.append(self._react(DONE_EMOJI))
-            await asyncio.gather(*steps)
-        except ActivityError as error:
-            workflow.logger.info("reactions not settled: %s", error)
+    async def _finish(self, text: str, *, tone: Literal["answer", "problem"], done: bool) -> bool:
+        """The turn's last message, with the "working" emoji taken off (and a done emoji on a
+        completed turn) in the same delivery. An emoji that failed must never cost the answer."""
+        working: ReactionRef | None = None
+        if self.working is not None:
+            try:
+                working = await self.working
+            except ActivityError as error:
+                workflow.logger.info("no working emoji to take off: %s", error)
+        final = FinalReply(
+            reply=self._reply(text, tone=tone, part="reply"),
+            working=working,
+            done_emoji=DONE_EMOJI if done and working is not None else None,
+        )
+        return await self._deliver("deliver_answer", final)
 
-    async def _send(
-        self, text: str, *, tone: Literal["answer", "notice", "problem"], part: str = "reply"
-    ) -> None:
+    async def _send(self, text: str, *, tone: Literal["notice", "problem"], part: str) -> None:
+        await self._deliver("send_reply", self._reply(text, tone=tone, part=part))
+
+    def _reply(self, text: str, *, tone: Literal["answer", "notice", "problem"], part: str) -> Reply:
+        return Reply(
+            chat=self.turn.message.chat,
+            reply_to=self._reply_target(),
+            text=text,
+            idempotency_key=names.delivery_key(workflow.info().workflow_id, part),
+            tone=tone,
+        )
+
+    async def _deliver(self, activity: str, message: BaseModel) -> bool:
+        """Whether it was delivered."""
         try:
-            await self._to_chat(
-                "send_reply",
-                Reply(
-                    chat=self.turn.message.chat,
-                    reply_to=self._reply_target(),
-                    text=text,
-                    idempotency_key=names.delivery_key(workflow.info().workflow_id, part),
-                    tone=tone,
-                ),
-                result_type=SentMessage,
-                summary="deliver the reply",
-            )
+            await self._to_chat(activity, message, result_type=SentMessage, summary="deliver the reply")
+            return True
         except ActivityError as error:
             # Only a permanent rejection (bot removed from the chat, message gone) or 55 minutes of
             # failures get here: the answer stays readable in the thread; the turn itself succeeded.
             workflow.logger.warning("the reply could not be delivered: %s", error)
             self._set_state("undelivered")
+            return False
 
     async def _on_host(
         self, activity: str, arg: BaseModel, *, summary: str, result_type: type | None = None
@@ -544,7 +534,10 @@ class TurnWorkflow:
 
     def _set_state(self, state: str) -> None:
         self.state = state
-        workflow.upsert_search_attributes([names.TURN_STATE.value_set(state)])
+        updates = [names.TURN_STATE.value_set(state)]
+        if self.thread_id:
+            updates.append(names.CODEX_THREAD.value_set(self.thread_id))
+        workflow.upsert_search_attributes(updates)
         workflow.set_current_details(
             f"**{state}**" + (f" · thread `{self.thread_id}`" if self.thread_id else "")
         )
