@@ -1,13 +1,14 @@
 """Benchmark: what the durable bridge adds to a Codex turn, through the whole stack.
 
-Runs, in one process and one run, against the same scripted model (instant answers):
+Starts `ally up --demo` (the README's main command: tuned SQLite dev server, runtime worker with
+its Codex child, turns worker, scripted model) in a home of its own. This process plays the chat's
+side: it hands messages over and hosts the terminal channel's delivery queue. It also runs the raw
+client, its own Codex child on the same binary and scripted model (instant answers):
   raw     the Codex client alone (`CodexRuntime`: start_turn -> turn end -> thread/read)
   bridge  a chat message handed over (signal-with-start) -> reply delivered by the channel
 for three loads: (a) one chat, sequential turns; (b) 50 chats, each sending a message every 5 s for
-a minute; (c) 50 messages at once (50 chats). Prints latency p50/p95, the bridge's added latency,
-turns per second, CPU seconds per process, and Temporal history events per turn.
-
-The dev server is the one `ally up` runs: the same binary, SQLite file and tuning.
+a minute; (c) 50 messages at once (the same 50 chats). Prints latency p50/p95, the bridge's added
+latency, turns per second, CPU seconds per process, and Temporal history events per turn.
 
     .venv/bin/python -m bench.turns            # all three
     .venv/bin/python -m bench.turns --quick    # fewer turns, shorter (b)
@@ -17,25 +18,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
+import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+import tomllib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 from temporalio.client import Client
+from temporalio.worker import Worker
 
-from ally.channels.console import ConsoleEvent
+from activities.channel import ChannelActivities
+from ally.channels.console import ConsoleChannel, ConsoleEvent
+from ally.codex.binary import find_codex_binary
 from ally.codex.runtime import CodexRuntime, TurnEnded, TurnInput
-from ally.codex.runtime import ThreadSettings as CodexThreadSettings
-from ally.contracts import ChatRef
-from ally.processes import spawn_group, stop_group
-from ally.temporal_server import dev_server_command
-from tests.processes import free_port, temporal_when_up
-from tests.stack import Stack, running_stack
+from ally.config import AllyConfig, data_dir, load_config
+from ally.contracts import ChatRef, InboundMessage, Person
+from ally.inbound import hand_over, new_conversation, thread_settings
+from ally.names import TURNS_QUEUE
+from ally.processes import free_local_port, spawn_group, stop_group
+from ally.run_state import read_part_states
+from ally.temporal_client import connect
+from dev.model_server import write_codex_home
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -77,14 +87,32 @@ async def raw_turn(runtime: CodexRuntime, thread_id: str, text: str) -> float:
 
 
 class BridgeClock:
-    """Times each message from hand-over to the delivered reply, by watching the channel's sink."""
+    """Times each message from hand-over to the delivered reply, as the chat's channel sees it.
 
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
+    The bench process is the chat's side: it hands messages over (as the Feishu gateway or
+    `ally chat` does) and hosts the terminal channel's delivery queue, whose sink it watches.
+    """
+
+    def __init__(self, client: Client, config: AllyConfig) -> None:
+        self.client = client
+        self.config = config
         self.sent: dict[str, float] = {}
         self.done: dict[str, float] = {}
         self.waiters: dict[str, asyncio.Future[None]] = {}
-        stack.listeners.append(self.observe)
+        self.delivery_queue = "console@bench"
+        self.worker = Worker(
+            client,
+            task_queue=self.delivery_queue,
+            activities=ChannelActivities(ConsoleChannel(self.observe)).all(),
+        )
+
+    def chat(self) -> ChatRef:
+        return ChatRef(
+            channel="console",
+            chat_id=f"bench-{uuid.uuid4().hex[:8]}",
+            delivery_queue=self.delivery_queue,
+            reactions=False,
+        )
 
     def observe(self, event: ConsoleEvent) -> None:
         reply = event.reply
@@ -95,13 +123,15 @@ class BridgeClock:
                 waiter.set_result(None)
 
     async def turn(self, chat: ChatRef, text: str) -> float:
-        message_id = f"b-{time.perf_counter_ns()}"
+        message = InboundMessage(
+            message_id=f"b-{time.perf_counter_ns()}", chat=chat, sender=Person(id="bench"), text=text
+        )
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiters[message_id] = waiter
-        self.sent[message_id] = time.perf_counter()
-        await self.stack.send(chat, text, message_id=message_id)
+        self.waiters[message.message_id] = waiter
+        self.sent[message.message_id] = time.perf_counter()
+        await hand_over(self.client, message, new_conversation(self.config, chat))
         await asyncio.wait_for(waiter, 60)
-        return (self.done[message_id] - self.sent[message_id]) * 1000
+        return (self.done[message.message_id] - self.sent[message.message_id]) * 1000
 
 
 async def timed(name: str, jobs: list[Callable[[], Awaitable[float]]], *, concurrent: bool) -> Run:
@@ -136,13 +166,67 @@ async def paced(
     return run
 
 
-async def history_events_per_turn(client: Client, stack: Stack) -> float:
+async def history_events_per_turn(client: Client) -> float:
     events = turns = 0
-    async for execution in client.list_workflows(f'TaskQueue="{stack.turns_queue}"'):
+    async for execution in client.list_workflows(f'TaskQueue="{TURNS_QUEUE}"'):
         history = await client.get_workflow_handle(execution.id, run_id=execution.run_id).fetch_history()
         events += len(history.events)
         turns += execution.workflow_type == "TurnWorkflow"
     return events / max(turns, 1)
+
+
+@contextlib.asynccontextmanager
+async def ally_up(root: Path) -> AsyncIterator[dict[str, int]]:
+    """`ally up --demo` in a home of the bench's own, exactly as the README runs it; yields the pid
+    of each part once every worker polls."""
+    env = {
+        "WORK_ALLY_HOME": str(root / "ally"),
+        "WORK_ALLY_TEMPORAL__PORT": str(free_local_port()),
+        "WORK_ALLY_TEMPORAL__UI_PORT": str(free_local_port()),
+        "WORK_ALLY_RUNTIME__HOST": "bench",
+        "HOME": str(root / "home"),  # Codex runs commands in a login shell: none of the user's dotfiles
+    }
+    (root / "home").mkdir(parents=True)
+    os.environ.update(env)  # this process's client and config read the same home
+    up = await spawn_group(
+        [str(Path(sys.executable).parent / "ally"), "up", "--demo"], log_file=root / "ally-up.log"
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            parts = {state.name: state for state in read_part_states() if state.alive}
+            if {"supervisor", "runtime-worker", "turns-worker"} <= parts.keys():
+                break
+            if up.returncode is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ally up did not come up; see {root / 'ally-up.log'}")
+            await asyncio.sleep(0.2)
+        pids = {
+            "temporal dev server": _child(up.pid, "start-dev"),
+            "scripted model": _child(up.pid, "model_server"),
+        }
+        pids |= {name: state.pid for name, state in parts.items() if name != "supervisor"}
+        pids["codex (bridge)"] = int(parts["runtime-worker"].detail["pid"])
+        yield pids
+    finally:
+        await stop_group(up)
+
+
+def _child(parent: int, marker: str) -> int:
+    """The pid of the supervisor's child whose command line mentions `marker`."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            parent_of = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes().decode(errors="replace")
+            if parent_of == parent and marker in command:
+                return int(stat.parent.name)
+    raise RuntimeError(f"ally up has no child running {marker}")
+
+
+def demo_model_url() -> str:
+    demo_home = data_dir() / "demo-codex-home" / "config.toml"
+    return str(
+        tomllib.loads(demo_home.read_text(encoding="utf-8"))["model_providers"]["scripted"]["base_url"]
+    )
 
 
 async def bench(quick: bool) -> None:
@@ -150,34 +234,34 @@ async def bench(quick: bool) -> None:
     paced_s = 20.0 if quick else 60.0
     with tempfile.TemporaryDirectory(prefix="ally-bench-") as tmp:
         root = Path(tmp)
-        port = free_port()
-        command = dev_server_command(
-            db_file=root / "temporal.db", port=port, ui_port=free_port(), namespace="default"
-        )
-        server = await spawn_group([*command, "--headless"])
-        try:
-            client = await temporal_when_up(port)
-            async with running_stack(client, root, demo=True) as stack:
-                raw_thread = await stack.runtime.ensure_thread(
-                    None, CodexThreadSettings(cwd=str(stack.workspace))
-                )
-                clock = BridgeClock(stack)
-                codex_pid = stack.runtime.pid or 0
-                cpu_before = {
-                    "dev server": cpu_seconds(server.pid),
-                    "codex": cpu_seconds(codex_pid),
-                    "bridge (python)": cpu_seconds(os.getpid()),
-                }
-
-                warm = stack.chat()
+        async with ally_up(root) as pids:
+            config = load_config()
+            client = await connect(config)
+            clock = BridgeClock(client, config)
+            # The raw client: its own Codex child, the same binary and the same scripted model.
+            raw_home = write_codex_home(root / "raw-codex-home", demo_model_url())
+            runtime = CodexRuntime(find_codex_binary(), raw_home, env={"HOME": str(root / "home")})
+            await runtime.start()
+            settings = thread_settings(config)  # what every bridge thread gets: same cwd, sandbox, policy
+            pids["codex (raw)"] = runtime.pid or 0
+            pids["bench: chat side + raw client"] = os.getpid()
+            async with clock.worker:
+                raw_thread = await runtime.ensure_thread(None, settings)
+                raw_threads = [await runtime.ensure_thread(None, settings) for _ in range(50)]
+                warm = clock.chat()
                 for _ in range(3):  # first turns pay for thread start and caches
                     await clock.turn(warm, "warm up")
-                    await raw_turn(stack.runtime, raw_thread, "warm up")
+                    await raw_turn(runtime, raw_thread, "warm up")
+                one_chat = clock.chat()
+                chats = [clock.chat() for _ in range(50)]
+                # Every thread and chat has had one turn before the clock starts, on both sides.
+                await asyncio.gather(*(raw_turn(runtime, thread, "warm up") for thread in raw_threads))
+                await asyncio.gather(*(clock.turn(chat, "warm up") for chat in [one_chat, *chats]))
+                cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
 
-                one_chat = stack.chat()
                 raw_a = await timed(
                     "(a) raw, sequential",
-                    [lambda: raw_turn(stack.runtime, raw_thread, "hi")] * sequential,
+                    [lambda: raw_turn(runtime, raw_thread, "hi")] * sequential,
                     concurrent=False,
                 )
                 bridge_a = await timed(
@@ -186,17 +270,12 @@ async def bench(quick: bool) -> None:
                     concurrent=False,
                 )
 
-                raw_threads = [
-                    await stack.runtime.ensure_thread(None, CodexThreadSettings(cwd=str(stack.workspace)))
-                    for _ in range(50)
-                ]
-                chats = [stack.chat() for _ in range(50)]
                 raw_b = await paced(
                     "(b) raw, 50 chats / 5 s",
                     50,
                     5.0,
                     paced_s,
-                    lambda i, _: raw_turn(stack.runtime, raw_threads[i], "tick"),
+                    lambda i, _: raw_turn(runtime, raw_threads[i], "tick"),
                 )
                 bridge_b = await paced(
                     "(b) bridge, 50 chats / 5 s", 50, 5.0, paced_s, lambda i, _: clock.turn(chats[i], "tick")
@@ -204,51 +283,39 @@ async def bench(quick: bool) -> None:
 
                 raw_c = await timed(
                     "(c) raw, 50 at once",
-                    [partial(raw_turn, stack.runtime, thread, "burst") for thread in raw_threads],
+                    [partial(raw_turn, runtime, thread, "burst") for thread in raw_threads],
                     concurrent=True,
                 )
-                burst_chats = [stack.chat() for _ in range(50)]
                 bridge_c = await timed(
                     "(c) bridge, 50 at once",
-                    [partial(clock.turn, chat, "burst") for chat in burst_chats],
+                    [partial(clock.turn, chat, "burst") for chat in chats],
                     concurrent=True,
                 )
+                cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+                per_turn_events = await history_events_per_turn(client)
+            await runtime.stop()
 
-                cpu = {
-                    name: cpu_seconds(pid) - cpu_before[name]
-                    for name, pid in (
-                        ("dev server", server.pid),
-                        ("codex", codex_pid),
-                        ("bridge (python)", os.getpid()),
-                    )
-                }
-                per_turn_events = await history_events_per_turn(client, stack)
-                turns_total = sum(len(r.latencies_ms) for r in (bridge_a, bridge_b, bridge_c)) + 3
-
-            print(
-                f"work-ally bridge benchmark, {os.cpu_count()} cores: tuned SQLite dev server, scripted model"
-            )
-            for raw, bridge, goal in (
-                (raw_a, bridge_a, "(a) goal: p50 added <= 50 ms"),
-                (raw_b, bridge_b, "(b) goal: p95 added <= 200 ms"),
-                (raw_c, bridge_c, "(c) goal: every reply within 2 s of the raw client's"),
-            ):
-                print(raw.line())
-                print(bridge.line())
-                added_p50 = pct(bridge.latencies_ms, 0.5) - pct(raw.latencies_ms, 0.5)
-                added_p95 = pct(bridge.latencies_ms, 0.95) - pct(raw.latencies_ms, 0.95)
-                worst_gap = max(bridge.latencies_ms) - max(raw.latencies_ms)
-                print(
-                    f"    added: p50 {added_p50:+.1f} ms, p95 {added_p95:+.1f} ms, worst {worst_gap:+.1f} ms"
-                )
-                print(f"    {goal}")
-            print(f"history events per turn (turn + share of conversation): {per_turn_events:.1f}")
-            print("CPU seconds over the whole run (" + f"{turns_total} bridge turns + the raw ones):")
-            for name, seconds in cpu.items():
-                print(f"    {name:<16} {seconds:7.2f} s")
-            print(f"    statistics: raw (a) stdev {statistics.pstdev(raw_a.latencies_ms):.1f} ms")
-        finally:
-            await stop_group(server)
+        bridge_turns = sum(len(r.latencies_ms) for r in (bridge_a, bridge_b, bridge_c))
+        print(
+            f"work-ally bridge benchmark, {os.cpu_count()} cores: `ally up --demo` (tuned SQLite dev server)"
+        )
+        for raw, bridge, goal in (
+            (raw_a, bridge_a, "(a) goal: p50 added <= 50 ms"),
+            (raw_b, bridge_b, "(b) goal: p95 added <= 200 ms"),
+            (raw_c, bridge_c, "(c) goal: every reply within 2 s of the raw client's"),
+        ):
+            print(raw.line())
+            print(bridge.line())
+            added_p50 = pct(bridge.latencies_ms, 0.5) - pct(raw.latencies_ms, 0.5)
+            added_p95 = pct(bridge.latencies_ms, 0.95) - pct(raw.latencies_ms, 0.95)
+            worst_gap = max(bridge.latencies_ms) - max(raw.latencies_ms)
+            print(f"    added: p50 {added_p50:+.1f} ms, p95 {added_p95:+.1f} ms, worst {worst_gap:+.1f} ms")
+            print(f"    {goal}")
+        print(f"history events per turn (turn + share of conversation): {per_turn_events:.1f}")
+        print(f"CPU over the timed runs ({bridge_turns} bridge turns, as many raw ones), per process:")
+        for name, seconds in cpu.items():
+            print(f"    {name:<30} {seconds:7.2f} s")
+        print(f"    statistics: raw (a) stdev {statistics.pstdev(raw_a.latencies_ms):.1f} ms")
 
 
 def main() -> None:

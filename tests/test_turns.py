@@ -173,6 +173,26 @@ async def test_twenty_messages_while_a_turn_runs_are_all_answered_in_order(
         assert [q.text.split(")")[0] for q in queued[:2]] == ["Queued (position 1", "Queued (position 2"]
 
 
+async def test_in_steer_mode_a_message_sent_while_a_turn_runs_steers_that_turn(
+    client: Client, tmp_path: Path
+) -> None:
+    async with running_stack(client, tmp_path) as stack:
+        stack.model.push(
+            Stream(chunks=["Writing ", "a ", "long ", "answer ", "slowly"], delay_s=0.5), Say(text="steered")
+        )
+        chat = stack.chat()
+        await stack.send(chat, "write something long", busy_policy="steer")
+        await eventually(lambda: stack.model.received(), what="the first model request")
+        await stack.send(chat, "make it short")
+
+        answers = await eventually(lambda: stack.replies(chat, tone="answer"), within=60, what="the answer")
+        assert [a.text for a in answers] == ["steered"]
+        # Codex sampled the same turn again, with the steer in its input: one turn, not two.
+        requests = stack.model.received()
+        assert len(requests) == 2 and "make it short" in str(requests[1]["input"])
+        assert "Steered into the running turn." in [r.text for r in stack.replies(chat, tone="notice")]
+
+
 class FlakyChannel(ConsoleChannel):
     """The terminal channel, failing its first `failures` sends the way a flaky network would."""
 
