@@ -55,6 +55,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
@@ -292,6 +299,7 @@ async def bench(quick: bool) -> None:
                     concurrent=True,
                 )
                 cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+                peak_rss = {name: peak_rss_mib(pid) for name, pid in pids.items()}
                 per_turn_events = await history_events_per_turn(client)
             await runtime.stop()
 
@@ -312,9 +320,9 @@ async def bench(quick: bool) -> None:
             print(f"    added: p50 {added_p50:+.1f} ms, p95 {added_p95:+.1f} ms, worst {worst_gap:+.1f} ms")
             print(f"    {goal}")
         print(f"history events per turn (turn + share of conversation): {per_turn_events:.1f}")
-        print(f"CPU over the timed runs ({bridge_turns} bridge turns, as many raw ones), per process:")
+        print(f"CPU over the timed runs ({bridge_turns} bridge turns, as many raw ones), and peak memory:")
         for name, seconds in cpu.items():
-            print(f"    {name:<30} {seconds:7.2f} s")
+            print(f"    {name:<30} {seconds:7.2f} s  {peak_rss[name]:6.0f} MiB")
         print(f"    statistics: raw (a) stdev {statistics.pstdev(raw_a.latencies_ms):.1f} ms")
 
 
