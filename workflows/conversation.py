@@ -97,6 +97,7 @@ class ConversationWorkflow:
         self.child: workflow.ChildWorkflowHandle[TurnWorkflow, TurnResult] | None = None
         self.commands: list[InboundMessage] = []
         self.steers: list[InboundMessage] = []
+        self.steered: list[InboundMessage] = []  # steered into the running turn
         self.outbox: list[Notice] = []  # sent in order by `_send_notices`, never holding up a turn
 
     @workflow.signal
@@ -216,11 +217,25 @@ class ConversationWorkflow:
             self.s.automatic = [*self.s.automatic, *automatic][-AUTOMATIC_SHOWN:]
             if result.status == "host_lost":
                 self.s.runtime = None  # locate again: the host may be back, or another one is
+            self._requeue_unsteered(result.unsteered)
         except ChildWorkflowError as error:
             workflow.logger.warning("turn workflow failed: %s", error)
         self.s.turns += 1
         self.child = None
         self.current = None
+        self.steered = []
+
+    def _requeue_unsteered(self, texts: list[str]) -> None:
+        """A steer that reached the turn too late is not lost: it runs as the next turn."""
+        missed = list(texts)
+        late = []
+        for message in self.steered:
+            if message.text in missed:
+                missed.remove(message.text)
+                late.append(message)
+        self.s.queue[:0] = late
+        for message in late:
+            self._tell(message, "The turn had finished before this could steer it; it runs next.")
 
     # --- while a turn runs ----------------------------------------------------------------------
 
@@ -231,6 +246,7 @@ class ConversationWorkflow:
                 self.s.queue.append(message)
                 continue
             await self.child.signal(TurnWorkflow.steer, message.text)
+            self.steered.append(message)
             self._tell(message, "Steered into the running turn.")
 
     async def _run_commands(self) -> None:

@@ -95,6 +95,7 @@ class TurnResult(BaseModel):
     runtime_restarted: bool = False
     grants: SessionGrants = SessionGrants()
     decisions: list[DecisionRecord] = []
+    unsteered: list[str] = []  # steers that reached the turn only after Codex had finished it
 
 
 class PendingRequest(BaseModel):
@@ -136,6 +137,7 @@ class TurnWorkflow:
         self.turn_id: str | None = None
         self.requests: dict[str, PendingRequest] = {}
         self.steers: list[str] = []
+        self.unsteered: list[str] = []
         self.stop_requested = False
         self.stop_sent = False
         self.working: workflow.ActivityHandle[ReactionRef] | None = None
@@ -256,6 +258,7 @@ class TurnWorkflow:
             runtime_restarted=outcome.runtime_restarted,
             grants=self.grants,
             decisions=self.decisions,
+            unsteered=self._unsteered(),
         )
 
     # --- steps -----------------------------------------------------------------------------------
@@ -391,7 +394,7 @@ class TurnWorkflow:
             try:
                 await self._on_host("steer_turn", SteerTurnInput(text=text), summary="steer the running turn")
             except ActivityError:
-                workflow.logger.info("steer arrived after the turn ended; dropped")
+                self.unsteered.append(text)  # Codex had finished: the conversation runs it next
 
     async def _close_unanswered_requests(self, outcome: TurnOutcome) -> None:
         """A turn that ended (stop, crash) with a card still open: say so on the card."""
@@ -410,7 +413,9 @@ class TurnWorkflow:
             "Nothing was lost: send /retry to run it again."
         )
         await self._finish(lost, tone="problem", done=False)
-        return TurnResult(thread_id=self.thread_id, turn_id=self.turn_id, status="host_lost")
+        return TurnResult(
+            thread_id=self.thread_id, turn_id=self.turn_id, status="host_lost", unsteered=self._unsteered()
+        )
 
     def _react(self, emoji: str) -> workflow.ActivityHandle[ReactionRef]:
         return workflow.start_activity(
@@ -515,6 +520,10 @@ class TurnWorkflow:
             if p.decision is None and not p.reminded
         ]
         return max(0.0, min(due) - workflow.time()) if due else None
+
+    def _unsteered(self) -> list[str]:
+        """Steers Codex never saw: refused by the host, or arrived once the turn was over."""
+        return [*self.unsteered, *self.steers]
 
     def _may_decide(self, operator_id: str) -> bool:
         return (
