@@ -145,8 +145,8 @@ class CodexActivities:
 
     async def _outcome(self, turn: TurnProgress, *, restarted: bool = False) -> TurnOutcome:
         """Read the turn back from `thread/read`: the truth, whatever the event stream said."""
-        # The turn is almost always the newest: read a few, not the whole (ever longer) thread.
-        recent = await self.runtime.read_thread(turn.thread_id, last=3)
+        # The turn is almost always the newest: read just that, not the whole (ever longer) thread.
+        recent = await self.runtime.read_thread(turn.thread_id, last=1)
         found = next((t for t in recent.turns if t.id == turn.turn_id), None)
         if found is None:
             snapshot = await self.runtime.read_thread(turn.thread_id)

@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 NO_STEP_QUEUED = "scripted model server: no step queued"
 DEMO_LABEL = "(demo model)"
+RECEIVED_KEPT = 1000
 
 
 class Say(BaseModel):
@@ -299,7 +300,9 @@ class ScriptedModelServer:
         self._address = (host, port)
         self._lock = threading.Lock()
         self._steps: deque[Step] = deque()
-        self._received: list[dict[str, Any]] = []
+        # The latest requests, for tests to read; bounded, because `ally up --demo` runs for days and
+        # every request carries the whole thread.
+        self._received: deque[dict[str, Any]] = deque(maxlen=RECEIVED_KEPT)
         self._ids = itertools.count(1)
         self._stopping = threading.Event()  # ends Hang/Stream pauses, so stop() never waits on them
         self._httpd: _HTTPServer | None = None

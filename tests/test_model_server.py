@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from dev.model_server import (
     DEMO_LABEL,
     NO_STEP_QUEUED,
+    RECEIVED_KEPT,
     STEPS,
     ApplyPatch,
     AskUser,
@@ -284,6 +285,16 @@ def test_control_endpoints_queue_steps_record_requests_and_reset(model: Scripted
     assert _post(f"{root}/_control/steps", [{"kind": "nope"}])[0] == 400
     assert _post(f"{root}/_control/reset", {}) == (200, "{}")
     assert model.received() == []
+
+
+def test_a_long_running_demo_keeps_only_the_latest_requests() -> None:
+    with ScriptedModelServer(demo=True) as server:
+        for number in range(RECEIVED_KEPT + 3):
+            status, _ = _post(f"{server.base_url}/responses", {"input": [_user(f"message {number}")]})
+            assert status == 200
+        kept = server.received()
+    assert len(kept) == RECEIVED_KEPT
+    assert kept[0]["input"] == [_user("message 3")]  # the oldest three went
 
 
 def test_a_hang_blocks_neither_other_requests_nor_stop() -> None:
