@@ -148,7 +148,7 @@ class TurnWorkflow:
 
     @workflow.signal
     def codex_request(self, request: CodexRequest) -> None:
-        """From `follow_turn` on the host: Codex is waiting for an answer."""
+        """From `run_turn` on the host: Codex is waiting for an answer."""
         if request.key not in self.requests:
             self.requests[request.key] = PendingRequest(request=request, shown_at=workflow.time())
         self.thread_id, self.turn_id = request.thread_id, request.turn_id or self.turn_id

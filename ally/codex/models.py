@@ -1,6 +1,6 @@
 """The shapes `CodexRuntime` takes and gives: thread settings, turn inputs, turn events, snapshots.
 
-Field names follow `ally.contracts` (CodexRequest, TurnSummary) so activities convert by name. These
+Field names follow `ally.contracts` (CodexRequest) so activities convert by name. These
 are ours, not Codex's: the generated wire models live in `ally.codex.protocol`.
 """
 
