@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from ally.processes import die_with_parent_hook
 from ally.temporal_server import dev_server_command
 from dev.model_server import Hang, Say
 from tests.processes import free_port, temporal_when_up
-from tests.stack import eventually, running_stack
+from tests.stack import codex_workers, eventually, running_stack
 
 pytestmark = [pytest.mark.codex, pytest.mark.faults]
 
@@ -123,6 +123,30 @@ async def test_kill_9_of_the_runtime_worker_mid_turn_ends_honestly_and_the_next_
                 lambda: stack.replies(chat, tone="answer"), within=60, what="the next answer"
             )
             assert [a.text for a in answers] == ["back in business"]
+
+
+async def test_a_message_sent_while_no_runtime_runs_is_answered_after_retry_once_one_is_up(
+    client: Client, tmp_path: Path
+) -> None:
+    async with running_stack(client, tmp_path, with_runtime_worker=False) as stack:
+        chat = stack.chat()
+        await stack.send(chat, "hello, anyone?")
+        # Nothing polls the discovery queue: after its 30 s schedule-to-start the chat is told.
+        await eventually(
+            lambda: [r for r in stack.replies(chat, tone="notice") if "No Codex runtime" in r.text],
+            within=60,
+            what="the no-runtime notice",
+        )
+        async with AsyncExitStack() as up:
+            for worker in codex_workers(client, stack.runtime, stack.host, stack.discovery_queue):
+                await up.enter_async_context(worker)
+            stack.model.push(Say(text="here now"))
+            await stack.send(chat, "/retry")
+            answers = await eventually(
+                lambda: stack.replies(chat, tone="answer"), within=60, what="the answer"
+            )
+        assert [a.text for a in answers] == ["here now"]
+        assert "hello, anyone?" in str(stack.model.received()[0]["input"])
 
 
 class OwnDevServer:
