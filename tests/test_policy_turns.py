@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
+from ally.contracts import Person
 from ally.policy import PolicyConfig, Rule
 from ally.turns_report import decision_history
 from dev.model_server import RunCommand, Say
@@ -130,3 +131,25 @@ async def test_a_changed_policy_reaches_a_chat_that_already_runs(client: Client,
         await stack.send(chat, "make the file", policy=edited)
         await eventually(lambda: len(stack.replies(chat, tone="answer")) == 2, what="the second answer")
         assert target.exists() and stack.approvals(chat) == []
+
+
+async def test_in_a_group_only_an_approver_may_raise_autonomy_and_anyone_may_lower_it(
+    client: Client, tmp_path: Path
+) -> None:
+    async with running_stack(client, tmp_path) as stack:
+        chat = stack.chat(chat_type="group")
+        carol, bob = Person(id="ou_carol", name="Carol"), Person(id="ou_bob", name="Bob")
+
+        async def said_after(text: str, sender: Person) -> str:
+            before = len(stack.replies(chat, tone="notice"))
+            await stack.send(chat, text, sender=sender, approvers=[bob.id])
+            notices = await eventually(
+                lambda: stack.replies(chat, tone="notice")[before:], what=f"the answer to {text}"
+            )
+            return notices[0].text
+
+        assert "Only an approver" in await said_after("/auto trusted", carol)
+        assert "Autonomy: ask." in await said_after("/status", carol)
+        assert await said_after("/auto trusted", bob) == "Autonomy: trusted. Deny rules still apply."
+        assert await said_after("/auto ask", carol) == "Autonomy: ask. Deny rules still apply."
+        assert "Autonomy: ask." in await said_after("/status", bob)

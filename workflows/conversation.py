@@ -26,6 +26,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows.turn import TurnInput, TurnResult, TurnWorkflow
 
 AUTOMATIC_SHOWN = 10
+RAISE_AUTONOMY_REFUSED = (
+    "Only an approver may let the assistant decide more on its own in this group "
+    "(`[access] approvers` in config.toml). /auto ask is open to everyone."
+)
 SEEN_LIMIT = 500  # Feishu redelivers within minutes; 500 ids cover far more than that window
 HELP = """Commands:
 /stop: interrupt the running turn (queued messages stay)
@@ -33,7 +37,8 @@ HELP = """Commands:
 /status: what runs, what waits, what is queued
 /retry: run the last message again
 /mode queue|steer: while a turn runs, queue new messages (default) or steer them into it
-/auto ask|read_only|trusted: which approvals are decided without asking (deny rules always apply)
+/auto ask|read_only|trusted: which approvals are decided without asking (deny rules always apply;
+  in a group, only an approver may raise it)
 /help: this list"""
 
 
@@ -280,6 +285,9 @@ class ConversationWorkflow:
             self.s.queue.append(again)
             self._tell(message, f"Retrying: {again.text[:80]}")
         elif command == "/auto" and rest in ("ask", "read_only", "trusted"):
+            if rest != "ask" and not self._may_raise_autonomy(message.sender.id):
+                self._tell(message, RAISE_AUTONOMY_REFUSED)
+                return
             self.s.mode = rest  # type: ignore[assignment]
             self._tell(message, f"Autonomy: {rest}. Deny rules still apply.")
         elif command == "/mode" and rest in ("queue", "steer"):
@@ -310,6 +318,14 @@ class ConversationWorkflow:
             or (self.child is not None and self.child.done())
             or (self.child is None and bool(self.s.queue))
         )
+
+    def _may_raise_autonomy(self, person_id: str) -> bool:
+        """More autonomy means fewer questions for everyone in the chat: in a group that is for an
+        approver to decide. In a private chat the person decides for themselves; anyone may go
+        back to "ask"."""
+        if self.s.chat.chat_type != "group":
+            return True
+        return person_id in self.s.approvers or person_id == names.LOCAL_OPERATOR
 
     def _between_turns(self) -> bool:
         return self.child is None and not (self.commands or self.steers)
