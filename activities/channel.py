@@ -45,12 +45,11 @@ class ChannelActivities:
         try:
             if final.working is not None:
                 await self.channel.unreact(final.working)
-            if final.done_emoji is not None and final.working is not None:
-                await self.channel.react(
-                    Reaction(
+                if final.done_emoji is not None:
+                    done = Reaction(
                         chat=final.working.chat, message_id=final.working.message_id, emoji=final.done_emoji
                     )
-                )
+                    await self.channel.react(done)
         except Exception as error:  # an emoji is never worth failing a delivered answer
             activity.logger.info("reactions not settled: %s", error)
         return sent

@@ -43,7 +43,6 @@ from ally.codex.runtime import CodexRuntime, TurnEnded, TurnInput
 from ally.config import AllyConfig, data_dir, load_config
 from ally.contracts import ChatRef, InboundMessage, Person
 from ally.inbound import hand_over, new_conversation, thread_settings
-from ally.names import TURNS_QUEUE
 from ally.processes import free_local_port, spawn_group, stop_group
 from ally.run_state import read_part_states
 from ally.temporal_client import connect
@@ -181,7 +180,7 @@ async def paced(
 
 async def history_events_per_turn(client: Client) -> float:
     events = turns = 0
-    async for execution in client.list_workflows(f'TaskQueue="{TURNS_QUEUE}"'):
+    async for execution in client.list_workflows(f'TaskQueue="{names.TURNS_QUEUE}"'):
         history = await client.get_workflow_handle(execution.id, run_id=execution.run_id).fetch_history()
         events += len(history.events)
         turns += execution.workflow_type == "TurnWorkflow"

@@ -169,6 +169,7 @@ class ConversationWorkflow:
     # --- turns -----------------------------------------------------------------------------------
 
     async def _start_turn(self, message: InboundMessage) -> None:
+        self.s.last_message = message  # /retry runs it again, even if no runtime takes it now
         if self.s.runtime is None:
             try:
                 self.s.runtime = await workflow.execute_activity(
@@ -181,13 +182,11 @@ class ConversationWorkflow:
                     summary="find a Codex runtime host",
                 )
             except ActivityError:
-                self.s.last_message = message
                 self._tell(
                     message, "No Codex runtime is running on this machine. Start `ally up`, then /retry."
                 )
                 return
         self.current = message
-        self.s.last_message = message
         self.child = await workflow.start_child_workflow(
             TurnWorkflow.run,
             TurnInput(

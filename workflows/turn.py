@@ -238,6 +238,7 @@ class TurnWorkflow:
 
         try:
             outcome = await running
+            self.thread_id, self.turn_id = outcome.thread_id, outcome.turn_id
         except ActivityError as error:
             if not self.stop_requested:
                 return await self._host_lost(error)
@@ -245,7 +246,6 @@ class TurnWorkflow:
             outcome = TurnOutcome(
                 thread_id=self.thread_id or "", turn_id=self.turn_id or "", status="interrupted"
             )
-        self.thread_id, self.turn_id = outcome.thread_id or None, outcome.turn_id or None
         await self._close_unanswered_requests(outcome)
         self._set_state("delivering")
         tone: Literal["answer", "problem"] = "answer" if outcome.status == "completed" else "problem"
