@@ -1,7 +1,8 @@
 """`ally chat`: a terminal conversation through the same workflows a Feishu chat uses.
 
-Lines typed here are handed over exactly like Feishu messages; replies and approval prompts come
-back as delivery activities on this terminal's own task queue. Approvals are answered inline with
+Lines typed here are handed over exactly like Feishu messages. This process is the chat's worker:
+the conversation and turn workflows run here, on this terminal's own task queue, and replies and
+approval prompts come back through the terminal channel. Approvals are answered inline with
 the same text shortcuts as in Feishu ("y", "n", "always", "1 y 2 n"); questions by option number.
 """
 
@@ -13,15 +14,14 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 
 from temporalio.client import Client
-from temporalio.worker import Worker
 
-from activities.channel import ChannelActivities
 from ally.channels.console import ConsoleChannel, ConsoleEvent
 from ally.config import AllyConfig
 from ally.contracts import ApprovalPrompt, Decision, InboundMessage, Person
 from ally.decisions import submit_decision
 from ally.inbound import console_chat, hand_over, new_conversation
 from ally.shortcuts import parse_decisions
+from workers.chat import chat_worker
 
 
 class ConsoleChat:
@@ -33,11 +33,9 @@ class ConsoleChat:
         user = getpass.getuser()
         self.person = Person(id=f"console:{user}", name=user)
         self.pending: list[ApprovalPrompt] = []
-        self.worker = Worker(
-            client,
-            task_queue=self.chat.delivery_queue,
-            activities=ChannelActivities(ConsoleChannel(self._show)).all(),
-        )
+        # This terminal serves its chat: the conversation and its turns run here, beside the
+        # channel that prints them. Closed mid-turn, the chat waits for the next `ally chat`.
+        self.worker = chat_worker(client, ConsoleChannel(self._show), self.chat.worker_queue)
 
     async def run(self, lines: AsyncIterator[str]) -> None:
         self.out("Talking to Codex through work-ally. /help lists commands; Ctrl-D leaves.")

@@ -83,16 +83,17 @@ class SteerTurnInput(BaseModel):
 
 
 class ChatRef(BaseModel):
-    """A chat, and the task queue whose worker can deliver to it.
+    """A chat, and the task queue of the worker that serves it: that worker runs the chat's
+    conversation and turns and speaks its channel (workers/chat.py).
 
-    Feishu chats are delivered by the gateway; a terminal conversation (`ally chat`) hosts its own
-    delivery queue, so the same workflows reach either without knowing which.
+    Feishu chats are served by the gateway; a terminal conversation (`ally chat`) serves its own
+    queue, so the same workflows reach either without knowing which.
     """
 
     channel: Literal["feishu", "console"]
     chat_id: str
     chat_type: Literal["p2p", "group"] = "p2p"
-    delivery_queue: str
+    worker_queue: str
     reactions: bool = True  # whether the channel shows emoji on messages (the terminal does not)
 
 

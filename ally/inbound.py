@@ -42,8 +42,6 @@ async def hand_over(
     client: Client,
     message: InboundMessage,
     new_state: ConversationState,
-    *,
-    task_queue: str = names.TURNS_QUEUE,
 ) -> None:
     """Deliver the message to its chat's conversation, starting it (from `new_state`) if needed.
     The message carries the chat's current configuration too: a conversation that already runs
@@ -55,7 +53,7 @@ async def hand_over(
         ConversationWorkflow.run,
         new_state,
         id=names.conversation_id(message.chat.chat_id),
-        task_queue=task_queue,
+        task_queue=message.chat.worker_queue,  # the worker that serves this chat runs its workflows
         start_signal="inbound",
         start_signal_args=[Inbound(message=message, config=chat_config)],
         search_attributes=TypedSearchAttributes([SearchAttributePair(names.CHAT, message.chat.chat_id)]),
@@ -65,4 +63,4 @@ async def hand_over(
 
 def console_chat(host: str) -> ChatRef:
     queue = f"console@{host}"
-    return ChatRef(channel="console", chat_id=queue, delivery_queue=queue, reactions=False)
+    return ChatRef(channel="console", chat_id=queue, worker_queue=queue, reactions=False)

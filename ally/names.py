@@ -10,10 +10,9 @@ import hashlib
 
 from temporalio.common import SearchAttributeKey
 
-# Workflows and the activities that need no Codex child (channel delivery) run here.
-TURNS_QUEUE = "ally-turns"
-# Feishu chats' deliveries (ChatRef.delivery_queue): polled by the gateway, which owns the Feishu client.
-FEISHU_DELIVERY_QUEUE = "feishu-delivery"
+# Every Feishu chat's workflows and deliveries (ChatRef.worker_queue): the gateway's chat worker,
+# which owns the Feishu client. A terminal chat has a queue of its own (inbound.console_chat).
+FEISHU_CHATS_QUEUE = "feishu-chats"
 # Shared queue every runtime host polls; it answers "which host are you?" so that a conversation
 # can pin its turns to the host whose child process holds the thread (notes/temporal.md §1).
 RUNTIME_DISCOVERY_QUEUE = "codex-runtime"

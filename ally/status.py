@@ -12,7 +12,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
 from ally.config import AllyConfig
-from ally.names import RUNTIME_DISCOVERY_QUEUE, TURNS_QUEUE, runtime_queue
+from ally.names import FEISHU_CHATS_QUEUE, RUNTIME_DISCOVERY_QUEUE, runtime_queue
 from ally.run_state import read_part_states
 from ally.temporal_client import connect, target, ui_url
 
@@ -69,10 +69,11 @@ async def collect_status(config: AllyConfig) -> StatusReport:
         client = await asyncio.wait_for(connect(config), 3)
         reachable = True
         queues = {
-            TURNS_QUEUE: TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
             RUNTIME_DISCOVERY_QUEUE: TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
             runtime_queue(config.runtime.host): TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
         }
+        if config.feishu.configured:  # the gateway's chat worker; a terminal chat's runs in `ally chat`
+            queues[FEISHU_CHATS_QUEUE] = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW
         for queue, kind in queues.items():
             described = await client.workflow_service.describe_task_queue(
                 DescribeTaskQueueRequest(

@@ -1,10 +1,11 @@
 """`ally up`: start, supervise and stop together every part of work-ally on this machine.
 
 Parts, in start order: the embedded Temporal dev server (unless a cluster is configured), the
-scripted demo model (with --demo), the runtime worker (owns `codex app-server`), the turns worker
-(the conversation and turn workflows) and the Feishu gateway (when credentials exist). A part that dies
-is restarted with backoff; SIGINT or SIGTERM stops them all in reverse order, each process group
-SIGTERMed, then SIGKILLed after a grace period, so nothing is left behind.
+scripted demo model (with --demo), the runtime worker (owns `codex app-server`) and the Feishu
+gateway (when credentials exist; it also runs the Feishu chats' workflows, workers/chat.py). A
+terminal chat's workflows run in its own `ally chat`. A part that dies is restarted with backoff;
+SIGINT or SIGTERM stops them all in reverse order, each process group SIGTERMed, then SIGKILLed
+after a grace period, so nothing is left behind.
 """
 
 from __future__ import annotations
@@ -79,7 +80,6 @@ def plan_parts(config: AllyConfig, options: UpOptions, demo_port: int | None = N
         parts.append(Part("demo-model", command))
         runtime_env["WORK_ALLY_CODEX__HOME"] = str(_demo_codex_home(demo_port))
     parts.append(Part("runtime-worker", _python_module("workers.runtime"), env=runtime_env))
-    parts.append(Part("turns-worker", _python_module("workers.turns")))
     if config.feishu.configured:
         parts.append(Part("gateway", _python_module("workers.gateway")))
     return parts
@@ -169,11 +169,10 @@ class Supervisor:
         if url:
             lines.append(f"  Temporal UI      {url}")
         lines.append(f"  runtime worker   {runtime_queue(self.config.runtime.host)} (owns codex app-server)")
-        lines.append("  turns worker     conversation and turn workflows")
         lines.append(
             "  gateway          "
             + (
-                "Feishu " + self.config.feishu.transport
+                f"Feishu {self.config.feishu.transport}, and the Feishu chats' workflows"
                 if any(p.name == "gateway" for p in self.parts)
                 else "not started"
             )

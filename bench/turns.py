@@ -1,9 +1,11 @@
 """Benchmark: what the durable bridge adds to a Codex turn, through the whole stack.
 
 Starts `ally up --demo` (the README's main command: tuned SQLite dev server, runtime worker with
-its Codex child, turns worker, scripted model) in a home of its own. This process plays the chat's
-side: it hands messages over and hosts the terminal channel's delivery queue. It also runs the raw
-client, its own Codex child on the same binary and scripted model (instant answers):
+its Codex child, scripted model) in a home of its own. This process plays `ally chat`: it hands
+messages over and is the chats' worker (their conversation and turn workflows, beside the terminal
+channel). It also runs the raw client, its own Codex child on the same binary and scripted model
+(instant answers). CPU is counted per process and per side: over the bridge's timed runs for the
+bridge, over the raw client's for the raw client.
   raw     the Codex client alone (`CodexRuntime`: start_turn -> turn end -> thread/read)
   bridge  a chat message handed over (signal-with-start) -> reply delivered by the channel
 for three loads: (a) one chat, sequential turns (and back-to-back ones); (b) 50 chats, each sending
@@ -27,15 +29,13 @@ import tempfile
 import time
 import tomllib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.worker import Worker
 
-from activities.channel import ChannelActivities
 from ally import names
 from ally.channels.console import ConsoleChannel, ConsoleEvent
 from ally.codex.binary import find_codex_binary
@@ -47,6 +47,7 @@ from ally.processes import free_local_port, spawn_group, stop_group
 from ally.run_state import read_part_states
 from ally.temporal_client import connect
 from dev.model_server import write_codex_home
+from workers.chat import chat_worker
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -66,6 +67,23 @@ def peak_rss_mib(pid: int) -> float:
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+class CpuMeter:
+    """CPU seconds per process, summed apart over the bridge's timed runs and the raw client's:
+    the bench process is the chats' worker in the one and the raw client in the other."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.spent: dict[str, dict[str, float]] = {"bridge": {}, "raw": {}}
+
+    @contextlib.contextmanager
+    def side(self, side: str) -> Iterator[None]:
+        before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        yield
+        for name, pid in self.pids.items():
+            spent = self.spent[side]
+            spent[name] = spent.get(name, 0.0) + cpu_seconds(pid) - before[name]
 
 
 @dataclass
@@ -97,8 +115,8 @@ async def raw_turn(runtime: CodexRuntime, thread_id: str, text: str) -> float:
 class BridgeClock:
     """Times each message from hand-over to the delivered reply, as the chat's channel sees it.
 
-    The bench process is the chat's side: it hands messages over (as the Feishu gateway or
-    `ally chat` does) and hosts the terminal channel's delivery queue, whose sink it watches.
+    The bench process is the chat's side, as `ally chat` is: it hands messages over and runs the
+    chats' worker (workflows and the terminal channel), whose sink it watches.
     """
 
     def __init__(self, client: Client, config: AllyConfig) -> None:
@@ -107,18 +125,14 @@ class BridgeClock:
         self.sent: dict[str, float] = {}
         self.done: dict[str, float] = {}
         self.waiters: dict[str, asyncio.Future[None]] = {}
-        self.delivery_queue = "console@bench"
-        self.worker = Worker(
-            client,
-            task_queue=self.delivery_queue,
-            activities=ChannelActivities(ConsoleChannel(self.observe)).all(),
-        )
+        self.worker_queue = "console@bench"
+        self.worker = chat_worker(client, ConsoleChannel(self.observe), self.worker_queue)
 
     def chat(self) -> ChatRef:
         return ChatRef(
             channel="console",
             chat_id=f"bench-{uuid.uuid4().hex[:8]}",
-            delivery_queue=self.delivery_queue,
+            worker_queue=self.worker_queue,
             reactions=False,
         )
 
@@ -178,9 +192,9 @@ async def paced(
     return run
 
 
-async def history_events_per_turn(client: Client) -> float:
+async def history_events_per_turn(client: Client, queue: str) -> float:
     events = turns = 0
-    async for execution in client.list_workflows(f'TaskQueue="{names.TURNS_QUEUE}"'):
+    async for execution in client.list_workflows(f'TaskQueue="{queue}"'):
         history = await client.get_workflow_handle(execution.id, run_id=execution.run_id).fetch_history()
         events += len(history.events)
         turns += execution.workflow_type == "TurnWorkflow"
@@ -207,7 +221,7 @@ async def ally_up(root: Path) -> AsyncIterator[dict[str, int]]:
         deadline = time.monotonic() + 120
         while True:
             parts = {state.name: state for state in read_part_states() if state.alive}
-            if {"supervisor", "runtime-worker", "turns-worker"} <= parts.keys():
+            if {"supervisor", "runtime-worker"} <= parts.keys():
                 break
             if up.returncode is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"ally up did not come up; see {root / 'ally-up.log'}")
@@ -256,7 +270,8 @@ async def bench(quick: bool) -> None:
             await runtime.start()
             settings = thread_settings(config)  # what every bridge thread gets: same cwd, sandbox, policy
             pids["codex (raw)"] = runtime.pid or 0
-            pids["bench: chat side + raw client"] = os.getpid()
+            pids["bench: chats' worker | raw client"] = os.getpid()
+            meter = CpuMeter(pids)
             async with clock.worker:
                 raw_thread = await runtime.ensure_thread(None, settings)
                 raw_threads = [await runtime.ensure_thread(None, settings) for _ in range(50)]
@@ -269,51 +284,57 @@ async def bench(quick: bool) -> None:
                 # Every thread and chat has had one turn before the clock starts, on both sides.
                 await asyncio.gather(*(raw_turn(runtime, thread, "warm up") for thread in raw_threads))
                 await asyncio.gather(*(clock.turn(chat, "warm up") for chat in [one_chat, *chats]))
-                cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-
-                raw_a = await timed(
-                    "(a) raw, sequential",
-                    [lambda: raw_turn(runtime, raw_thread, "hi")] * sequential,
-                    concurrent=False,
-                )
-                bridge_a = await timed(
-                    "(a) bridge, sequential",
-                    [lambda: clock.turn(one_chat, "hi", until_closed=True)] * sequential,
-                    concurrent=False,
-                )
-                back_to_back = await timed(
-                    "(a) bridge, back-to-back",
-                    [lambda: clock.turn(one_chat, "hi")] * sequential,
-                    concurrent=False,
-                )
-
-                raw_b = await paced(
-                    "(b) raw, 50 chats / 5 s",
-                    50,
-                    5.0,
-                    paced_s,
-                    lambda i, _: raw_turn(runtime, raw_threads[i], "tick"),
-                )
-                bridge_b = await paced(
-                    "(b) bridge, 50 chats / 5 s", 50, 5.0, paced_s, lambda i, _: clock.turn(chats[i], "tick")
-                )
-
-                raw_c = await timed(
-                    "(c) raw, 50 at once",
-                    [partial(raw_turn, runtime, thread, "burst") for thread in raw_threads],
-                    concurrent=True,
-                )
-                bridge_c = await timed(
-                    "(c) bridge, 50 at once",
-                    [partial(clock.turn, chat, "burst") for chat in chats],
-                    concurrent=True,
-                )
-                cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+                with meter.side("raw"):
+                    raw_a = await timed(
+                        "(a) raw, sequential",
+                        [lambda: raw_turn(runtime, raw_thread, "hi")] * sequential,
+                        concurrent=False,
+                    )
+                with meter.side("bridge"):
+                    bridge_a = await timed(
+                        "(a) bridge, sequential",
+                        [lambda: clock.turn(one_chat, "hi", until_closed=True)] * sequential,
+                        concurrent=False,
+                    )
+                    back_to_back = await timed(
+                        "(a) bridge, back-to-back",
+                        [lambda: clock.turn(one_chat, "hi")] * sequential,
+                        concurrent=False,
+                    )
+                with meter.side("raw"):
+                    raw_b = await paced(
+                        "(b) raw, 50 chats / 5 s",
+                        50,
+                        5.0,
+                        paced_s,
+                        lambda i, _: raw_turn(runtime, raw_threads[i], "tick"),
+                    )
+                with meter.side("bridge"):
+                    bridge_b = await paced(
+                        "(b) bridge, 50 chats / 5 s",
+                        50,
+                        5.0,
+                        paced_s,
+                        lambda i, _: clock.turn(chats[i], "tick"),
+                    )
+                with meter.side("raw"):
+                    raw_c = await timed(
+                        "(c) raw, 50 at once",
+                        [partial(raw_turn, runtime, thread, "burst") for thread in raw_threads],
+                        concurrent=True,
+                    )
+                with meter.side("bridge"):
+                    bridge_c = await timed(
+                        "(c) bridge, 50 at once",
+                        [partial(clock.turn, chat, "burst") for chat in chats],
+                        concurrent=True,
+                    )
                 peak_rss = {name: peak_rss_mib(pid) for name, pid in pids.items()}
-                per_turn_events = await history_events_per_turn(client)
+                per_turn_events = await history_events_per_turn(client, clock.worker_queue)
             await runtime.stop()
 
         bridge_turns = sum(len(r.latencies_ms) for r in (bridge_a, back_to_back, bridge_b, bridge_c))
+        raw_turns = sum(len(r.latencies_ms) for r in (raw_a, raw_b, raw_c))
         print(
             f"work-ally bridge benchmark, {os.cpu_count()} cores: `ally up --demo` (tuned SQLite dev server)"
         )
@@ -336,9 +357,23 @@ async def bench(quick: bool) -> None:
             print(f"    added: p50 {added_p50:+.1f} ms, p95 {added_p95:+.1f} ms, worst {worst_gap:+.1f} ms")
             print(f"    {goal}")
         print(f"history events per turn (turn + share of conversation): {per_turn_events:.1f}")
-        print(f"CPU over the timed runs ({bridge_turns} bridge turns, as many raw ones), and peak memory:")
-        for name, seconds in cpu.items():
-            print(f"    {name:<30} {seconds:7.2f} s  {peak_rss[name]:6.0f} MiB")
+        print(
+            f"CPU over the timed runs ({bridge_turns} bridge turns, {raw_turns} raw ones), per turn, "
+            "and peak memory:"
+        )
+        print(f"    {'':<34} {'bridge runs':>16} {'raw runs':>16}")
+        for name in pids:
+            bridge_s, raw_s = meter.spent["bridge"][name], meter.spent["raw"][name]
+            print(
+                f"    {name:<34} {bridge_s:6.2f} s {1000 * bridge_s / bridge_turns:5.1f} ms"
+                f" {raw_s:6.2f} s {1000 * raw_s / raw_turns:5.1f} ms  {peak_rss[name]:6.0f} MiB"
+            )
+        own = {
+            name: s for name, s in meter.spent["bridge"].items() if not name.startswith(("codex", "scripted"))
+        }
+        print(
+            f"    the bridge's own CPU per turn (not Codex, not its model): {1000 * sum(own.values()) / bridge_turns:.1f} ms"
+        )
         print(f"    statistics: raw (a) stdev {statistics.pstdev(raw_a.latencies_ms):.1f} ms")
 
 

@@ -20,7 +20,6 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.channel import ChannelActivities
 from ally.access import AccessConfig
 from ally.config import FeishuConfig
 from ally.feishu.channel import FeishuChannel
@@ -39,7 +38,7 @@ class FeishuStack:
     channel: FeishuChannel
     gateway: FeishuGateway
     handler: Any  # lark.EventDispatcherHandler, as the long connection uses it (no keys)
-    delivery_queue: str
+    worker_queue: str
 
     async def deliver(self, envelope: dict[str, Any]) -> Any:
         """Exactly what lark.ws.Client does with an event frame (its result is the ack's data)."""
@@ -93,10 +92,10 @@ async def feishu_stack(
         queue = f"feishu-{uuid.uuid4().hex[:8]}"
 
         def delivery(stack: Stack) -> list[Worker]:
-            return [Worker(client, task_queue=queue, activities=ChannelActivities(channel).all())]
+            return [stack.chat_worker(channel, queue)]
 
         async with running_stack(client, tmp_path, extra_workers=delivery) as stack:
-            reader = MessageReader(api, inbox=stack.workspace / "feishu-inbox", delivery_queue=queue)
+            reader = MessageReader(api, inbox=stack.workspace / "feishu-inbox", worker_queue=queue)
             gateway = FeishuGateway(
                 client=client,
                 channel=channel,
@@ -104,7 +103,6 @@ async def feishu_stack(
                 new_state=lambda chat: stack.conversation(
                     chat, approvers=(access or AccessConfig()).approvers
                 ),
-                turns_queue=stack.turns_queue,
                 access=access,
             )
             yield FeishuStack(
@@ -114,5 +112,5 @@ async def feishu_stack(
                 channel=channel,
                 gateway=gateway,
                 handler=gateway.event_handler(),
-                delivery_queue=queue,
+                worker_queue=queue,
             )

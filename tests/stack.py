@@ -1,10 +1,10 @@
 """The whole product in one test process: real dev server, real Codex, scripted model, real workers.
 
-`running_stack` starts what `ally up` starts, on queues unique to the test: the turns worker
-(conversation and turn workflows), the runtime worker's two queues around a real `CodexRuntime`
-(the real `codex app-server` child, talking to a `ScriptedModelServer`), and the terminal channel's
-delivery queue (the same `ConsoleChannel` `ally chat` uses), whose deliveries the test reads.
-Channel-specific tests (Feishu) add their own delivery worker with `extra_workers`.
+`running_stack` starts what `ally up` and `ally chat` start, on queues unique to the test: the
+runtime worker's two queues around a real `CodexRuntime` (the real `codex app-server` child,
+talking to a `ScriptedModelServer`), and a chat worker (the conversation and turn workflows beside
+the same `ConsoleChannel` `ally chat` uses), whose deliveries the test reads. Channel-specific tests
+(Feishu) add a chat worker of their own with `extra_workers` and `Stack.chat_worker`.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import TypeVar
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from activities.channel import ChannelActivities
 from activities.codex import CodexActivities
 from ally import names
+from ally.channels import Channel
 from ally.channels.console import ConsoleChannel, ConsoleEvent
 from ally.codex.binary import find_codex_binary
 from ally.codex.runtime import CodexRuntime
@@ -39,7 +39,7 @@ from ally.contracts import (
 )
 from ally.inbound import hand_over
 from dev.model_server import ScriptedModelServer, write_codex_home
-from workers.turns import turns_worker
+from workers.chat import chat_worker
 from workflows.conversation import ConversationState, ConversationWorkflow
 from workflows.turn import TurnResult, TurnWorkflow
 
@@ -57,12 +57,17 @@ class Stack:
     runtime: CodexRuntime
     workspace: Path
     host: str
-    turns_queue: str
     discovery_queue: str
-    delivery_queue: str
+    worker_queue: str
     events: list[ConsoleEvent] = field(default_factory=list)
     listeners: list[Callable[[ConsoleEvent], None]] = field(default_factory=list)
     chats: set[str] = field(default_factory=set)
+    queues: list[str] = field(default_factory=list)  # every chat worker's queue: whose histories are recorded
+
+    def chat_worker(self, channel: Channel, queue: str) -> Worker:
+        """Another chat worker (a Feishu chat's, a failing channel's) beside the terminal one."""
+        self.queues.append(queue)
+        return chat_worker(self.client, channel, queue)
 
     def deliver(self, event: ConsoleEvent) -> None:
         """The terminal channel's sink: what the person would see, recorded for the test."""
@@ -79,7 +84,7 @@ class Stack:
             channel="console",
             chat_id=chat_id or f"chat-{uuid.uuid4().hex[:8]}",
             chat_type="group" if chat_type == "group" else "p2p",
-            delivery_queue=self.delivery_queue,
+            worker_queue=self.worker_queue,
             reactions=False,
         )
 
@@ -105,9 +110,7 @@ class Stack:
             message_id=message_id or f"m-{uuid.uuid4().hex[:10]}", chat=chat, sender=sender, text=text
         )
         self.chats.add(chat.chat_id)
-        await hand_over(
-            self.client, message, self.conversation(chat, **conversation), task_queue=self.turns_queue
-        )
+        await hand_over(self.client, message, self.conversation(chat, **conversation))
         return message
 
     def replies(self, chat: ChatRef, *, tone: str | None = None) -> list[Reply]:
@@ -175,17 +178,11 @@ async def running_stack(
             runtime=runtime,
             workspace=workspace,
             host=f"test-{tag}",
-            turns_queue=f"turns-{tag}",
             discovery_queue=f"discovery-{tag}",
-            delivery_queue=f"console-{tag}",
+            worker_queue=f"chat-{tag}",
         )
         workers = [
-            turns_worker(client, stack.turns_queue),
-            Worker(
-                client,
-                task_queue=stack.delivery_queue,
-                activities=ChannelActivities(ConsoleChannel(stack.deliver)).all(),
-            ),
+            stack.chat_worker(ConsoleChannel(stack.deliver), stack.worker_queue),
             *(
                 codex_workers(client, runtime, stack.host, stack.discovery_queue)
                 if with_runtime_worker
@@ -213,11 +210,12 @@ async def _end_conversations(stack: Stack) -> None:
 
 
 async def _record_histories(stack: Stack, folder: Path) -> None:
-    async for execution in stack.client.list_workflows(f'TaskQueue="{stack.turns_queue}"'):
-        handle = stack.client.get_workflow_handle(execution.id, run_id=execution.run_id)
-        history = await handle.fetch_history()
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{execution.workflow_type}-{execution.id}")
-        await asyncio.to_thread(_write, folder / f"{name}.json", history.to_json())
+    for queue in stack.queues:
+        async for execution in stack.client.list_workflows(f'TaskQueue="{queue}"'):
+            handle = stack.client.get_workflow_handle(execution.id, run_id=execution.run_id)
+            history = await handle.fetch_history()
+            name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{execution.workflow_type}-{execution.id}")
+            await asyncio.to_thread(_write, folder / f"{name}.json", history.to_json())
 
 
 def _write(path: Path, text: str) -> None:

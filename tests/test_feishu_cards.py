@@ -15,7 +15,7 @@ from ally.feishu import cards
 
 pytestmark = pytest.mark.feishu
 
-CHAT = ChatRef(channel="feishu", chat_id="oc_1", delivery_queue="feishu-test")
+CHAT = ChatRef(channel="feishu", chat_id="oc_1", worker_queue="feishu-test")
 
 # Lines a model's answer is made of, and the nasty ones: fences of every kind, characters that
 # JSON escapes (twice on the wire), control characters, astral emoji, lines longer than a card.

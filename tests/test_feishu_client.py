@@ -44,7 +44,7 @@ def api_for(fake: FakeFeishu, *, timeout_s: float = 3.0) -> FeishuApi:
 
 
 def chat(chat_id: str = "oc_1") -> ChatRef:
-    return ChatRef(channel="feishu", chat_id=chat_id, delivery_queue="feishu-test")
+    return ChatRef(channel="feishu", chat_id=chat_id, worker_queue="feishu-test")
 
 
 def question(fake: FakeFeishu, chat_id: str = "oc_1", **fields: Any) -> str:

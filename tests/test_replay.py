@@ -16,7 +16,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from workers.turns import WORKFLOWS
+from workers.chat import WORKFLOWS
 
 CORPUS = sorted((Path(__file__).parent / "histories").glob("*.json"))
 

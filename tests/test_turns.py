@@ -16,7 +16,6 @@ import pytest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.worker import Worker
 
-from activities.channel import ChannelActivities
 from ally.channels.console import ConsoleChannel, ConsoleEvent
 from ally.contracts import Decision, Person, Reply, SentMessage
 from ally.decisions import submit_decision
@@ -216,15 +215,11 @@ async def test_a_channel_failing_three_times_then_working_delivers_one_reply(
     flaky = FlakyChannel(delivered.append, failures=3)
 
     def flaky_delivery(stack: Stack) -> list[Worker]:
-        return [
-            Worker(
-                client, task_queue=f"{stack.delivery_queue}-flaky", activities=ChannelActivities(flaky).all()
-            )
-        ]
+        return [stack.chat_worker(flaky, f"{stack.worker_queue}-flaky")]
 
     async with running_stack(client, tmp_path, extra_workers=flaky_delivery) as stack:
         stack.model.push(Say(text="made it"))
-        chat = stack.chat().model_copy(update={"delivery_queue": f"{stack.delivery_queue}-flaky"})
+        chat = stack.chat().model_copy(update={"worker_queue": f"{stack.worker_queue}-flaky"})
         await stack.send(chat, "hello")
         await eventually(lambda: delivered, within=60, what="the reply")
         await asyncio.sleep(0.5)

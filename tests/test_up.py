@@ -114,7 +114,7 @@ def test_up_runs_every_part_and_sigterm_leaves_no_process_behind(home: Path) -> 
     )
     report = json.loads(status.stdout)
     parts = {part["name"]: part for part in report["parts"]}
-    assert {"supervisor", "runtime-worker", "turns-worker"} <= {n for n, p in parts.items() if p["alive"]}
+    assert {"supervisor", "runtime-worker"} <= {n for n, p in parts.items() if p["alive"]}
     codex_pid = parts["runtime-worker"]["detail"]["pid"]
     assert "app-server" in Path(f"/proc/{codex_pid}/cmdline").read_bytes().decode()
     assert report["temporal_reachable"]

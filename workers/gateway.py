@@ -1,10 +1,11 @@
 """Gateway: everything that talks to Feishu, in one process.
 
-Hosts the Feishu delivery activities (`send_reply`, `send_approval`, `update_approval`) on the
-Feishu delivery queue, and runs the transport that brings Feishu's events in: the long connection
-(default; no public URL needed) or a webhook server on `feishu.webhook_port`. Events become
-signal-with-start of the chat's conversation (ally/feishu/gateway.py). If the transport dies (bad
-credentials, the app not allowed a long connection), the process exits and `ally up` restarts it.
+Hosts the Feishu chats' worker (workers/chat.py: their conversation and turn workflows, and the
+Feishu channel's activities) on `FEISHU_CHATS_QUEUE`, and runs the transport that brings Feishu's
+events in: the long connection (default; no public URL needed) or a webhook server on
+`feishu.webhook_port`. Events become signal-with-start of the chat's conversation
+(ally/feishu/gateway.py). If the transport dies (bad credentials, the app not allowed a long
+connection), the process exits and `ally up` restarts it; the chats' workflows wait durably.
 """
 
 from __future__ import annotations
@@ -15,11 +16,8 @@ import logging
 import sys
 from pathlib import Path
 
-from temporalio.worker import Worker
-
-from activities.channel import ChannelActivities
 from ally.config import load_config
-from ally.feishu import FEISHU_DELIVERY_QUEUE
+from ally.feishu import FEISHU_CHATS_QUEUE
 from ally.feishu.channel import FeishuChannel
 from ally.feishu.client import FeishuApi
 from ally.feishu.gateway import FeishuGateway, LongConnection, WebhookServer
@@ -27,6 +25,7 @@ from ally.feishu.inbound import MessageReader
 from ally.inbound import new_conversation, thread_settings
 from ally.temporal_client import connect
 from ally.worker_process import configure_logging, serve_until_signalled
+from workers.chat import chat_worker
 
 # Attachments are saved here, inside the workspace, where Codex can read them.
 INBOX_DIR = "feishu-inbox"
@@ -51,7 +50,7 @@ async def main() -> None:
         new_state=lambda chat: new_conversation(config, chat),
         access=config.access,
     )
-    delivery = Worker(client, task_queue=FEISHU_DELIVERY_QUEUE, activities=ChannelActivities(channel).all())
+    chats = chat_worker(client, channel, FEISHU_CHATS_QUEUE)
 
     feishu = config.feishu
     transport: LongConnection | WebhookServer
@@ -67,7 +66,7 @@ async def main() -> None:
     serving = asyncio.create_task(
         serve_until_signalled(
             "gateway",
-            [delivery],
+            [chats],
             detail=lambda: {"transport": feishu.transport, "handed_over": gateway.handed_over},
         )
     )

@@ -354,6 +354,9 @@ class ConversationWorkflow:
         self.outbox.append(Notice(to=to, text=text))
 
     async def _say(self, to: InboundMessage, text: str) -> None:
+        """Not a local activity: a notice goes out beside the main loop, and a local one would hold
+        back a turn started meanwhile until it landed. On this workflow's own queue (the chat's
+        worker) it is dispatched eagerly all the same."""
         self.s.notices += 1
         await workflow.execute_activity(
             "send_reply",
@@ -364,7 +367,6 @@ class ConversationWorkflow:
                 idempotency_key=names.delivery_key(workflow.info().workflow_id, f"notice:{self.s.notices}"),
                 tone="notice",
             ),
-            task_queue=self.s.chat.delivery_queue,
             start_to_close_timeout=timedelta(seconds=30),
             schedule_to_close_timeout=timedelta(minutes=55),
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),

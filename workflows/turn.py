@@ -8,9 +8,11 @@
     deliver the outcome to the chat once (idempotency key derived from this workflow's id), settling
       the progress emoji in the same delivery
 
-A turn without approvals is two activities: one on the Codex host, one on the chat's delivery
-queue (plus a concurrent emoji where the chat shows them). Each hop is a workflow task and a few
-history writes, the main cost of a turn beyond Codex itself (bench/turns.py).
+A turn without approvals is one activity on the Codex host and one local activity, the reply:
+this workflow runs on the chat's own worker, beside its channel (workers/chat.py), so the reply
+is sent inside the workflow task that learns the outcome (plus a concurrent emoji where the chat
+shows them). Each hop is a workflow task and a few history writes, the main cost of a turn beyond
+Codex itself (bench/turns.py).
 
 Every step that can fail is an activity with its own timeout and retry policy; a dead host shows up
 as a schedule-to-start or heartbeat timeout and becomes an honest message, never silence.
@@ -418,10 +420,11 @@ class TurnWorkflow:
         )
 
     def _react(self, emoji: str) -> workflow.ActivityHandle[ReactionRef]:
+        # Not a local activity: it is started beside `run_turn`, and a local one would hold that
+        # back until the emoji is on. On this workflow's own queue it is still dispatched eagerly.
         return workflow.start_activity(
             "react",
             Reaction(chat=self.turn.message.chat, message_id=self._reply_target(), emoji=emoji),
-            task_queue=self.turn.message.chat.delivery_queue,
             result_type=ReactionRef,
             start_to_close_timeout=timedelta(seconds=10),
             schedule_to_close_timeout=timedelta(minutes=1),
@@ -487,11 +490,12 @@ class TurnWorkflow:
     async def _to_chat(
         self, activity: str, arg: BaseModel, *, summary: str, result_type: type | None = None
     ) -> Any:
-        """A call to the worker that can deliver to this chat; retried until it lands."""
-        return await workflow.execute_activity(
+        """A call into this chat's channel, retried until it lands. A local activity: the chat's
+        worker runs this workflow and speaks the channel, so a reply costs no task-queue hop and
+        no workflow task of its own (a retry longer than a minute waits on a durable timer)."""
+        return await workflow.execute_local_activity(
             activity,
             arg,
-            task_queue=self.turn.message.chat.delivery_queue,
             result_type=result_type,
             start_to_close_timeout=DELIVERY_CALL,
             schedule_to_close_timeout=DELIVERY_WINDOW,

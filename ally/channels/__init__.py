@@ -1,8 +1,8 @@
 """Channels: where a conversation's messages come from and replies go.
 
-A channel is what the delivery activities call. Each delivery task queue is served by exactly one
-channel implementation (Feishu on the gateway; the terminal on `ally chat`'s own queue), and
-a chat names its queue in its `ChatRef`, so workflows never branch on the kind of chat.
+A channel is what the delivery activities call. Each chat worker (workers/chat.py) serves exactly
+one channel implementation (Feishu on the gateway; the terminal on `ally chat`'s own queue), and a
+chat names its worker's queue in its `ChatRef`, so workflows never branch on the kind of chat.
 """
 
 from __future__ import annotations

@@ -8,12 +8,13 @@ One module per concern, in the order a message travels:
     cards.py     card JSON 2.0: answers split under Feishu's size limit, approval and decided cards
     client.py    the `lark.Client` call layer: rate limits, token expiry, permanent vs retryable errors
 
-The gateway process (`workers/gateway.py`) hosts the delivery activities on `FEISHU_DELIVERY_QUEUE`
-and runs the transport, so everything that talks to Feishu lives in one process.
+The gateway process (`workers/gateway.py`) runs the transport and the Feishu chats' worker (their
+workflows and deliveries, on `FEISHU_CHATS_QUEUE`), so everything that talks to Feishu lives in
+one process.
 """
 
 from __future__ import annotations
 
-from ally.names import FEISHU_DELIVERY_QUEUE
+from ally.names import FEISHU_CHATS_QUEUE
 
-__all__ = ["FEISHU_DELIVERY_QUEUE"]
+__all__ = ["FEISHU_CHATS_QUEUE"]

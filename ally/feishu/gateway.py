@@ -100,7 +100,6 @@ class FeishuGateway:
         channel: FeishuChannel,
         reader: MessageReader,
         new_state: Callable[[ChatRef], ConversationState],
-        turns_queue: str = names.TURNS_QUEUE,
         access: AccessConfig | None = None,
     ) -> None:
         """Build it on the gateway's event loop: the handlers hand their work to that loop."""
@@ -108,7 +107,6 @@ class FeishuGateway:
         self.channel = channel
         self.reader = reader
         self.new_state = new_state
-        self.turns_queue = turns_queue
         self.access = access or AccessConfig()
         self._told_not_enabled: set[str] = set()
         self.loop = asyncio.get_running_loop()
@@ -264,9 +262,7 @@ class FeishuGateway:
                 log.info("message %s refused: %s", message.message_id, verdict.reason)
                 await self._say(message.chat, message.message_id, "Sorry, you may not ask me things here.")
             else:
-                await hand_over(
-                    self.client, message, self.new_state(message.chat), task_queue=self.turns_queue
-                )
+                await hand_over(self.client, message, self.new_state(message.chat))
                 self.handed_over += 1
                 log.info(
                     "message %s handed over to %s",
@@ -380,7 +376,7 @@ class FeishuGateway:
             channel="feishu",
             chat_id=event.message.chat_id,
             chat_type="p2p" if event.message.chat_type == "p2p" else "group",
-            delivery_queue=self.reader.delivery_queue,
+            worker_queue=self.reader.worker_queue,
         )
         await self._say(chat, event.message.message_id, text)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ally.contracts import ChatRef, InboundMessage, Person
-from ally.feishu import FEISHU_DELIVERY_QUEUE
+from ally.feishu import FEISHU_CHATS_QUEUE
 from ally.feishu.client import FeishuApi, FeishuApiError, FeishuRejected
 from ally.feishu.events import Mention, MessageReceived
 
@@ -59,12 +59,12 @@ class MessageReader:
         api: FeishuApi,
         *,
         inbox: Path,
-        delivery_queue: str = FEISHU_DELIVERY_QUEUE,
+        worker_queue: str = FEISHU_CHATS_QUEUE,
         name_lookup_timeout_s: float = 2.0,
     ) -> None:
         self.api = api
         self.inbox = inbox
-        self.delivery_queue = delivery_queue
+        self.worker_queue = worker_queue
         self.name_lookup_timeout_s = name_lookup_timeout_s
         self._bot_open_id: str | None = None
         self._bot_lock = asyncio.Lock()
@@ -122,7 +122,7 @@ class MessageReader:
             return Ignored("nothing but a mention")
 
         chat = ChatRef(
-            channel="feishu", chat_id=message.chat_id, chat_type=chat_type, delivery_queue=self.delivery_queue
+            channel="feishu", chat_id=message.chat_id, chat_type=chat_type, worker_queue=self.worker_queue
         )
         inbound = InboundMessage(
             message_id=message.message_id,
