@@ -1,4 +1,5 @@
-"""Durable turns under faults: a killed runtime worker, a restarted Temporal server.
+"""Durable turns under faults: a killed runtime worker, a restarted Temporal server, a chat's
+worker gone mid-turn.
 
 Each test kills or restarts a real process and checks what the person in the chat sees: an honest
 message within a minute, never silence, never a reply sent twice.
@@ -14,11 +15,14 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle
 
 from ally import names
+from ally.channels.console import ConsoleChannel, ConsoleEvent
 from ally.contracts import RuntimeLocation
 from ally.processes import die_with_parent_hook
 from ally.temporal_server import dev_server_command
@@ -210,3 +214,40 @@ async def test_a_dev_server_restart_mid_turn_still_delivers_exactly_once(tmp_pat
             assert answers[0].idempotency_key == names.delivery_key(
                 names.turn_id(chat.chat_id, answers[0].reply_to or ""), "reply"
             )
+
+
+async def test_a_chat_whose_worker_stops_mid_turn_gets_its_reply_once_the_worker_is_back(
+    client: Client, tmp_path: Path
+) -> None:
+    """`ally chat` closed while Codex works (or the gateway restarting): the chat's workflows wait,
+    durably; the next worker on the chat's queue delivers the reply, once."""
+    async with running_stack(client, tmp_path) as stack:
+        seen: list[ConsoleEvent] = []
+        queue = f"{stack.worker_queue}-own"
+        chat = stack.chat().model_copy(update={"worker_queue": queue})
+        stack.model.push(Hang(seconds=2, then=Say(text="waited for you")))
+        async with stack.chat_worker(ConsoleChannel(seen.append), queue):
+            message = await stack.send(chat, "take your time")
+            await eventually(lambda: stack.model.received(), what="the turn to reach the model")
+
+        # The chat's worker is gone; the Codex side of the turn finishes on the host regardless.
+        turn = stack.turn_handle(chat, message)
+        await _ran_on_host(turn, within=30)
+        await asyncio.sleep(1.0)
+        assert seen == []  # nobody to deliver it yet, and nothing lost
+
+        async with stack.chat_worker(ConsoleChannel(seen.append), queue):
+            await eventually(lambda: [e for e in seen if e.reply], within=60, what="the reply")
+            await turn.result()
+        assert [e.reply.text for e in seen if e.reply] == ["waited for you"]
+
+
+async def _ran_on_host(turn: WorkflowHandle[Any, Any], *, within: float) -> None:
+    """Until the turn's history shows `run_turn` completed (its only activity without approvals)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        async for event in turn.fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+                return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"run_turn did not complete within {within:.0f}s")
