@@ -371,9 +371,8 @@ async def bench(quick: bool) -> None:
         own = {
             name: s for name, s in meter.spent["bridge"].items() if not name.startswith(("codex", "scripted"))
         }
-        print(
-            f"    the bridge's own CPU per turn (not Codex, not its model): {1000 * sum(own.values()) / bridge_turns:.1f} ms"
-        )
+        own_ms = 1000 * sum(own.values()) / bridge_turns
+        print(f"    the bridge's own CPU per turn (not Codex, not its model): {own_ms:.1f} ms")
         print(f"    statistics: raw (a) stdev {statistics.pstdev(raw_a.latencies_ms):.1f} ms")
 
 

@@ -1,4 +1,4 @@
-"""The whole product behind a fake Feishu: `running_stack` plus the Feishu delivery worker and the
+"""The whole product behind a fake Feishu: `running_stack` plus the Feishu chats' worker and the
 gateway's real `EventDispatcherHandler`, driven by the real lark-oapi SDK against `FakeFeishu`.
 
 Events go in exactly as the long connection delivers them: `handler._do_without_validation(bytes)`
