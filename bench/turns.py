@@ -8,8 +8,9 @@ channel). It also runs the raw client, its own Codex child on the same binary an
 bridge, over the raw client's for the raw client.
   raw     the Codex client alone (`CodexRuntime`: start_turn -> turn end -> thread/read)
   bridge  a chat message handed over (signal-with-start) -> reply delivered by the channel
-for three loads: (a) one chat, sequential turns (and back-to-back ones); (b) 50 chats, each sending
-a message every 5 s for a minute; (c) 50 messages at once (the same 50 chats). Prints latency
+for three loads: (a) one chat, sequential turns, a raw turn and a bridge turn in turn (and
+back-to-back bridge turns); (b) 50 chats, each sending a message every 5 s for a minute; (c) 50
+messages at once (the same 50 chats). Prints latency
 p50/p95, the bridge's added latency, turns per second, CPU seconds and peak memory per process, and
 Temporal history events per turn.
 
@@ -50,6 +51,8 @@ from dev.model_server import write_codex_home
 from workers.chat import chat_worker
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+BURST_ROUNDS = 3
+BURST_PAUSE_S = 5.0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -76,14 +79,31 @@ class CpuMeter:
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
         self.spent: dict[str, dict[str, float]] = {"bridge": {}, "raw": {}}
+        self.machine: dict[str, list[int]] = {"bridge": [0, 0], "raw": [0, 0]}  # steal, all ticks
 
     @contextlib.contextmanager
     def side(self, side: str) -> Iterator[None]:
         before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        steal_before, all_before = machine_ticks()
         yield
         for name, pid in self.pids.items():
             spent = self.spent[side]
             spent[name] = spent.get(name, 0.0) + cpu_seconds(pid) - before[name]
+        steal, every = machine_ticks()
+        self.machine[side][0] += steal - steal_before
+        self.machine[side][1] += every - all_before
+
+    def stolen(self, side: str) -> float:
+        """The share of this VM's CPU time its host gave to others: a noisy neighbour slows every
+        figure of the run, raw and bridge alike."""
+        steal, every = self.machine[side]
+        return steal / every if every else 0.0
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(steal, all) CPU ticks of the whole machine so far, from /proc/stat."""
+    ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return ticks[7], sum(ticks[:8])
 
 
 @dataclass
@@ -170,6 +190,25 @@ async def timed(name: str, jobs: list[Callable[[], Awaitable[float]]], *, concur
             run.latencies_ms.append(await job())
     run.wall_s = time.perf_counter() - started
     return run
+
+
+async def alternating(
+    meter: CpuMeter,
+    raw: tuple[str, Callable[[], Awaitable[float]]],
+    bridge: tuple[str, Callable[[], Awaitable[float]]],
+    turns: int,
+) -> tuple[Run, Run]:
+    """A raw turn, then a bridge turn, `turns` times: both sides sample the machine in the same
+    moments, so a slow spell of the (shared, virtual) machine cannot pass for the bridge's cost."""
+    runs = {"raw": Run(raw[0]), "bridge": Run(bridge[0])}
+    jobs = {"raw": raw[1], "bridge": bridge[1]}
+    for _ in range(turns):
+        for side in ("raw", "bridge"):
+            with meter.side(side):
+                started = time.perf_counter()
+                runs[side].latencies_ms.append(await jobs[side]())
+                runs[side].wall_s += time.perf_counter() - started
+    return runs["raw"], runs["bridge"]
 
 
 async def paced(
@@ -284,18 +323,13 @@ async def bench(quick: bool) -> None:
                 # Every thread and chat has had one turn before the clock starts, on both sides.
                 await asyncio.gather(*(raw_turn(runtime, thread, "warm up") for thread in raw_threads))
                 await asyncio.gather(*(clock.turn(chat, "warm up") for chat in [one_chat, *chats]))
-                with meter.side("raw"):
-                    raw_a = await timed(
-                        "(a) raw, sequential",
-                        [lambda: raw_turn(runtime, raw_thread, "hi")] * sequential,
-                        concurrent=False,
-                    )
+                raw_a, bridge_a = await alternating(
+                    meter,
+                    ("(a) raw, sequential", lambda: raw_turn(runtime, raw_thread, "hi")),
+                    ("(a) bridge, sequential", lambda: clock.turn(one_chat, "hi", until_closed=True)),
+                    sequential,
+                )
                 with meter.side("bridge"):
-                    bridge_a = await timed(
-                        "(a) bridge, sequential",
-                        [lambda: clock.turn(one_chat, "hi", until_closed=True)] * sequential,
-                        concurrent=False,
-                    )
                     back_to_back = await timed(
                         "(a) bridge, back-to-back",
                         [lambda: clock.turn(one_chat, "hi")] * sequential,
@@ -317,24 +351,34 @@ async def bench(quick: bool) -> None:
                         paced_s,
                         lambda i, _: clock.turn(chats[i], "tick"),
                     )
-                with meter.side("raw"):
-                    raw_c = await timed(
-                        "(c) raw, 50 at once",
-                        [partial(raw_turn, runtime, thread, "burst") for thread in raw_threads],
-                        concurrent=True,
-                    )
-                with meter.side("bridge"):
-                    bridge_c = await timed(
-                        "(c) bridge, 50 at once",
-                        [partial(clock.turn, chat, "burst") for chat in chats],
-                        concurrent=True,
-                    )
+                # A burst lasts seconds, so one slow spell of the machine can decide it: several
+                # rounds, each a raw burst then a bridge burst; the median round is the figure.
+                bursts: list[tuple[Run, Run]] = []
+                for _ in range(BURST_ROUNDS):
+                    await asyncio.sleep(BURST_PAUSE_S)  # what the previous load left behind settles
+                    with meter.side("raw"):
+                        raw_burst = await timed(
+                            "(c) raw, 50 at once",
+                            [partial(raw_turn, runtime, thread, "burst") for thread in raw_threads],
+                            concurrent=True,
+                        )
+                    with meter.side("bridge"):
+                        bridge_burst = await timed(
+                            "(c) bridge, 50 at once",
+                            [partial(clock.turn, chat, "burst") for chat in chats],
+                            concurrent=True,
+                        )
+                    bursts.append((raw_burst, bridge_burst))
                 peak_rss = {name: peak_rss_mib(pid) for name, pid in pids.items()}
                 per_turn_events = await history_events_per_turn(client, clock.worker_queue)
             await runtime.stop()
 
-        bridge_turns = sum(len(r.latencies_ms) for r in (bridge_a, back_to_back, bridge_b, bridge_c))
-        raw_turns = sum(len(r.latencies_ms) for r in (raw_a, raw_b, raw_c))
+        gaps = [max(bridge.latencies_ms) - max(raw.latencies_ms) for raw, bridge in bursts]
+        raw_c, bridge_c = bursts[sorted(range(len(bursts)), key=gaps.__getitem__)[len(bursts) // 2]]
+        bridge_turns = sum(len(r.latencies_ms) for r in (bridge_a, back_to_back, bridge_b))
+        bridge_turns += sum(len(bridge.latencies_ms) for _, bridge in bursts)
+        raw_turns = len(raw_a.latencies_ms) + len(raw_b.latencies_ms)
+        raw_turns += sum(len(raw.latencies_ms) for raw, _ in bursts)
         print(
             f"work-ally bridge benchmark, {os.cpu_count()} cores: `ally up --demo` (tuned SQLite dev server)"
         )
@@ -347,7 +391,14 @@ async def bench(quick: bool) -> None:
                 "turn's last workflow tasks overlap it",
             ),
             (raw_b, bridge_b, "(b) goal: p95 added <= 200 ms"),
-            (raw_c, bridge_c, "(c) goal: every reply within 2 s of the raw client's"),
+            (
+                raw_c,
+                bridge_c,
+                "(c) goal: every reply within 2 s of the raw client's (the median of "
+                f"{len(bursts)} rounds; slowest reply's gap per round: "
+                + ", ".join(f"{gap / 1000:+.2f} s" for gap in gaps)
+                + ")",
+            ),
         ):
             print(raw.line())
             print(bridge.line())
@@ -374,6 +425,10 @@ async def bench(quick: bool) -> None:
         own_ms = 1000 * sum(own.values()) / bridge_turns
         print(f"    the bridge's own CPU per turn (not Codex, not its model): {own_ms:.1f} ms")
         print(f"    statistics: raw (a) stdev {statistics.pstdev(raw_a.latencies_ms):.1f} ms")
+        print(
+            f"    CPU stolen by the VM's host: {100 * meter.stolen('bridge'):.1f}% during the bridge's runs, "
+            f"{100 * meter.stolen('raw'):.1f}% during the raw client's"
+        )
 
 
 def main() -> None:
