@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import random
 import signal
 import socket
 import sys
@@ -80,11 +81,32 @@ async def stop_group(process: asyncio.subprocess.Process, *, grace: float = 10.0
 
 
 def free_local_port() -> int:
-    """A loopback port nobody listens on right now (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A loopback port nobody listens on right now, below the OS's ephemeral range.
+
+    Not one the OS picks (bind to 0): the dev server binds its own internal ports that way while
+    it starts, so it could be handed the very port chosen here for its UI, and fail to start
+    ("address already in use", seen in CI)."""
+    low, _ = _ephemeral_range()
+    for _ in range(200):
+        port = random.randrange(max(1024, low - EPHEMERAL_GAP), low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
+
+
+EPHEMERAL_GAP = 12000
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
 
 
 def pid_alive(pid: int) -> bool:
