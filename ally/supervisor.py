@@ -177,6 +177,7 @@ class Supervisor:
                 else "not started"
             )
         )
+        lines.append("  terminal chat    `ally chat` in another terminal (it runs that chat's workflows)")
         if self.options.demo:
             lines.append(
                 "  demo model       DEMO MODE: answers come from a scripted local model, not a real one"

@@ -104,6 +104,7 @@ def test_up_runs_every_part_and_sigterm_leaves_no_process_behind(home: Path) -> 
     # With no credentials it still runs, and says what is missing and what to do next.
     assert "Feishu credentials" in summary and "app_id" in summary
     assert "Codex login" in summary and "--demo" in summary
+    assert "ally chat" in summary  # the way to talk to it with no Feishu app
 
     status = subprocess.run(
         [sys.executable, "-m", "ally", "status", "--json"],
