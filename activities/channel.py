@@ -72,11 +72,6 @@ class ChannelActivities:
         with _delivery_errors():
             return await self.channel.react(reaction)
 
-    @activity.defn(name="unreact")
-    async def unreact(self, reaction: ReactionRef) -> None:
-        with _delivery_errors():
-            await self.channel.unreact(reaction)
-
     def all(self) -> list[Callable[..., Any]]:
         return [
             self.send_reply,
@@ -84,7 +79,6 @@ class ChannelActivities:
             self.send_approval,
             self.update_approval,
             self.react,
-            self.unreact,
         ]
 
 
