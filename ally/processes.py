@@ -80,15 +80,18 @@ async def stop_group(process: asyncio.subprocess.Process, *, grace: float = 10.0
     return process.returncode
 
 
+PORTS_BELOW_EPHEMERAL = 12000  # where free_local_port picks: just under the OS's own range
+
+
 def free_local_port() -> int:
     """A loopback port nobody listens on right now, below the OS's ephemeral range.
 
     Not one the OS picks (bind to 0): the dev server binds its own internal ports that way while
     it starts, so it could be handed the very port chosen here for its UI, and fail to start
     ("address already in use", seen in CI)."""
-    low, _ = _ephemeral_range()
+    low = _ephemeral_low()
     for _ in range(200):
-        port = random.randrange(max(1024, low - EPHEMERAL_GAP), low)
+        port = random.randrange(max(1024, low - PORTS_BELOW_EPHEMERAL), low)
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
@@ -98,15 +101,12 @@ def free_local_port() -> int:
     raise RuntimeError("no free loopback port below the ephemeral range")
 
 
-EPHEMERAL_GAP = 12000
-
-
-def _ephemeral_range() -> tuple[int, int]:
+def _ephemeral_low() -> int:
+    """The first port of the range the OS hands out for bind-to-0."""
     try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999  # Linux's default
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def pid_alive(pid: int) -> bool:

@@ -1,4 +1,4 @@
-"""Test helpers for process-level tests: free ports, servers coming up, processes left behind."""
+"""Test helpers for process-level tests: servers coming up, processes left behind."""
 
 from __future__ import annotations
 
@@ -8,12 +8,6 @@ from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-
-from ally.processes import free_local_port
-
-
-def free_port() -> int:
-    return free_local_port()
 
 
 def processes_with_env(marker: str) -> dict[int, str]:

@@ -24,10 +24,10 @@ from temporalio.client import Client, WorkflowHandle
 from ally import names
 from ally.channels.console import ConsoleChannel, ConsoleEvent
 from ally.contracts import RuntimeLocation
-from ally.processes import die_with_parent_hook
+from ally.processes import die_with_parent_hook, free_local_port
 from ally.temporal_server import dev_server_command
 from dev.model_server import Hang, Say
-from tests.processes import free_port, temporal_when_up
+from tests.processes import temporal_when_up
 from tests.stack import codex_workers, eventually, running_stack
 
 pytestmark = [pytest.mark.codex, pytest.mark.faults]
@@ -158,12 +158,12 @@ class OwnDevServer:
 
     def __init__(self, db_file: Path) -> None:
         self.db_file = db_file
-        self.port = free_port()
+        self.port = free_local_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         command = dev_server_command(
-            db_file=self.db_file, port=self.port, ui_port=free_port(), namespace="default"
+            db_file=self.db_file, port=self.port, ui_port=free_local_port(), namespace="default"
         )
         self.process = subprocess.Popen(
             [*command, "--headless"],

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from ally.processes import free_local_port
 from dev.fake_feishu import FakeFeishu, message_event
-from tests.processes import free_port, processes_with_env
+from tests.processes import processes_with_env
 
 READY_LINE = "work-ally is up."
 
@@ -42,8 +43,8 @@ def start_up(
     env.update(overrides)
     env.update(
         WORK_ALLY_HOME=str(home),
-        WORK_ALLY_TEMPORAL__PORT=str(free_port()),
-        WORK_ALLY_TEMPORAL__UI_PORT=str(free_port()),
+        WORK_ALLY_TEMPORAL__PORT=str(free_local_port()),
+        WORK_ALLY_TEMPORAL__UI_PORT=str(free_local_port()),
         WORK_ALLY_CODEX__HOME=str(home / "codex-home"),
         WORK_ALLY_RUNTIME__HOST="test-host",
         PYTHONUNBUFFERED="1",
