@@ -204,6 +204,74 @@ def doctor(as_json: JsonOption = False) -> None:
         raise typer.Exit(1)
 
 
+service_app = typer.Typer(
+    help="Run `ally up` at login and restart it when it fails (a systemd user unit on Linux, "
+    "a launchd agent on macOS).",
+    no_args_is_help=True,
+)
+app.add_typer(service_app, name="service")
+
+
+@service_app.command("install")
+def service_install() -> None:
+    """Write the service file for this `ally`, then have the service manager start it now and at login.
+
+    Linux: ~/.config/systemd/user/work-ally.service
+    macOS: ~/Library/LaunchAgents/com.work-ally.up.plist
+    It runs `<this ally> up` by its absolute path, with WORK_ALLY_HOME if set
+    (no other variable: put settings in config.toml).
+    It restarts it 20 s after a failure (not after a config error).
+    Its output goes to <data dir>/logs/supervisor.log (`ally logs supervisor`).
+    Exit 0: installed and started.
+    Exit 3: the file is written but the service manager did not load it; the command that does is printed.
+    """
+    _config()  # a broken config would only make the service fail at every start
+    from ally import service
+
+    spec = service.service_spec()
+    outcome = service.install(service.current_manager(), spec)
+    for line in service.install_report(outcome, spec):
+        typer.echo(line)
+    for key in service.not_carried():
+        typer.echo(f"note: {key} is set here but the service will not see it; put it in config.toml")
+    if outcome.problem:
+        raise typer.Exit(service.NOT_LOADED_EXIT)
+
+
+@service_app.command("uninstall")
+def service_uninstall() -> None:
+    """Stop and disable the service, and remove its file. With nothing installed, says so (exit 0).
+
+    Exit 3: the file is removed but the service manager could not be asked to stop it;
+    the command that does is printed.
+    """
+    from ally import service
+
+    outcome = service.uninstall(service.current_manager())
+    for line in service.uninstall_report(outcome):
+        typer.echo(line)
+    if outcome.problem:
+        raise typer.Exit(service.NOT_LOADED_EXIT)
+
+
+@service_app.command("status")
+def service_status(as_json: JsonOption = False) -> None:
+    """Whether the service is installed (and where its file is), and whether it is loaded and running.
+
+    Exit 0: installed and loaded. Exit 1: not installed.
+    Exit 3: installed but not loaded, or the service manager could not be asked.
+    """
+    from ally import service
+
+    report = service.status(service.current_manager(), service.service_spec())
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+    else:
+        for line in service.status_report(report):
+            typer.echo(line)
+    raise typer.Exit(service.status_exit(report))
+
+
 @app.command("config")
 def show_config(as_json: JsonOption = False) -> None:
     """The effective configuration (file + WORK_ALLY_* overrides), secrets masked."""
