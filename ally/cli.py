@@ -204,6 +204,51 @@ def doctor(as_json: JsonOption = False) -> None:
         raise typer.Exit(1)
 
 
+@app.command()
+def logs(
+    part: Annotated[
+        str | None, typer.Argument(metavar="PART", help="Only this part's log (the parts are listed above).")
+    ] = None,
+    lines: Annotated[int, typer.Option("-n", "--lines", min=0, help="How many of the last lines.")] = 50,
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Then print new lines as they come, until Ctrl-C.")
+    ] = False,
+) -> None:
+    """What the parts of `ally up` wrote; without PART, the last lines of each, labelled.
+
+    Parts: supervisor (`ally up` itself, when run as a service),
+    temporal (the embedded dev server), demo-model (`ally up --demo`),
+    runtime-worker (and its Codex child's stderr), gateway (Feishu).
+    Each writes <data dir>/logs/<part>.log.
+    """
+    import contextlib
+
+    from ally import logs as part_logs
+
+    if part is not None and (why := part_logs.unknown_part(part)):
+        typer.echo(f"ally: {why}", err=True)
+        raise typer.Exit(2)
+    chosen = [part] if part else [name for name in part_logs.PARTS if part_logs.log_file(name).exists()]
+    if not chosen:
+        typer.echo(f"No part has written a log yet (in {part_logs.log_file('-').parent}); start `ally up`.")
+        return
+    if follow:
+        with contextlib.suppress(KeyboardInterrupt):
+            part_logs.follow(chosen, typer.echo, last=lines, labelled=part is None)
+        return
+    for name in chosen:
+        path = part_logs.log_file(name)
+        if part is None:
+            typer.echo(f"== {name} ({path}) ==")
+        if path.exists():
+            for line in part_logs.last_lines(path, lines):
+                typer.echo(line)
+        else:
+            typer.echo(f"{name} has written no log yet ({path}).")
+        if part is None:
+            typer.echo("")
+
+
 service_app = typer.Typer(
     help="Run `ally up` at login and restart it when it fails (a systemd user unit on Linux, "
     "a launchd agent on macOS).",
