@@ -27,7 +27,9 @@ ALLY = Path(sys.executable).parent / "ally"  # the venv's console script, as a p
 
 
 def ally(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(ALLY), *args], capture_output=True, text=True, env=env, timeout=60, check=False)
+    return subprocess.run(
+        [str(ALLY), *args], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
 
 
 @pytest.fixture
@@ -253,7 +255,9 @@ def test_the_launchd_agent_round_trips_through_plistlib_and_loads_into_the_gui_d
         ["launchctl", "bootstrap", domain, str(plist)],
     ]
 
-    launchd.replies["print"] = CommandResult(returncode=0, output="\tstate = running\n\tpid = 77\n\truns = 3\n")
+    launchd.replies["print"] = CommandResult(
+        returncode=0, output="\tstate = running\n\tpid = 77\n\truns = 3\n"
+    )
     report = service.status("launchd", spec(tmp_path), home, run=launchd)
     assert report.loaded and report.pid == 77 and report.restarts == 2 and report.current
 
