@@ -228,13 +228,15 @@ def logs(
     if part is not None and (why := part_logs.unknown_part(part)):
         typer.echo(f"ally: {why}", err=True)
         raise typer.Exit(2)
+    if follow:  # every part, so that one started later is followed too
+        with contextlib.suppress(KeyboardInterrupt):
+            part_logs.follow(
+                [part] if part else list(part_logs.PARTS), typer.echo, last=lines, labelled=not part
+            )
+        return
     chosen = [part] if part else [name for name in part_logs.PARTS if part_logs.log_file(name).exists()]
     if not chosen:
         typer.echo(f"No part has written a log yet (in {part_logs.log_file('-').parent}); start `ally up`.")
-        return
-    if follow:
-        with contextlib.suppress(KeyboardInterrupt):
-            part_logs.follow(chosen, typer.echo, last=lines, labelled=part is None)
         return
     for name in chosen:
         path = part_logs.log_file(name)

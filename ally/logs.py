@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from ally.run_state import logs_dir
+from ally.config import data_dir
 
 # The log of each part, in the order `ally up` starts them.
 PARTS: dict[str, str] = {
@@ -29,7 +29,7 @@ _CHUNK = 64 * 1024
 
 
 def log_file(part: str) -> Path:
-    return logs_dir() / f"{part}.log"
+    return data_dir() / "logs" / f"{part}.log"  # where the supervisor points each part's output
 
 
 def unknown_part(part: str) -> str | None:

@@ -91,7 +91,8 @@ def ally_command(argv0: str | None = None, executable: str | None = None) -> lis
 
 def service_spec(environ: Mapping[str, str] | None = None) -> ServiceSpec:
     env = os.environ if environ is None else environ
-    environment = {}
+    # Its output goes to a file, where Python would hold it back in a buffer.
+    environment = {"PYTHONUNBUFFERED": "1"}
     if env.get(HOME_ENV):
         environment[HOME_ENV] = str(Path(env[HOME_ENV]).expanduser().absolute())
     return ServiceSpec(

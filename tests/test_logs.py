@@ -90,49 +90,66 @@ def test_the_help_lists_every_part_and_every_part_ally_up_starts_is_one(
     assert all(part.log_file == tmp_path / "ally" / "logs" / f"{part.name}.log" for part in started)
 
 
+class Following:
+    """`ally logs … -f` running, its lines collected as it prints them."""
+
+    def __init__(self, home: Path, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ally", "logs", *args, "-f"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(home),
+        )
+        self.printed: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self.reader = threading.Thread(target=self._read)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.printed.put(line.rstrip("\n"))
+
+    def expect(self, line: str) -> None:
+        deadline = time.monotonic() + 20
+        while line not in self.seen and time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):
+                self.seen.append(self.printed.get(timeout=0.5))
+        assert line in self.seen, self.seen
+
+    def ctrl_c(self) -> tuple[int, str]:
+        self.process.send_signal(signal.SIGINT)
+        code = self.process.wait(timeout=20)
+        self.reader.join(timeout=5)
+        assert self.process.stderr is not None
+        return code, self.process.stderr.read()
+
+
 def test_ally_logs_follow_keeps_up_with_a_truncated_and_a_rotated_log_and_ctrl_c_exits_cleanly(
     tmp_path: Path,
 ) -> None:
     home = tmp_path / "ally"
     log = write_log(home, "runtime-worker", ["old 1", "old 2"])
-    follower = subprocess.Popen(
-        [sys.executable, "-m", "ally", "logs", "runtime-worker", "-f", "-n", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(home),
-    )
-    assert follower.stdout is not None and follower.stderr is not None
-    printed: queue.Queue[str] = queue.Queue()
-    stdout = follower.stdout
-
-    def read() -> None:
-        for line in stdout:
-            printed.put(line.rstrip("\n"))
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    seen: list[str] = []
-
-    def expect(line: str) -> None:
-        deadline = time.monotonic() + 20
-        while line not in seen and time.monotonic() < deadline:
-            with contextlib.suppress(queue.Empty):
-                seen.append(printed.get(timeout=0.5))
-        assert line in seen, seen
-
-    expect("old 2")
+    following = Following(home, "runtime-worker", "-n", "1")
+    following.expect("old 2")
     with log.open("a") as out:
         out.write("appended\n")
-    expect("appended")
+    following.expect("appended")
     log.write_text("after truncation\n")  # logrotate's copytruncate
-    expect("after truncation")
+    following.expect("after truncation")
     log.rename(log.with_suffix(".log.1"))  # a move and a fresh file
     log.write_text("in the new file\n")
-    expect("in the new file")
-    assert "old 1" not in seen
+    following.expect("in the new file")
+    assert "old 1" not in following.seen
+    assert following.ctrl_c() == (0, "")
 
-    follower.send_signal(signal.SIGINT)
-    assert follower.wait(timeout=20) == 0
-    reader.join(timeout=5)
-    assert follower.stderr.read() == ""
+
+def test_following_every_part_labels_each_line_and_picks_up_a_part_that_starts_later(tmp_path: Path) -> None:
+    home = tmp_path / "ally"
+    write_log(home, "temporal", ["server ready"])
+    following = Following(home)
+    following.expect("temporal       | server ready")
+    write_log(home, "gateway", ["connected to Feishu"])
+    following.expect("gateway        | connected to Feishu")
+    assert following.ctrl_c() == (0, "")

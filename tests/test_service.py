@@ -117,7 +117,10 @@ def test_service_install_writes_a_unit_systemd_accepts_and_says_how_to_load_it_w
     service_section = unit["Service"]
     # It runs this very `ally`, by its absolute path, with the data dir it was installed from.
     assert service_section["ExecStart"] == [f'"{ALLY}" "up"']
-    assert service_section["Environment"] == [f'"WORK_ALLY_HOME={tmp_path}/data 100%% mine"']
+    assert service_section["Environment"] == [
+        '"PYTHONUNBUFFERED=1"',  # its output reaches the log as it is printed
+        f'"WORK_ALLY_HOME={tmp_path}/data 100%% mine"',
+    ]
     assert service_section["Restart"] == ["on-failure"]
     assert int(service_section["RestartSec"][0]) >= 5
     assert service_section["RestartPreventExitStatus"] == ["2"]  # a config error waits for a person
