@@ -276,7 +276,14 @@ def service_install() -> None:
     from ally import service
 
     spec = service.service_spec()
-    outcome = service.install(service.current_manager(), spec)
+    try:
+        outcome = service.install(service.current_manager(), spec)
+    except service.ServiceError as e:
+        typer.echo(f"ally: {e}", err=True)
+        raise typer.Exit(2) from None
+    except OSError as e:
+        typer.echo(f"ally: cannot write the service file: {e.strerror} ({e.filename})", err=True)
+        raise typer.Exit(1) from None
     for line in service.install_report(outcome, spec):
         typer.echo(line)
     for key in service.not_carried():
