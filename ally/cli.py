@@ -204,6 +204,128 @@ def doctor(as_json: JsonOption = False) -> None:
         raise typer.Exit(1)
 
 
+@app.command()
+def logs(
+    part: Annotated[
+        str | None, typer.Argument(metavar="PART", help="Only this part's log (the parts are listed above).")
+    ] = None,
+    lines: Annotated[int, typer.Option("-n", "--lines", min=0, help="How many of the last lines.")] = 50,
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Then print new lines as they come, until Ctrl-C.")
+    ] = False,
+) -> None:
+    """What the parts of `ally up` wrote; without PART, the last lines of each, labelled.
+
+    Parts: supervisor (`ally up` itself, when run as a service),
+    temporal (the embedded dev server), demo-model (`ally up --demo`),
+    runtime-worker (and its Codex child's stderr), gateway (Feishu).
+    Each writes <data dir>/logs/<part>.log.
+    """
+    import contextlib
+
+    from ally import logs as part_logs
+
+    if part is not None and (why := part_logs.unknown_part(part)):
+        typer.echo(f"ally: {why}", err=True)
+        raise typer.Exit(2)
+    if follow:  # every part, so that one started later is followed too
+        with contextlib.suppress(KeyboardInterrupt):
+            part_logs.follow(
+                [part] if part else list(part_logs.PARTS), typer.echo, last=lines, labelled=not part
+            )
+        return
+    chosen = [part] if part else [name for name in part_logs.PARTS if part_logs.log_file(name).exists()]
+    if not chosen:
+        typer.echo(f"No part has written a log yet (in {part_logs.log_file('-').parent}); start `ally up`.")
+        return
+    for name in chosen:
+        path = part_logs.log_file(name)
+        if part is None:
+            typer.echo(f"== {name} ({path}) ==")
+        if path.exists():
+            for line in part_logs.last_lines(path, lines):
+                typer.echo(line)
+        else:
+            typer.echo(f"{name} has written no log yet ({path}).")
+        if part is None:
+            typer.echo("")
+
+
+service_app = typer.Typer(
+    help="Run `ally up` at login and restart it when it fails (a systemd user unit on Linux, "
+    "a launchd agent on macOS).",
+    no_args_is_help=True,
+)
+app.add_typer(service_app, name="service")
+
+
+@service_app.command("install")
+def service_install() -> None:
+    """Write the service file for this `ally`, then have the service manager start it now and at login.
+
+    Linux: ~/.config/systemd/user/work-ally.service
+    macOS: ~/Library/LaunchAgents/com.work-ally.up.plist
+    It runs `<this ally> up` by its absolute path, with WORK_ALLY_HOME if set
+    (no other variable: put settings in config.toml).
+    It restarts it 20 s after a failure (not after a config error).
+    Its output goes to <data dir>/logs/supervisor.log (`ally logs supervisor`).
+    Exit 0: installed and started.
+    Exit 3: the file is written but the service manager did not load it; the command that does is printed.
+    """
+    _config()  # a broken config would only make the service fail at every start
+    from ally import service
+
+    spec = service.service_spec()
+    try:
+        outcome = service.install(service.current_manager(), spec)
+    except service.ServiceError as e:
+        typer.echo(f"ally: {e}", err=True)
+        raise typer.Exit(2) from None
+    except OSError as e:
+        typer.echo(f"ally: cannot write the service file: {e.strerror} ({e.filename})", err=True)
+        raise typer.Exit(1) from None
+    for line in service.install_report(outcome, spec):
+        typer.echo(line)
+    for key in service.not_carried():
+        typer.echo(f"note: {key} is set here but the service will not see it; put it in config.toml")
+    if outcome.problem:
+        raise typer.Exit(service.NOT_LOADED_EXIT)
+
+
+@service_app.command("uninstall")
+def service_uninstall() -> None:
+    """Stop and disable the service, and remove its file. With nothing installed, says so (exit 0).
+
+    Exit 3: the file is removed but the service manager could not be asked to stop it;
+    the command that does is printed.
+    """
+    from ally import service
+
+    outcome = service.uninstall(service.current_manager())
+    for line in service.uninstall_report(outcome):
+        typer.echo(line)
+    if outcome.problem:
+        raise typer.Exit(service.NOT_LOADED_EXIT)
+
+
+@service_app.command("status")
+def service_status(as_json: JsonOption = False) -> None:
+    """Whether the service is installed (and where its file is), and whether it is loaded and running.
+
+    Exit 0: installed and loaded. Exit 1: not installed.
+    Exit 3: installed but not loaded, or the service manager could not be asked.
+    """
+    from ally import service
+
+    report = service.status(service.current_manager(), service.service_spec())
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+    else:
+        for line in service.status_report(report):
+            typer.echo(line)
+    raise typer.Exit(service.status_exit(report))
+
+
 @app.command("config")
 def show_config(as_json: JsonOption = False) -> None:
     """The effective configuration (file + WORK_ALLY_* overrides), secrets masked."""

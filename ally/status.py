@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,10 +12,14 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
+from ally.codex.models import RuntimeHealth
 from ally.config import AllyConfig
 from ally.names import FEISHU_CHATS_QUEUE, RUNTIME_DISCOVERY_QUEUE, runtime_queue
 from ally.run_state import read_part_states
 from ally.temporal_client import connect, target, ui_url
+
+# `ally up` first, then what it starts, in start order.
+PART_ORDER = {"supervisor": 0, "runtime-worker": 1, "gateway": 2}
 
 
 class PartReport(BaseModel):
@@ -22,6 +27,7 @@ class PartReport(BaseModel):
     pid: int
     alive: bool
     up_seconds: float
+    last_seen_seconds: float = 0.0  # since the part last rewrote its state file
     detail: dict[str, Any]
 
 
@@ -37,17 +43,88 @@ class StatusReport(BaseModel):
         return any(p.alive for p in self.parts) or self.temporal_reachable
 
     def lines(self) -> list[str]:
+        address, _, namespace = self.temporal.rpartition("/")
         reach = "reachable" if self.temporal_reachable else "NOT reachable"
-        lines = [f"temporal   {self.temporal} ({reach})" + (f"  UI {self.ui}" if self.ui else "")]
+        lines = [
+            f"Temporal {address} (namespace {namespace}): {reach}" + (f", UI {self.ui}" if self.ui else "")
+        ]
         if not self.parts:
-            lines.append("nothing is running here (start it with `dev/ally up`)")
-        for part in self.parts:
-            state = f"up {part.up_seconds:.0f}s" if part.alive else "STALE (process gone)"
-            extra = "  ".join(f"{k}={v}" for k, v in part.detail.items())
-            lines.append(f"{part.name:<14} pid {part.pid:<7} {state}  {extra}".rstrip())
+            lines.append("Nothing is running here; start it with `ally up`.")
+        for part in sorted(self.parts, key=lambda p: (PART_ORDER.get(p.name, len(PART_ORDER)), p.name)):
+            lines += part_lines(part)
         for queue, count in self.pollers.items():
-            lines.append(f"queue {queue}: {count} poller(s)" + ("" if count else "  <- no worker polls it"))
+            what = f"Queue {queue} ({_queue_role(queue)})"
+            if count:
+                lines.append(f"{what}: polled by {_count(count, 'worker')}.")
+            else:
+                lines.append(f"{what}: NO worker polls it; what is sent there waits.")
         return lines
+
+
+def _queue_role(queue: str) -> str:
+    if queue == RUNTIME_DISCOVERY_QUEUE:
+        return "where a new conversation finds a runtime host"
+    if queue == FEISHU_CHATS_QUEUE:
+        return "the Feishu chats' workflows"
+    return "this host's Codex runtime"
+
+
+def part_lines(part: PartReport) -> list[str]:
+    """One sentence about a part (and a warning line when it has one)."""
+    if not part.alive:
+        seen = duration(part.last_seen_seconds)
+        return [f"{part.name}: NOT running (pid {part.pid} is gone; last seen {seen} ago)."]
+    words = [f"{part.name}: running for {duration(part.up_seconds)} (pid {part.pid})"]
+    warnings: list[str] = []
+    if part.name == "runtime-worker" and part.detail:
+        health = RuntimeHealth.model_validate(part.detail)
+        words += _codex_words(health)
+        if health.version_mismatch:
+            warnings.append(f"  warning: {health.version_mismatch}")
+    elif part.name == "gateway":
+        transport, handed = part.detail.get("transport"), part.detail.get("handed_over")
+        if transport:
+            words.append(f"Feishu {transport}")
+        if isinstance(handed, int):
+            words.append(f"{_count(handed, 'message')} handed over")
+    else:
+        words += [f"{key} {value}" for key, value in part.detail.items()]
+    return [", ".join(words) + ".", *warnings]
+
+
+def _codex_words(health: RuntimeHealth) -> list[str]:
+    version = health.version.split()[-1] if health.version else "(version unknown)"
+    if health.state == "running" and health.pid is not None:
+        since = f", up {duration(time.time() - health.started_at)}" if health.started_at else ""
+        codex = f"Codex {version} (pid {health.pid}{since})"
+    elif health.state == "restarting":
+        codex = "Codex is restarting"
+    else:
+        codex = "Codex is stopped"
+    words = [codex, _count(health.restarts, "restart")]
+    if health.loaded_threads:
+        words.append(f"{_count(health.loaded_threads, 'thread')} loaded")
+    if health.pending_requests:
+        words.append(f"{_count(health.pending_requests, 'request')} waiting for a decision")
+    return words
+
+
+def duration(seconds: float) -> str:
+    """A span as a person says it: 40 s, 3 min, 2 h 5 min, 3 days."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{hours // 24} days"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 async def collect_status(config: AllyConfig) -> StatusReport:
@@ -58,6 +135,7 @@ async def collect_status(config: AllyConfig) -> StatusReport:
             pid=s.pid,
             alive=s.alive,
             up_seconds=(now - s.started_at).total_seconds(),
+            last_seen_seconds=(now - s.updated_at).total_seconds(),
             detail=s.detail,
         )
         for s in read_part_states()
