@@ -3,7 +3,7 @@
 Evaluated inside the workflow, a verdict would be taken again on every replay, with whatever policy
 code runs then; a changed rule would then change a decision already given to Codex, and the replay
 would fail. As a local activity on the chat's own worker it costs no task-queue hop, and the verdict
-Codex was given is the one replay reads back (docs/operations.md, "Upgrading").
+Codex was given is the one replay reads back (docs/operations.md, "Restarts and upgrades").
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Pure: no I/O, no clocks, no filesystem. The turn workflow runs it in a local activity, so each
 verdict is recorded in the turn's history and a later change of these rules never changes a turn
-being replayed (docs/operations.md, "Upgrading"). Commands are read with a bash grammar
+being replayed (docs/operations.md, "Restarts and upgrades"). Commands are read with a bash grammar
 (ally/shell.py) and judged by what their programs do (ally/effects.py); paths are judged lexically
 (a symlink inside the workspace that points out of it is not seen). It is a filter in front of a
 person and the Codex sandbox, not a sandbox itself.

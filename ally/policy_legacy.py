@@ -3,7 +3,7 @@
 Turns started before the upgrade evaluated the policy inside the workflow, so replaying them must
 take the decisions they took then; workflows/turn.py calls this where `workflow.patched(
 "policy-verdict-recorded")` is false. Never change what it decides. It can go once no turn that
-started before that patch is still running (docs/operations.md, "Upgrading").
+started before that patch is still running (docs/operations.md, "Restarts and upgrades").
 """
 
 from __future__ import annotations
