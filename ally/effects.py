@@ -253,6 +253,8 @@ def _git(args: tuple[str, ...]) -> Effect:
     sub, rest = args[i], args[i + 1 :]
     if sub in _GIT_REMOTE:
         return Effect(PERSON, f"talks to a remote repository (git {sub})")
+    if sub == "rebase" and any(re.fullmatch(r"-[a-zA-Z]*i[a-zA-Z]*", w) for w in rest):
+        return Effect(PERSON, "git rebase -i runs the editor git is configured with")
     if option := _forbidden(rest, _GIT_RUNS):
         return Effect(PERSON, f"git {sub} {option} runs other programs")
     writes_output = _forbidden(rest, frozenset({"--output"}))
@@ -456,12 +458,11 @@ def _sed_script_is_safe(script: str) -> bool:
                 return False
             delimiter = script[i + 1]
             i += 2
-            for _ in range(2):
-                while i < n and script[i] != delimiter:
-                    i += 2 if script[i] == "\\" else 1
-                if i >= n:
+            for part in range(2):
+                end = _part_end(script, i, delimiter, regex=ch == "s" and part == 0)
+                if end < 0:
                     return False
-                i += 1
+                i = end + 1
             flags = re.match(r"[gpiImM0-9]*", script[i:])
             i += len(flags.group()) if flags else 0
             if i < n and script[i] not in ";}\n \t":
@@ -479,6 +480,48 @@ def _sed_script_is_safe(script: str) -> bool:
     return True
 
 
+def _part_end(script: str, i: int, delimiter: str, *, regex: bool) -> int:
+    """Index of the delimiter that ends the part starting at `i`; -1 when it cannot be told exactly.
+
+    GNU sed does not end a regex at a delimiter inside a bracket expression (`s/[/]/;p;/e` runs
+    `;p;` as a shell command). So a regex part must close every bracket it opens before the
+    delimiter this scan finds, and have no backslash inside one (where bracket rules differ): then
+    sed ends it at the same place.
+    """
+    n = len(script)
+    while i < n and script[i] != delimiter:
+        if script[i] == "\\":
+            i += 2
+            continue
+        if script[i] == "\n":
+            return -1
+        if regex and script[i] == "[":
+            i = _bracket_end(script, i, delimiter)
+            if i < 0:
+                return -1
+        i += 1
+    return i if i < n else -1
+
+
+def _bracket_end(script: str, i: int, delimiter: str) -> int:
+    """Index of the `]` closing the bracket expression opened at `i` (POSIX: a `]` first is literal)."""
+    n = len(script)
+    j = i + 1
+    j += 1 if script[j : j + 1] == "^" else 0
+    j += 1 if script[j : j + 1] == "]" else 0
+    while j < n and script[j] != "]":
+        if script[j] in ("\\", delimiter, "\n"):
+            return -1
+        if script[j] == "[" and script[j + 1 : j + 2] in (":", ".", "="):
+            close = script.find(script[j + 1] + "]", j + 2)
+            if close < 0 or delimiter in script[j:close] or "\\" in script[j:close]:
+                return -1
+            j = close + 2
+            continue
+        j += 1
+    return j if j < n else -1
+
+
 def _sed_address(script: str, i: int) -> int:
     """Index after the address at `i` (none is fine); -1 when it cannot be read."""
     n = len(script)
@@ -488,11 +531,10 @@ def _sed_address(script: str, i: int) -> int:
         if i < n and script[i] in "/\\":
             delimiter = "/" if script[i] == "/" else script[i + 1 : i + 2]
             i += 1 if script[i] == "/" else 2
-            while i < n and script[i] != delimiter:
-                i += 2 if script[i] == "\\" else 1
-            if i >= n:
+            end = _part_end(script, i, delimiter, regex=True) if delimiter else -1
+            if end < 0:
                 return -1
-            i += 1
+            i = end + 1
             while i < n and script[i] in "IM":
                 i += 1
         else:
@@ -630,22 +672,30 @@ def part_effects(script: Script, *, cwd: str | None, workspace: str) -> list[Eff
 
 
 def fed_evaluator(script: Script) -> str | None:
-    """The shell or interpreter that reads code from a pipe, a file or a here-document, if any
-    (`curl … | sh`, `python - <<EOF`), seen through wrappers like sudo, env and xargs."""
+    """The shell or interpreter that runs code not written on the line, if any: fed by a pipe, a
+    file, a here-document or `<(…)` (`curl … | sh`, `python - <<EOF`, `bash <(curl …)`), or handed
+    code known only at run time (`bash -c "$(curl …)"`, `eval $x`); seen through sudo, env, xargs…"""
     for command in script.commands:
-        if not command.fed or not command.words:
+        if not command.words:
             continue
-        words = [w for w in command.words]
-        if not words[0].static:
-            return words[0].source
-        name = posixpath.basename(words[0].text)
-        if is_evaluator(name):
-            return name
-        if name in RUNNERS:
-            for word in words[1:]:
-                for part in word.text.split():
-                    if is_evaluator(posixpath.basename(part)) or not word.static:
-                        return f"{name} {part}"
+        first = command.words[0]
+        if not first.static:
+            if command.fed:
+                return first.source
+            continue
+        runner = posixpath.basename(first.text)
+        candidates = [(0, runner)] if runner not in RUNNERS or is_evaluator(runner) else []
+        if runner in RUNNERS:
+            candidates += [
+                (k, posixpath.basename(part))
+                for k, word in enumerate(command.words[1:], 1)
+                for part in (word.text.split() or [word.text])
+            ]
+        for k, name in candidates:
+            if is_evaluator(name) and (command.fed or not all(w.static for w in command.words[k + 1 :])):
+                return name if k == 0 else f"{runner} … {name}"
+        if runner in RUNNERS and command.fed and not all(w.static for w in command.words[1:]):
+            return f"{runner} {' '.join(w.source for w in command.words[1:])}"
     return None
 
 

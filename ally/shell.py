@@ -20,6 +20,10 @@ from typing import Literal
 import tree_sitter_bash
 from tree_sitter import Language, Node, Parser
 
+# The grammar's parser reads out of bounds (and can crash the process) on a `{` followed by a
+# character of four UTF-8 bytes (most emoji; upstream tree-sitter-bash issue 337). Such text is
+# not parsed: it goes to a person. A superset of the trigger, as measured in tests/test_policy.py.
+_CRASHES_THE_GRAMMAR = re.compile("{.*[\U00010000-\U0010ffff]", re.DOTALL)
 MAX_LENGTH = 64_000  # characters; a longer command is not judged: ask
 MAX_NESTING = 8  # bash -c "sh -c '…'" and eval eval … deeper than this are not judged: ask
 _MAX_DEPTH = 200  # syntax-tree depth; far beyond any real command, short of Python's recursion limit
@@ -36,6 +40,7 @@ class Word:
     static: bool = True  # no expansion, substitution or brace expansion: `text` is exact before globbing
     glob: bool = False  # an unquoted * ? or [: bash replaces the word with matching file names
     tilde: bool = False  # an unquoted leading ~: bash puts a home directory there
+    piped: bool = False  # `<(…)`: a file name whose content is another command's output
 
     @property
     def fragments(self) -> tuple[str, ...]:
@@ -94,10 +99,14 @@ def parse_script(text: str) -> Script | None:
 
 
 def _parse(text: str, depth: int, *, top: bool = False) -> Script | None:
-    if len(text) > MAX_LENGTH or depth > MAX_NESTING:
+    if len(text) > MAX_LENGTH or depth > MAX_NESTING or _CRASHES_THE_GRAMMAR.search(text):
         return None
-    source = text.encode()
-    root = Parser(_language()).parse(source).root_node
+    try:
+        source = text.encode()
+    except UnicodeEncodeError:  # a lone surrogate: not text bash could be given
+        return None
+    tree = Parser(_language()).parse(source)  # held while its nodes are read
+    root = tree.root_node
     if root.has_error or _continues_inside_a_word(root, source) or _text_between_parts(root, source):
         return None
     walker = _Walker(source)
@@ -105,6 +114,7 @@ def _parse(text: str, depth: int, *, top: bool = False) -> Script | None:
         walker.statement(root, _Context(), 0)
     except (_Unreadable, UnicodeDecodeError):
         return None
+    del tree
     if top and len(walker.commands) == 1 and not walker.background and not walker.unsupported:
         (only,) = walker.commands
         found = _wrapped_script(only.texts)
@@ -291,7 +301,8 @@ class _Walker:
                 self.scan(child, ctx, depth + 1)
 
     def substitution(self, node: Node, ctx: _Context, depth: int) -> None:
-        inner = _Context(substituted=True)
+        # What `>(…)` runs reads the outer command's output: a pipe into it.
+        inner = _Context(substituted=True, fed=self.text(node).startswith(">("))
         for child in node.named_children:
             self.statement(child, inner, depth + 1)
 
@@ -315,6 +326,7 @@ class _Walker:
             else:
                 raise _Unreadable  # `$"…"` and other tokens the grammar leaves loose
         fed = ctx.fed or any(r.kind in _INPUT_KINDS for r in redirects[len(ctx.redirects) :])
+        fed = fed or any(w.piped for w in words)  # `bash <(curl …)` reads its script from a pipe
         self.commands.append(
             Command(tuple(words), tuple(assignments), tuple(redirects), fed, ctx.substituted)
         )
@@ -425,13 +437,14 @@ class _Walker:
                 static=all(p.static for p in pieces) and not brace,
                 glob=any(p.glob for p in pieces),
                 tilde=pieces[0].tilde,
+                piped=any(p.piped for p in pieces),
             )
         if kind in ("simple_expansion", "expansion", "arithmetic_expansion", "command_substitution"):
             self._dynamic(node, ctx, depth)
             return Word(RUNTIME, source, static=False)
         if kind == "process_substitution":
             self._dynamic(node, ctx, depth)
-            return Word(RUNTIME, source, static=False)
+            return Word(RUNTIME, source, static=False, piped=source.startswith("<("))
         raise _Unreadable
 
     def _dynamic(self, node: Node, ctx: _Context, depth: int) -> None:

@@ -587,6 +587,19 @@ def test_deeply_nested_or_repetitive_commands_are_judged_quickly() -> None:
     assert decision(command(heredoc + "\n" + "x" * 70_000), mode="trusted") is None  # too long to judge
 
 
+def test_text_that_crashes_the_grammar_is_not_parsed_and_goes_to_a_person() -> None:
+    # The bash grammar reads out of bounds on `{` before a four-byte character (tree-sitter-bash
+    # issue 337); parsing these crashed this test process now and then before the guard.
+    for text in ("{\U00031860", "echo {a,b} 🎉", "git commit -m '{fix} 🎉'", "\U000cf576t{\U000f5c74o"):
+        for _ in range(200):
+            assert parse_script(text) is None
+        assert decision(command(text), allow("echo"), allow("git"), mode="trusted") is None
+    assert (
+        decision(command("git commit -m 'fix 🎉 {x}'"), mode="trusted") == "accept"
+    )  # the brace after: fine
+    assert parse_script("echo '\ud800'") is None  # a lone surrogate is no text for bash
+
+
 @given(st.text(max_size=60), st.sampled_from(MODES))
 def test_any_text_is_judged_without_error(text: str, mode: Mode) -> None:
     parse_script(text)
