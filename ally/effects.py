@@ -144,7 +144,13 @@ SAFE_VARIABLES = {
 VERSION_TOOLS = {
     *("python", "python3", "node", "npm", "git", "cargo", "rustc", "go", "make", "gcc", "clang", "java"),
     *("javac", "ruff", "mypy", "pytest", "uv", "pip", "pip3", "yarn", "pnpm", "deno", "bun", "tsc"),
-    *("black", "rg", "sed", "grep", "bash", "sh", "zsh"),
+    *("black", "rg", "sed", "grep"),
+}
+# Other spellings of --version, only where they mean that (`bash -v` is a verbose shell).
+_VERSION_FLAGS = {"-V": {"python", "python3", "cargo", "rustc", "uv", "pip", "pip3"}, "-v": {"node", "npm"}}
+_VERSION_FLAGS |= {"version": {"cargo", "uv", "go"}}
+_VERSIONS = {("--version", t) for t in VERSION_TOOLS} | {
+    (f, t) for f, ts in _VERSION_FLAGS.items() for t in ts
 }
 
 
@@ -552,9 +558,7 @@ def _sed_address(script: str, i: int) -> int:
 
 def _program_effect(name: str, args: tuple[str, ...]) -> tuple[Effect, _Program | None]:
     """What the program `name` does with `args`, and its table entry when it has one."""
-    if args in (("--version",), ("-V",), ("-v",), ("version",)) and (
-        name in VERSION_TOOLS or is_python(name)
-    ):
+    if len(args) == 1 and (args[0], "python" if is_python(name) else name) in _VERSIONS:
         return Effect(HARMLESS, f"shows a version ({name} {args[0]})"), None
     if name in NETWORK:
         return Effect(PERSON, f"network access ({name})"), None

@@ -332,6 +332,7 @@ ADVERSARIAL = {
     "export": "export -p",
     "compgen": "compgen -v",
     "tcp device": "cat < /dev/tcp/example.com/80",
+    "verbose shell": "bash -v",
     # Constructs not followed.
     "for loop": "for f in *; do cat $f; done",
     "function": "f() { ls; }; f",

@@ -369,9 +369,8 @@ def approval_card(prompt: ApprovalPrompt) -> dict[str, Any]:
     request = prompt.request
     elements = _request_elements(request)
     if prompt.asked_because:
-        # Plain text: the reason quotes words of the command (`*.py`, `~/x`) that markdown would eat.
-        because = {"tag": "plain_text", "content": f"Asked you because: {prompt.asked_because}"}
-        elements.append({"tag": "div", "text": {**because, "text_color": "grey"}})
+        because = f"<font color='grey'>Asked you because: {escape_mentions(prompt.asked_because)}</font>"
+        elements.append({"tag": "markdown", "content": because})
     if request.kind == "user_input":
         elements += _question_elements(prompt)
     else:
