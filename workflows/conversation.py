@@ -40,10 +40,9 @@ HELP = """Commands:
 /auto ask|read_only|trusted: which approvals are decided without asking (deny rules always apply;
   in a group, only an approver may raise it):
   ask: every request goes to a person
-  read_only: commands that only read, only inside the workspace, run on their own
-  trusted: also commands whose every effect stays inside the workspace (file changes, local git,
-    the project's tests and builds); network, processes, packages, schedulers, remote git, code
-    handed to a shell or interpreter and unknown commands still go to a person
+  read_only: commands that only read, and only inside the workspace, run on their own
+  trusted: also what keeps every effect inside the workspace (edits, local git, tests, builds);
+    network, processes, packages, schedulers, git remotes, shell/interpreter code and unknown commands ask
 /help: this list"""
 
 
