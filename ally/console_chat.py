@@ -104,5 +104,7 @@ def describe_request(prompt: ApprovalPrompt, number: int) -> str:
     lines = [f"ally> [{number}] Codex wants to {what}" + (f": {request.reason}" if request.reason else "")]
     if request.diff:
         lines.append(textwrap.indent(request.diff.rstrip(), "  | "))
+    if prompt.asked_because:
+        lines.append(f"  asked you because: {prompt.asked_because}")
     lines.append("  reply y (approve), always (for this session), n (decline), cancel (stop the turn)")
     return "\n".join(lines)

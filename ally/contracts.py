@@ -130,6 +130,7 @@ class ApprovalPrompt(BaseModel):
     request: CodexRequest
     idempotency_key: str
     expires_in_s: float
+    asked_because: str | None = None  # why the policy did not decide it: "network access (curl)"
 
 
 class ApprovalOutcome(BaseModel):

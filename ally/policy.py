@@ -1,11 +1,16 @@
 """Who may do what: decide a Codex approval request from config rules, the chat's mode and session grants.
 
-Runs inside the turn workflow, so it is pure: no I/O, no clocks, no filesystem. Paths are judged
-lexically (a symlink inside the workspace that points out of it is not seen); commands are judged by
-their words, which is a filter in front of a person and the Codex sandbox, not a sandbox itself.
+Pure: no I/O, no clocks, no filesystem. The turn workflow runs it in a local activity, so each
+verdict is recorded in the turn's history and a later change of these rules never changes a turn
+being replayed (docs/operations.md, "Restarts and upgrades"). Commands are read with a bash grammar
+(ally/shell.py) and judged by what their programs do (ally/effects.py); paths are judged lexically
+(a symlink inside the workspace that points out of it is not seen). It is a filter in front of a
+person and the Codex sandbox, not a sandbox itself.
 
-Precedence, whatever the order of the rules: a matching deny rule declines; otherwise an allow rule,
-a session grant or the mode may accept; otherwise a person is asked (decision None).
+Precedence, whatever the order of the rules: a matching deny rule declines; a command that pipes
+into a shell or interpreter, or that cannot be read, goes to a person; otherwise an allow rule, a
+session grant or the mode may accept; otherwise a person is asked (decision None), and the verdict
+says why.
 """
 
 from __future__ import annotations
@@ -13,12 +18,25 @@ from __future__ import annotations
 import posixpath
 import re
 import shlex
-from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ally.contracts import CodexRequest
+from ally.effects import (
+    HARMLESS,
+    PERSON,
+    READS,
+    WORKSPACE,
+    Effect,
+    fed_evaluator,
+    inside,
+    outside_place,
+    part_effects,
+)
+from ally.effects import normal as _normal
+from ally.effects import resolve as _resolve
+from ally.shell import Command, Script, parse_script
 
 Mode = Literal["ask", "read_only", "trusted"]
 RuleKind = Literal["command", "file_change", "permissions", "elicitation"]
@@ -26,10 +44,14 @@ PathClass = Literal["inside", "outside"]
 
 # Rules cannot name user_input (only a person can write the answers) or other (unknown methods).
 _PATH_KINDS = {"command", "file_change", "permissions"}  # kinds whose requests carry paths
-_SHELLS = {"sh", "bash", "zsh", "dash", "ksh"}
-_DEVICES = {"/dev/null", "/dev/stdout", "/dev/stderr", "/dev/stdin"}
-_RUNTIME_PROGRAM = re.compile(r"[$*?\[]|\{.*(,|\.\.).*\}")  # expansions, globs, brace lists
-_MAX_NESTING = 8  # bash -lc "sh -c '…'" and $( $( … ) ) deeper than this are not judged: ask
+_QUIET = {"/dev/null", "/dev/stdout", "/dev/stderr"}  # writing there changes no file
+# The most each mode runs on its own (ally/effects.py levels); ask runs nothing on its own.
+MODE_LEVELS: dict[str, int] = {"ask": -1, "read_only": READS, "trusted": WORKSPACE}
+MODE_SUMMARIES = {
+    HARMLESS: "harmless, reads no file",
+    READS: "reads only, inside the workspace",
+    WORKSPACE: "every effect inside the workspace",
+}
 
 
 class Rule(BaseModel):
@@ -94,7 +116,7 @@ class PolicyConfig(BaseModel):
 
 class Verdict(BaseModel):
     decision: Literal["accept", "decline"] | None  # None: ask a person
-    rule: str  # what decided, for /status and the turn's card
+    rule: str  # what decided, for /status; with None, why a person is asked ("network access (curl)")
 
 
 class CommandGrant(BaseModel):
@@ -136,89 +158,148 @@ def _command_grant(request: CodexRequest) -> CommandGrant:
     return CommandGrant(command=(request.command or "").strip(), cwd=cwd)
 
 
+class PolicyQuestion(BaseModel):
+    """What the turn workflow asks the policy about one request (the `evaluate_policy` local activity)."""
+
+    request: CodexRequest
+    policy: PolicyConfig
+    mode: Mode
+    workspace: str
+    grants: SessionGrants = SessionGrants()
+    group: bool = False  # a group chat: automatic approval never covers places outside the workspace
+
+
 def evaluate(
-    request: CodexRequest, *, policy: PolicyConfig, mode: Mode, workspace: str, grants: SessionGrants
+    request: CodexRequest,
+    *,
+    policy: PolicyConfig,
+    mode: Mode,
+    workspace: str,
+    grants: SessionGrants,
+    group: bool = False,
 ) -> Verdict:
     """Decide `request` for a chat in `mode`, whose Codex thread works in `workspace` (an absolute path).
 
     A deny rule declines whatever else applies. Permissions and elicitations are accepted only by an
-    allow rule naming their kind; user input and unknown requests always go to a person.
+    allow rule naming their kind; user input and unknown requests always go to a person. In a group
+    chat nothing that names a place outside the workspace is accepted by a rule or a mode.
     """
     if request.kind in ("user_input", "other"):
         return Verdict(decision=None, rule=f"{request.kind} requests always go to a person")
-    parsed = parse_command(request.command or "") if request.kind == "command" else None
+    script = parse_script(request.command or "") if request.kind == "command" else None
     classes = _path_classes(request, workspace)
     for number, rule in enumerate(policy.rules, 1):
-        if rule.action == "deny" and _denies(rule, request, parsed, classes):
+        if rule.action == "deny" and _denies(rule, request, script, classes):
             return Verdict(decision="decline", rule=f"deny rule #{number} ({rule.describe()})")
     if request.kind == "command":
-        return _allow_command(request, parsed, classes, policy, mode, workspace, grants)
+        return _command_verdict(request, script, classes, policy, mode, workspace, grants, group)
     for number, rule in enumerate(policy.rules, 1):
         if rule.action == "allow" and request.kind in rule.kinds and _paths_fit(rule, classes, every=True):
+            if group and request.kind == "permissions" and _file_system(request.permissions):
+                return Verdict(decision=None, rule="in a group chat, file-system permissions need a person")
             return Verdict(decision="accept", rule=f"allow rule #{number} ({rule.describe()})")
     if request.kind == "file_change" and (paths := _file_paths(request)):
         if {_normal(p) for p in paths} <= set(grants.paths):
             return Verdict(decision="accept", rule="session grant")
         if mode == "trusted" and classes == {"inside"}:
             return Verdict(decision="accept", rule="mode trusted: all changed paths inside the workspace")
-    return Verdict(decision=None, rule=f"mode {mode}: no rule decides this {request.kind.replace('_', ' ')}")
+        if "outside" in classes:
+            return Verdict(decision=None, rule="it changes files outside the workspace")
+    kind = request.kind.replace("_", " ")
+    return Verdict(decision=None, rule=f"no rule and not the mode ({mode}) decide this {kind}")
 
 
-def _allow_command(
+def _command_verdict(
     request: CodexRequest,
-    parsed: ParsedCommand | None,
+    script: Script | None,
     classes: set[PathClass],
     policy: PolicyConfig,
     mode: Mode,
     workspace: str,
     grants: SessionGrants,
+    group: bool,
 ) -> Verdict:
-    if parsed is None or not parsed.judged:
-        return Verdict(decision=None, rule="the command is empty or could not be read: a person decides")
+    if script is None or not script.commands:
+        return Verdict(decision=None, rule="the command could not be read completely")
+    if evaluator := fed_evaluator(script):
+        # Whatever the rules and grants say: the code that runs is not on the line anyone approved.
+        return Verdict(decision=None, rule=f"it pipes code into a shell or interpreter ({evaluator})")
+    outside = outside_place(script, cwd=request.cwd, workspace=workspace) if group else None
+    cwd = _resolve(request.cwd or "", workspace) if request.cwd else None
+    effects = list(zip(script.commands, part_effects(script, cwd=cwd, workspace=workspace), strict=True))
+    writes = any(
+        r.kind == "write" and _normal(r.target.text) not in _QUIET
+        for c in script.commands
+        for r in c.redirects
+        if r.target
+    )
     reasons: list[str] = []  # every part must be allowed by something; name each thing that did
-    for part in parsed.judged:
-        reason = next(
+    mode_level = HARMLESS
+    refused: str | None = None
+    # `sh -c SCRIPT` stands for SCRIPT's parts (which follow it) when allow rules cover them; the
+    # modes never run code handed to a shell, so its parts then cannot be theirs.
+    nested = next((effect for part, effect in effects if part.stands_for_script), None)
+    for part, effect in effects:
+        if part.stands_for_script:
+            continue
+        rule = next(
             (
                 f"allow rule #{number} ({rule.describe()})"
                 for number, rule in enumerate(policy.rules, 1)
-                if rule.action == "allow" and _allows_part(rule, part, parsed.writes, classes)
+                if rule.action == "allow" and _allows_part(rule, part, writes, classes)
             ),
             None,
         )
-        # Modes are cumulative: trusted also takes what read_only takes, wherever the cwd is.
-        safe = not parsed.writes and is_read_only(part, dynamic=parsed.dynamic)
-        if reason is None and mode != "ask" and safe:
-            reason = f"mode {mode}: safe read-only command"
-        if reason is None:
-            break
-        reasons.append(reason)
-    else:
-        return Verdict(decision="accept", rule=" + ".join(dict.fromkeys(reasons)))
+        if rule is not None and not script.unsupported:
+            reasons.append(rule)
+        elif effect.level <= MODE_LEVELS[mode] and nested is None:
+            reasons.append(f"mode {mode}")
+            mode_level = max(mode_level, effect.level)
+        else:
+            refused = refused or _why_not(nested or effect, mode)
+    if refused is None and reasons and not (group and outside):
+        shown = [r if r != f"mode {mode}" else f"mode {mode}: {MODE_SUMMARIES[mode_level]}" for r in reasons]
+        return Verdict(decision="accept", rule=" + ".join(dict.fromkeys(shown)))
     if _command_grant(request) in grants.commands:
         return Verdict(decision="accept", rule="session grant")
-    if mode == "trusted" and classes == {"inside"}:
-        cwd = _resolve(request.cwd or "", workspace)
-        if cwd and not _mentions_outside(parsed, cwd, workspace):
-            return Verdict(decision="accept", rule="mode trusted: cwd inside the workspace")
-    return Verdict(decision=None, rule=f"mode {mode}: no rule allows every part of this command")
+    if refused is None and outside:
+        return Verdict(decision=None, rule=f"in a group chat, {outside}")
+    return Verdict(decision=None, rule=refused or "the command could not be read completely")
 
 
-def _allows_part(rule: Rule, part: tuple[str, ...], writes: bool, classes: set[PathClass]) -> bool:
+def _why_not(effect: Effect, mode: Mode) -> str:
+    if effect.level == PERSON:
+        return effect.reason
+    if mode == "ask":
+        return f"this chat's autonomy is ask ({effect.reason})"
+    return f"{effect.reason}: more than {mode} runs on its own"
+
+
+def _allows_part(rule: Rule, part: Command, writes: bool, classes: set[PathClass]) -> bool:
     if "command" not in rule.kinds or not _paths_fit(rule, classes, every=True):
         return False
     # A prefix names a program, not what a redirect overwrites: `git status > ~/.bashrc` needs a person.
     want = rule.prefix_words
-    return not want or (not writes and part[: len(want)] == want)
+    return not want or (not writes and part.texts[: len(want)] == want)
 
 
-def _denies(rule: Rule, request: CodexRequest, parsed: ParsedCommand | None, classes: set[PathClass]) -> bool:
+def _denies(rule: Rule, request: CodexRequest, script: Script | None, classes: set[PathClass]) -> bool:
     if request.kind not in rule.kinds or not _paths_fit(rule, classes, every=False):
         return False
     if not rule.command_prefix:
         return True
     # An unreadable command is still checked, on its bare words, so a deny rule cannot be dodged by a
-    # stray quote. Deny matches at any word (sudo, env, xargs, find -exec) and by program basename.
-    parts = parsed.parts if parsed else (tuple(re.findall(r"[^\s;&|()<>'\"`\\]+", request.command or "")),)
+    # stray quote. Deny matches at any word (sudo, env, xargs, find -exec) and by program basename;
+    # a word known only at run time (`rm${IFS}-rf`) is checked by its literal pieces.
+    if script is None:
+        text = (request.command or "").replace("\\\n", "")
+        parts: list[tuple[str, ...]] = [tuple(re.findall(r"[^\s;&|()<>'\"`\\]+", text))]
+    else:
+        commands = [*script.commands, *([script.wrapper] if script.wrapper else [])]
+        parts = [
+            tuple(piece for word in c.words for piece in ((word.text,) if word.static else word.fragments))
+            for c in commands
+        ]
     want = rule.prefix_words
     return any(
         posixpath.basename(words[i]) == posixpath.basename(want[0])
@@ -236,29 +317,16 @@ def _paths_fit(rule: Rule, classes: set[PathClass], *, every: bool) -> bool:
     return classes == {want} if every else want in classes
 
 
+def _file_system(permissions: dict[str, Any]) -> bool:
+    return bool(permissions.get("fileSystem") or permissions.get("file_system"))
+
+
 # --- Paths (lexical only) ----------------------------------------------------------------------
-
-
-def _normal(path: str) -> str:
-    norm = posixpath.normpath(path)
-    return "/" + norm.lstrip("/") if norm.startswith("/") else norm  # POSIX keeps a leading "//"
-
-
-def _resolve(path: str, base: str) -> str | None:
-    """`path` made absolute against `base`, normalized; None when it cannot be placed (~, relative base)."""
-    if path.startswith("~"):
-        return None
-    joined = _normal(posixpath.join(base, path))
-    return joined if joined.startswith("/") else None
 
 
 def classify(path: str | None, workspace: str) -> PathClass:
     """Inside or outside the workspace, lexically; `..` escapes and unplaceable paths are outside."""
-    root = _resolve(workspace, "/") if workspace.startswith("/") else None
-    resolved = _resolve(path, root) if path and root else None  # no cwd or path given: unknown
-    if root is None or resolved is None:
-        return "outside"
-    return "inside" if resolved == root or resolved.startswith(root.rstrip("/") + "/") else "outside"
+    return "inside" if inside(path, workspace) else "outside"
 
 
 def _file_paths(request: CodexRequest) -> list[str]:
@@ -280,250 +348,3 @@ def _path_classes(request: CodexRequest, workspace: str) -> set[PathClass]:
     if request.kind in ("command", "permissions"):
         return {classify(request.cwd, workspace)}
     return set()
-
-
-def _mentions_outside(parsed: ParsedCommand, cwd: str, workspace: str) -> bool:
-    """Trusted mode's second look: a word naming a place outside the workspace (`cd ..`, `~/x`,
-    `> /etc/x`) or known only at run time (`$HOME`, `$(…)`; a program like `rm$x`, `/bin/r?` or
-    `/bin/{rm,ls}` that no deny rule could recognize) needs a person even when the cwd is inside.
-    A program's own path (`/usr/bin/make`) is not a place it writes."""
-    if any(_RUNTIME_PROGRAM.search(words[0]) for words in parsed.judged):
-        return True
-    for word in [*(w for words in parsed.judged for w in words[1:]), *parsed.targets]:
-        for candidate in (word, word.partition("=")[2]):
-            if candidate in _DEVICES:
-                continue
-            if "$" in candidate or candidate.startswith("~"):
-                return True
-            placed = candidate.startswith("/") or ".." in candidate.split("/")
-            if placed and classify(_resolve(candidate, cwd), workspace) == "outside":
-                return True
-    return False
-
-
-# --- Commands ----------------------------------------------------------------------------------
-
-# Safe read-only programs, with the options that would make them write or run something.
-_READ_ONLY: dict[tuple[str, ...], frozenset[str]] = {
-    **{(name,): frozenset() for name in ("ls", "cat", "head", "tail", "wc", "pwd", "cd", "grep")},
-    ("rg",): frozenset({"--pre"}),  # --pre runs a program on every file
-    ("find",): frozenset(
-        {"-exec", "-execdir", "-ok", "-okdir", "-delete", "-fprint", "-fprint0", "-fprintf", "-fls"}
-    ),
-    **{("git", sub): frozenset({"--output", "--ext-diff"}) for sub in ("status", "log", "diff", "show")},
-}
-_SED_OPTIONS = {"-n", "-E", "-r", "-nE", "-En", "-nr", "-rn", "--quiet", "--silent", "--regexp-extended"}
-_SED_PRINT = re.compile(r"(\d+|\$)(,(\d+|\$))?p")  # `sed -n '10,80p' f`; GNU sed's w/e/s///e write or run
-
-
-def is_read_only(words: tuple[str, ...], *, dynamic: bool = False) -> bool:
-    """One simple command's words (redirects aside) on the conservative read-only list.
-
-    With `dynamic` words (`$x`, `$(…)`, a glob) an option we refuse could appear at run time (a file
-    named `-delete` matched by `find *`), so programs that have such options are not read-only then.
-    """
-    if words[:1] == ("sed",):
-        return not dynamic and _sed_prints_only(words[1:])
-    for prefix, forbidden in _READ_ONLY.items():
-        if words[: len(prefix)] == prefix:
-            return not (forbidden and dynamic) and not any(
-                _names_option(w, forbidden) for w in words[len(prefix) :]
-            )
-    return False
-
-
-def _names_option(word: str, options: frozenset[str]) -> bool:
-    # Options may come after operands (GNU argument permutation), and git accepts any unambiguous
-    # abbreviation of a long option (`--outp=x` is --output), so match on prefixes of those too.
-    name = word.split("=", 1)[0]
-    return name in options or (
-        name.startswith("--") and len(name) > 2 and any(o.startswith(name) for o in options)
-    )
-
-
-def _sed_prints_only(args: tuple[str, ...]) -> bool:
-    scripts, operands, rest = [], [], list(args)
-    while rest:
-        arg = rest.pop(0)
-        if arg == "-e" and rest:
-            scripts.append(rest.pop(0))
-        elif arg.startswith("-") and arg != "-":
-            if arg not in _SED_OPTIONS:
-                return False  # -i, --in-place, -f script files, -s, …
-        else:
-            operands.append(arg)
-    scripts = scripts or operands[:1]
-    return bool(scripts) and all(_SED_PRINT.fullmatch(script) for script in scripts)
-
-
-_EXPANSION = re.compile(r"\$[\w{@*#?$!-]")  # $name ${…} $1 $@ …: a word whose value is known only at run time
-
-
-class _Token(NamedTuple):
-    kind: Literal["word", "sep", "write", "read", "dynamic"]
-    text: str = ""
-
-
-@dataclass(frozen=True)
-class ParsedCommand:
-    parts: tuple[tuple[str, ...], ...]  # every simple command, wrappers and substituted ones included
-    judged: tuple[tuple[str, ...], ...]  # the parts an allow must cover: wrappers stand for their inner parts
-    targets: tuple[str, ...]  # file names after < > >> <<< …
-    writes: bool  # an output redirect (>, >>, &>, >|) somewhere
-    dynamic: bool  # an expansion ($x, $(…), `…`) or an unquoted glob somewhere: words known only at run time
-
-
-def parse_command(text: str, depth: int = 0) -> ParsedCommand | None:
-    """Split a shell command into simple commands; None when it cannot be read (bad quoting, too deep).
-
-    Separators are ; & && || | |& ( ) and newlines. $(…) and `…` bodies are commands of their own
-    (the word keeps a "$…" placeholder). The script of `sh -c 'script'` and the words of `eval …` are
-    parsed too; a command that is nothing but `bash -lc 'script'` (how Codex runs things) stands for
-    its script, so an allow must cover the script's parts, not the wrapper.
-    """
-    nested: list[list[_Token]] = []
-    try:
-        top, _ = _lex(text, 0, "", nested, depth)
-    except ValueError:
-        return None
-    writes = any(token.kind == "write" for tokens in (top, *nested) for token in tokens)
-    dynamic = any(token.kind == "dynamic" for tokens in (top, *nested) for token in tokens)
-    parts: list[tuple[str, ...]] = []
-    judged: list[tuple[str, ...]] = []
-    targets: list[str] = []
-    for tokens in (top, *nested):
-        commands, redirected = _simple_commands(tokens)
-        targets += redirected
-        for words in commands:
-            found = _wrapped_script(words)
-            inner = parse_command(found[0], depth + 1) if found else ParsedCommand((), (), (), False, False)
-            if inner is None:
-                return None
-            stands_for_script = found is not None and found[1:] == (0, len(words)) and words[0] != "eval"
-            parts += [words, *inner.parts]
-            judged += [*([] if stands_for_script else [words]), *inner.judged]
-            targets += inner.targets
-            writes, dynamic = writes or inner.writes, dynamic or inner.dynamic
-    return ParsedCommand(tuple(parts), tuple(judged), tuple(targets), writes, dynamic)
-
-
-def _simple_commands(tokens: list[_Token]) -> tuple[list[tuple[str, ...]], list[str]]:
-    """The words of each simple command, and apart from them the redirect targets: in `< cat rm x`
-    the program is rm, and "cat" only a file name."""
-    found: list[tuple[str, ...]] = []
-    targets: list[str] = []
-    current: list[str] = []
-    after_redirect = False
-    for token in [*tokens, _Token("sep")]:
-        if token.kind == "word":
-            (targets if after_redirect else current).append(token.text)
-            after_redirect = False
-        elif token.kind in ("read", "write"):
-            after_redirect = True
-        elif token.kind == "sep":
-            found += [tuple(current)] if current else []
-            current, after_redirect = [], False
-    return found, targets
-
-
-def _wrapped_script(words: tuple[str, ...]) -> tuple[str, int, int] | None:
-    """The script of the first `sh -c SCRIPT` or `eval WORDS…` in `words`, where it starts and ends.
-
-    Only the first: that is the one that runs (`sudo bash -c …`, `xargs sh -c …`), and looking into
-    every one would make `eval eval eval …` exponential.
-    """
-    for k, word in enumerate(words):
-        if word == "eval":
-            return " ".join(words[k + 1 :]), k, len(words)
-        if posixpath.basename(word) not in _SHELLS:
-            continue
-        j, has_c = k + 1, False
-        # A word with spaces or operators is taken as the script even where it starts with "-":
-        # bash would refuse it as an option, and reading it as a script can only find more parts.
-        while j < len(words) and re.fullmatch(r"[-+]{1,2}[A-Za-z][\w-]*", words[j]):
-            cluster = words[j][1:] if not words[j].startswith("--") else ""
-            has_c = has_c or "c" in cluster
-            j += 2 if ("o" in cluster or "O" in cluster) else 1  # -o/-O take an option name
-        if has_c and j < len(words):
-            return words[j], k, j + 1
-    return None
-
-
-def _lex(text: str, i: int, closer: str, nested: list[list[_Token]], depth: int) -> tuple[list[_Token], int]:
-    """Bash-like tokens of `text` from i up to an unquoted `closer` ("" = end); returns the index after it.
-
-    Quoted and escaped operator characters stay word characters (`find -exec rm {} \\;` has a word
-    ";", not a separator), which plain shlex cannot tell apart.
-    """
-    tokens: list[_Token] = []
-    word: list[str] = []
-    in_word, quote, parens, n = False, "", 0, len(text)
-
-    def end_word() -> None:
-        nonlocal in_word
-        if in_word:
-            tokens.append(_Token("word", "".join(word)))
-            word.clear()
-            in_word = False
-
-    while i < n:
-        ch, nxt = text[i], text[i + 1 : i + 2]
-        if quote == "'":
-            quote = "" if ch == "'" else quote
-            word.extend(ch if quote else "")
-            i += 1
-            continue
-        if ch == "\\" and nxt == "\n":  # a line continuation joins words across lines
-            i += 2
-            continue
-        if ch == "\\":  # in double quotes it escapes only " \\ $ `; a trailing one is literal
-            word.extend(("\\" if (quote and nxt not in '"\\$`') or not nxt else "") + nxt)
-            in_word, i = True, i + 2
-        elif (ch == "$" and nxt == "(") or (ch == "`" and closer != "`"):
-            if depth >= _MAX_NESTING:
-                raise ValueError("nested too deep")
-            inner, i = _lex(text, i + (2 if ch == "$" else 1), ")" if ch == "$" else "`", nested, depth + 1)
-            nested.append(inner)
-            tokens.append(_Token("dynamic"))
-            word.append("$…")
-            in_word = True
-        elif ch == "$" and nxt and nxt in "'\"" and not quote:  # $'…' and $"…" are quoting, not expansion
-            i += 1
-        elif quote == '"':
-            quote = "" if ch == '"' else quote
-            word.extend(ch if quote else "")
-            tokens.extend([_Token("dynamic")] if _EXPANSION.match(text, i) else [])
-            i += 1
-        elif ch == closer and (closer == "`" or parens == 0):
-            end_word()
-            return tokens, i + 1
-        elif ch in "'\"":
-            quote, in_word, i = ch, True, i + 1
-        elif ch == "#" and not in_word:  # a comment runs to the end of the line
-            while i < n and text[i] != "\n":
-                i += 1
-        elif ch in " \t\r":
-            end_word()
-            i += 1
-        elif ch in "<>" or (ch == "&" and nxt == ">"):
-            end_word()
-            j = i + 1
-            while j < n and text[j] in "<>&|" and j - i < 3:
-                j += 1
-            op = text[i:j]
-            dup = op.endswith("&") and re.match(r"(\d+|-)(?![^\s;&|()<>])", text[j:]) is not None
-            tokens.append(_Token("write" if ">" in op and not dup else "read", op))  # 2>&1 writes no file
-            i = j
-        elif ch in ";&|()\n":
-            end_word()
-            parens += {"(": 1, ")": -1}.get(ch, 0)
-            tokens.append(_Token("sep", ch))
-            i += 1
-        else:
-            tokens.extend([_Token("dynamic")] if ch in "*?[" or _EXPANSION.match(text, i) else [])
-            word.append(ch)
-            in_word, i = True, i + 1
-    if quote or closer:
-        raise ValueError("unclosed quote or substitution")
-    end_word()
-    return tokens, i

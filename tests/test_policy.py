@@ -24,10 +24,9 @@ from ally.policy import (
     Verdict,
     classify,
     evaluate,
-    is_read_only,
-    parse_command,
     remember,
 )
+from ally.shell import parse_script
 
 WS = "/home/me/project"
 MODES: tuple[Mode, ...] = get_args(Mode)
@@ -167,9 +166,17 @@ def test_the_verdict_names_what_decided() -> None:
     rules = (allow("git status"), deny("rm -rf"))
     assert decide(command("rm -rf build"), *rules).rule == 'deny rule #2 (command_prefix "rm -rf")'
     assert decide(command("git status && ls"), *rules, mode="read_only").rule == (
-        'allow rule #1 (command_prefix "git status") + mode read_only: safe read-only command'
+        'allow rule #1 (command_prefix "git status") + mode read_only: reads only, inside the workspace'
     )
-    assert decide(command("make"), *rules).rule == "mode ask: no rule allows every part of this command"
+    # With no decision, the rule says why a person is asked (the card shows it).
+    assert (
+        decide(command("make"), *rules).rule
+        == "this chat's autonomy is ask (runs the project's own tools (make))"
+    )
+    assert decide(command("curl -s example.com"), *rules, mode="trusted").rule == "network access (curl)"
+    assert decide(command("rm x.txt"), mode="read_only").rule == (
+        "changes files (rm): more than read_only runs on its own"
+    )
     assert decide(command("make", cwd="/etc"), deny(paths="outside_workspace")).rule == (
         "deny rule #1 (paths outside_workspace)"
     )
@@ -256,106 +263,7 @@ def test_path_classification_follows_dot_dot_and_ignores_redundant_separators(
 
 # --- Modes ----------------------------------------------------------------------------------------
 
-READ_ONLY = [
-    "ls -la",
-    "cat README.md",
-    "head -n 20 src/app.py",
-    "tail -5 log.txt",
-    "wc -l src/*.py",
-    "pwd",
-    "git status",
-    "git log --oneline -5",
-    "git diff HEAD~1",
-    "git show HEAD:README.md",
-    "rg -n 'def main' src",
-    "grep -rn TODO .",
-    "find . -name '*.py' -type f",
-    "sed -n '1,200p' src/app.py",
-    "sed -n -e 10p -e '$p' a.txt",
-    "cd src && ls",
-    "git log | head -20",
-    "rg foo 2>&1 | wc -l",
-    "bash -lc 'rg --files | head'",
-    "cat *.md $HOME/notes.txt",  # expansions are fine where no option could do harm
-    "rg 'x$' -g '*.py'",  # quoted: no expansion
-    "sed -n '$p' a.txt",
-]
-NOT_READ_ONLY = [
-    "rm -rf build",
-    "git push",
-    "git commit -m x",
-    "git -C /tmp status",
-    "git diff --output=/tmp/patch",
-    "git log --outp=/tmp/log",  # git takes unambiguous abbreviations of long options
-    "git diff --ext-diff",
-    "find . -exec cat {} \\;",
-    "find . -delete",
-    "find . -fprint /tmp/list",
-    "find . -ok rm {} ;",
-    "sed -i 's/a/b/' f",
-    "sed -n '1p' -i f",  # GNU sed takes options after operands
-    "sed --in-place=.bak 1p f",
-    "sed 's/a/b/e' f",
-    "sed -n '1w /tmp/x' f",
-    "sed -f script.sed f",
-    "cat a > b",
-    "cat a >> b",
-    "ls &> listing",
-    "cat a | tee b",
-    "rg --pre ./run.sh x",
-    "PAGER=evil git log",
-    "/tmp/ls",
-    "cat $(rm -rf x)",
-    "ls; python -c 'print(1)'",
-    "< cat rm -rf x",  # the program is rm; "cat" is the file read on stdin
-    "find * -name x",  # a file named -delete would become an option
-    "git log $x",
-    "sed -n $p a.txt",
-]
-
-
-@pytest.mark.parametrize("text", READ_ONLY)
-def test_read_only_mode_accepts_safe_read_only_commands(text: str) -> None:
-    assert decide(command(text, cwd="/elsewhere"), mode="read_only") == Verdict(
-        decision="accept", rule="mode read_only: safe read-only command"
-    )
-    assert decision(command(text), mode="ask") is None
-
-
-@pytest.mark.parametrize("text", NOT_READ_ONLY)
-def test_read_only_mode_asks_for_anything_that_could_write_or_run(text: str) -> None:
-    assert decision(command(text), mode="read_only") is None
-
-
-def test_is_read_only_judges_one_simple_command() -> None:
-    assert is_read_only(("git", "status", "--porcelain"))
-    assert not is_read_only(("git", "statusx"))
-    assert not is_read_only(())
-
-
-def test_trusted_mode_accepts_work_inside_the_workspace() -> None:
-    assert decide(command("rm -rf build", cwd=WS + "/sub"), mode="trusted") == Verdict(
-        decision="accept", rule="mode trusted: cwd inside the workspace"
-    )
-    assert decision(command("echo hi > notes.txt && make test"), mode="trusted") == "accept"
-    assert decision(command("bash -lc 'cargo test 2>&1'"), mode="trusted") == "accept"
-    assert decision(command("make", cwd="/tmp"), mode="trusted") is None
-    assert decision(command("make", cwd=WS + "/../x"), mode="trusted") is None
-    # An argument that names a place outside still needs a person.
-    for text in (
-        "cd .. && make",
-        "rm -rf ~/x",
-        "rm -rf $HOME",
-        "cp a /etc/hosts",
-        "make > /tmp/log",
-        "rm$x -r .",  # and so does a program no deny rule could recognize
-        "/bin/r? -r .",
-        "/bin/{rm,ls} -r .",
-    ):
-        assert decision(command(text), mode="trusted") is None, text
-    assert decision(command("make 2>/dev/null"), mode="trusted") == "accept"
-    # A look at the words, not a sandbox: a path glued to an option is not seen.
-    assert decision(command("tar -C/ -xf a.tar"), mode="trusted") == "accept"
+# What each mode runs, and the adversarial corpus: tests/test_policy_modes.py.
 
 
 def test_trusted_mode_accepts_file_changes_only_inside_the_workspace() -> None:
@@ -495,21 +403,18 @@ def test_a_config_mistake_names_the_field(raw: dict[str, Any], field: str, says:
     assert says in first["msg"]
 
 
-def test_the_module_is_safe_to_call_from_a_workflow() -> None:
-    # Workflow code must be deterministic: no clocks, randomness, environment or filesystem.
-    tree = ast.parse(Path(policy_module.__file__).read_text(encoding="utf-8"))
-    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert imported <= {
-        "__future__",
-        "posixpath",
-        "re",
-        "shlex",
-        "dataclasses",
-        "typing",
-        "pydantic",
-        "ally.contracts",
-    }
+def test_the_policy_modules_are_pure() -> None:
+    # Verdicts are recorded in history, but the policy stays pure so that one request always gets
+    # the same verdict: no clocks, randomness, environment, filesystem or network.
+    allowed = {"__future__", "posixpath", "re", "shlex", "dataclasses", "typing", "functools"}
+    allowed |= {"collections.abc", "pydantic", "tree_sitter", "tree_sitter_bash", "ally.contracts"}
+    allowed |= {"ally.effects", "ally.shell", "ally.policy"}
+    for module in ("policy", "policy_legacy", "shell", "effects"):
+        path = Path(policy_module.__file__).with_name(f"{module}.py")
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+        imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert imported <= allowed, (module, imported - allowed)
 
 
 # --- Properties -----------------------------------------------------------------------------------
@@ -672,19 +577,35 @@ def test_prefix_matching_respects_word_boundaries(first: str, second: str, suffi
 
 
 def test_deeply_nested_or_repetitive_commands_are_judged_quickly() -> None:
-    assert parse_command("eval " * 300 + "ls") is not None  # one wrapper per command is looked into
+    assert parse_script("eval " * 300 + "ls") is None  # too deep to judge
+    assert decision(command("eval " * 300 + "ls"), allow("eval"), allow("ls"), mode="trusted") is None
     assert decision(command("bash -c " * 20 + "ls"), allow("ls")) is None  # too deep to judge: ask
     assert decision(command("echo " + "$(" * 20 + "ls" + ")" * 20), allow("echo"), allow("ls")) is None
-    heredoc = "cat <<'EOF' > big.txt\n" + "x = 1  # a line of code\n" * 5000 + "EOF"
+    heredoc = "cat <<'EOF' > big.txt\n" + "x = 1  # a line of code\n" * 2000 + "EOF"
     assert decision(command(heredoc), mode="read_only") is None
+    assert decision(command(heredoc), mode="trusted") == "accept"  # a file written in the workspace
+    assert decision(command(heredoc + "\n" + "x" * 70_000), mode="trusted") is None  # too long to judge
+
+
+def test_text_that_crashes_the_grammar_is_not_parsed_and_goes_to_a_person() -> None:
+    # The bash grammar reads out of bounds on `{` before a four-byte character (tree-sitter-bash
+    # issue 337); parsing these crashed this test process now and then before the guard.
+    for text in ("{\U00031860", "echo {a,b} 🎉", "git commit -m '{fix} 🎉'", "\U000cf576t{\U000f5c74o"):
+        for _ in range(200):
+            assert parse_script(text) is None
+        assert decision(command(text), allow("echo"), allow("git"), mode="trusted") is None
+    assert (
+        decision(command("git commit -m 'fix 🎉 {x}'"), mode="trusted") == "accept"
+    )  # the brace after: fine
+    assert parse_script("echo '\ud800'") is None  # a lone surrogate is no text for bash
 
 
 @given(st.text(max_size=60), st.sampled_from(MODES))
 def test_any_text_is_judged_without_error(text: str, mode: Mode) -> None:
-    parse_command(text)
+    parse_script(text)
     verdict = decide(command(text), allow("ls"), deny("rm"), mode=mode)
     if verdict.decision == "accept":
-        assert parse_command(text) is not None
+        assert parse_script(text) is not None
 
 
 def test_a_file_moved_out_of_the_workspace_is_seen_by_the_policy() -> None:

@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from ally.contracts import Person
+from ally.console_chat import describe_request
+from ally.contracts import Decision, Person
+from ally.decisions import submit_decision
 from ally.policy import PolicyConfig, Rule
 from ally.turns_report import decision_history
 from dev.model_server import RunCommand, Say
-from tests.stack import eventually, running_stack
+from tests.stack import PERSON, eventually, running_stack
 from workflows.conversation import ConversationWorkflow
 
 pytestmark = pytest.mark.codex
@@ -153,3 +155,40 @@ async def test_in_a_group_only_an_approver_may_raise_autonomy_and_anyone_may_low
         assert await said_after("/auto trusted", bob) == "Autonomy: trusted. Deny rules still apply."
         assert await said_after("/auto ask", carol) == "Autonomy: ask. Deny rules still apply."
         assert "Autonomy: ask." in await said_after("/status", bob)
+
+
+async def test_in_trusted_mode_work_inside_runs_and_a_network_command_reaches_a_person_with_the_reason(
+    client: Client, tmp_path: Path
+) -> None:
+    async with running_stack(client, tmp_path) as stack:
+        made = stack.workspace / "made.txt"
+        stack.model.push(
+            RunCommand(cmd=f"touch {made}"),
+            RunCommand(cmd="curl -s http://127.0.0.1:9/"),
+            Say(text="Made it; did not fetch."),
+        )
+        chat = stack.chat()
+        message = await stack.send(chat, "make the file, then fetch", policy=PolicyConfig(mode="trusted"))
+        asked = await eventually(lambda: stack.approvals(chat), what="the question about curl")
+        assert made.exists()  # the write inside the workspace ran without asking
+        assert len(asked) == 1 and "curl" in (asked[0].request.command or "")
+        assert asked[0].asked_because == "network access (curl)"
+        assert "asked you because: network access (curl)" in describe_request(asked[0], 1)
+
+        no = Decision(key=asked[0].request.key, decision="decline", operator=PERSON)
+        assert (await submit_decision(client, asked[0].turn_workflow_id, no)).status == "decided"
+        answer = await eventually(lambda: stack.replies(chat, tone="answer"), what="the answer")
+        assert answer[0].text == "Made it; did not fetch."
+        result = await stack.turn_handle(chat, message).result()
+        assert [(d.decision, d.by_policy) for d in result.decisions] == [("accept", True), ("decline", False)]
+        assert result.decisions[0].decided_by == "policy: mode trusted: every effect inside the workspace"
+
+        conversation = stack.conversation_handle(chat)
+        for _ in range(200):  # the conversation records the finished turn a moment after it ends
+            if (await conversation.query(ConversationWorkflow.view)).turns == 1:
+                break
+            await asyncio.sleep(0.05)
+        await stack.send(chat, "/status")
+        status = await eventually(lambda: stack.replies(chat, tone="notice"), what="the status")
+        assert "Decided automatically:" in status[-1].text
+        assert "policy: mode trusted: every effect inside the workspace" in status[-1].text

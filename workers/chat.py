@@ -2,7 +2,8 @@
 
 Every process that serves chats runs one, on the chat's own queue (`ChatRef.worker_queue`): the
 Feishu gateway for Feishu chats (workers/gateway.py), `ally chat` for the terminal. It hosts the
-conversation and turn workflows and the channel's activities, so a reply is a local activity of
+conversation and turn workflows and the channel's activities (and the approval policy, a local
+activity of the turn: activities/policy.py), so a reply is a local activity of
 the turn (no task-queue hop, no extra workflow task: bench/turns.py) and every other channel call
 is dispatched eagerly to this same worker. Codex is never called here: that is the runtime
 host's pinned queue (workers/runtime.py).
@@ -16,6 +17,7 @@ from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.channel import ChannelActivities
+from activities.policy import evaluate_policy
 from ally.channels import Channel
 from workflows.conversation import ConversationWorkflow
 from workflows.turn import TurnWorkflow
@@ -33,6 +35,6 @@ def chat_worker(client: Client, channel: Channel, task_queue: str) -> Worker:
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=ChannelActivities(channel).all(),
+        activities=[*ChannelActivities(channel).all(), evaluate_policy],
         workflow_runner=UnsandboxedWorkflowRunner(),
     )

@@ -38,7 +38,11 @@ HELP = """Commands:
 /retry: run the last message again
 /mode queue|steer: while a turn runs, queue new messages (default) or steer them into it
 /auto ask|read_only|trusted: which approvals are decided without asking (deny rules always apply;
-  in a group, only an approver may raise it)
+  in a group, only an approver may raise it):
+  ask: every request goes to a person
+  read_only: commands that only read, and only inside the workspace, run on their own
+  trusted: also what keeps every effect inside the workspace (edits, local git, tests, builds);
+    network, processes, packages, schedulers, git remotes, shell/interpreter code and unknown commands ask
 /help: this list"""
 
 

@@ -50,9 +50,9 @@ with workflow.unsafe.imports_passed_through():
         ThreadSettings,
         TurnOutcome,
     )
-    from ally.policy import Mode, PolicyConfig, SessionGrants
-    from ally.policy import evaluate as evaluate_policy
+    from ally.policy import Mode, PolicyConfig, PolicyQuestion, SessionGrants, Verdict
     from ally.policy import remember as remember_grant
+    from ally.policy_legacy import evaluate as evaluate_legacy_policy
 
 # Pinned calls: a host that is gone must surface in seconds, not hang (notes/temporal.md §1:
 # schedule-to-start is per attempt and not retried, so it reaches this code as "host is gone").
@@ -75,6 +75,11 @@ WORKING_EMOJI = "OnIt"
 DONE_EMOJI = "DONE"
 REACTION_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(milliseconds=200))
 RUN_TURN_MAX = timedelta(hours=12)
+# The policy is a local activity so that its verdict is recorded (activities/policy.py); turns
+# started before that evaluated it in the workflow and replay with the frozen copy of that code.
+POLICY_PATCH = "policy-verdict-recorded"
+POLICY_CALL = timedelta(seconds=10)
+POLICY_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(milliseconds=100))
 
 
 class TurnInput(BaseModel):
@@ -107,6 +112,7 @@ class PendingRequest(BaseModel):
     decision: Decision | None = None
     answered: bool = False
     reminded: bool = False
+    asked_because: str | None = None  # why the policy left it to a person, for the card
 
 
 class DecisionRecord(BaseModel):
@@ -266,7 +272,8 @@ class TurnWorkflow:
     # --- steps -----------------------------------------------------------------------------------
 
     async def _show_new_requests(self) -> None:
-        for pending in self.requests.values():
+        # A copy: a request signalled while one of these awaits must not change what is iterated.
+        for pending in list(self.requests.values()):
             if pending.card_message_id is not None or pending.decision is not None:
                 continue
             if await self._decided_by_policy(pending):
@@ -283,6 +290,7 @@ class TurnWorkflow:
                         workflow.info().workflow_id, f"ask:{pending.request.key}"
                     ),
                     expires_in_s=self.turn.approval_timeout_s,
+                    asked_because=pending.asked_because,
                 ),
                 result_type=SentMessage,
                 summary=f"ask: {pending.request.kind}",
@@ -292,17 +300,14 @@ class TurnWorkflow:
     async def _decided_by_policy(self, pending: PendingRequest) -> bool:
         """Rules, the chat's autonomy mode and this thread's session grants, before any person.
         Deny beats everything; an automatic decision is recorded and shown, never silent."""
-        verdict = evaluate_policy(
-            pending.request,
-            policy=self.turn.policy,
-            mode=self.turn.mode,
-            workspace=self.turn.settings.cwd,
-            grants=self.grants,
-        )
+        verdict = await self._verdict(pending.request)
         if verdict.decision is None:
+            pending.asked_because = verdict.rule
             return False
         if verdict.decision == "accept" and pending.request.additional_permissions:
-            return False  # the rules judge the command, not the extra permissions it would bring
+            # The rules judge the command, not the extra permissions it would bring.
+            pending.asked_because = "it also asks for more permissions"
+            return False
         pending.decision = Decision(key=pending.request.key, decision=verdict.decision, operator=POLICY)
         pending.answered = True
         await self._answer(pending, pending.decision, f"policy: {verdict.rule}", by_policy=True)
@@ -312,6 +317,37 @@ class TurnWorkflow:
             declined = f"Declined by policy: {record.what} ({verdict.rule})."
             await self._send(declined, tone="notice", part=f"policy:{len(self.decisions)}")
         return True
+
+    async def _verdict(self, request: CodexRequest) -> Verdict:
+        if not workflow.patched(POLICY_PATCH):
+            return evaluate_legacy_policy(
+                request,
+                policy=self.turn.policy,
+                mode=self.turn.mode,
+                workspace=self.turn.settings.cwd,
+                grants=self.grants,
+            )
+        question = PolicyQuestion(
+            request=request,
+            policy=self.turn.policy,
+            mode=self.turn.mode,
+            workspace=self.turn.settings.cwd,
+            grants=self.grants,
+            group=self.turn.message.chat.chat_type == "group",
+        )
+        try:
+            verdict: Verdict = await workflow.execute_local_activity(
+                "evaluate_policy",
+                question,
+                result_type=Verdict,
+                start_to_close_timeout=POLICY_CALL,
+                retry_policy=POLICY_RETRY,
+                summary=f"policy: {request.kind}",
+            )
+            return verdict
+        except ActivityError as error:
+            workflow.logger.warning("the policy could not be evaluated: %s", error)
+            return Verdict(decision=None, rule="the policy could not be evaluated")
 
     async def _answer_decided_requests(self) -> None:
         for pending in self.requests.values():

@@ -368,6 +368,9 @@ DECIDED: dict[str, tuple[str, str]] = {  # decision -> (what the card says, head
 def approval_card(prompt: ApprovalPrompt) -> dict[str, Any]:
     request = prompt.request
     elements = _request_elements(request)
+    if prompt.asked_because:
+        because = f"<font color='grey'>Asked you because: {escape_mentions(prompt.asked_because)}</font>"
+        elements.append({"tag": "markdown", "content": because})
     if request.kind == "user_input":
         elements += _question_elements(prompt)
     else:
