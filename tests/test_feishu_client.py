@@ -212,7 +212,7 @@ async def test_a_rich_text_post_reads_as_markdown_and_its_image_is_downloaded(
 
     assert isinstance(result, Normalised)
     message = result.message
-    assert message.text == "Build\nplease check [build 42](https://ci/42)@Bob\n\n```python\nprint('hi')\n```"
+    assert message.text == "Build\nplease check [build 42](https://ci/42)@Bob\n```python\nprint('hi')\n```"
     assert message.sender.name == "Alice" and message.chat.chat_type == "group"
     assert [contents(p) for p in message.local_images] == [b"\x89PNG fake"]
     assert message.local_images[0].startswith(str(tmp_path / "inbox"))

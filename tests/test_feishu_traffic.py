@@ -5,6 +5,7 @@ lark-oapi SDK against the fake Feishu, real dev server, real Codex with the scri
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,13 +14,18 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from ally import names
-from dev.fake_feishu import bot_added_event, mention
+from dev.fake_feishu import bot_added_event, mention, message_event, post_message_event
 from dev.model_server import Hang, Say
 from tests.feishu_stack import card_markdown, feishu_stack
 from workflows.conversation import ConversationWorkflow
 from workflows.turn import TurnWorkflow
 
 pytestmark = [pytest.mark.feishu, pytest.mark.codex]
+
+# A 1x1 red PNG: Codex decodes the images it is given, so it must be a real one.
+RED_PIXEL_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+)
 
 
 def user_texts(request: dict[str, Any]) -> list[str]:
@@ -31,6 +37,17 @@ def user_texts(request: dict[str, Any]) -> list[str]:
                 if isinstance(part, dict) and part.get("type") == "input_text":
                     texts.append(str(part.get("text")))
     return texts
+
+
+def user_images(request: dict[str, Any]) -> list[str]:
+    """The images of the user messages of one model request."""
+    return [
+        str(part.get("image_url"))
+        for item in request.get("input") or []
+        if isinstance(item, dict) and item.get("role") == "user"
+        for part in item.get("content") or []
+        if isinstance(part, dict) and part.get("type") == "input_image"
+    ]
 
 
 @pytest.mark.faults
@@ -85,3 +102,107 @@ async def test_a_bot_removed_mid_turn_leaves_the_turn_undelivered_and_the_thread
         second = fs.stack.model.received()[-1]
         assert any("remember 4711" in text for text in user_texts(second))  # the same Codex thread
         assert (await conversation.query(ConversationWorkflow.view)).thread_id == result.thread_id
+
+
+async def test_pasted_code_reaches_codex_byte_for_byte_with_only_the_bots_mention_removed(
+    client: Client, tmp_path: Path
+) -> None:
+    async with feishu_stack(client, tmp_path, "cli_feishu_traffic_whitespace") as fs:
+        fs.fake.add_user("ou_alice", "Alice")
+        fs.stack.model.push(Say(text="Read the text."), Say(text="Read the post."))
+        snippet = "def f(x):\n\tif x:  \n        return 1\n\n\n    # trailing   \n  done"
+
+        text = await fs.say("oc_dm_alice", snippet, sender_open_id="ou_alice")
+        await fs.wait_for_replies(text["event"]["message"]["message_id"])
+        assert snippet in user_texts(fs.stack.model.received()[-1])  # the whole user message, exactly
+
+        bot, bob = mention(fs.fake.bot_open_id, fs.fake.bot_name), mention("ou_bob", "Bob", index=2)
+        paragraphs = [
+            [
+                {"tag": "at", "user_id": "@_user_1", "user_name": fs.fake.bot_name},
+                {"tag": "text", "text": " check this YAML for "},
+                {"tag": "at", "user_id": "@_user_2", "user_name": "Bob"},
+                {"tag": "text", "text": ":  "},
+            ],
+            [],
+            [{"tag": "code_block", "language": "YAML", "text": "a:\n  b: 1\n\tc:   2\n"}],
+            [{"tag": "text", "text": "    indented\twith a tab "}],
+            [
+                {"tag": "text", "text": "thanks "},
+                {"tag": "emotion", "emoji_type": "THUMBSUP"},
+                {"tag": "emotion", "emoji_type": "MEOW"},
+            ],
+        ]
+        post = post_message_event(
+            "oc_team",
+            paragraphs,
+            chat_type="group",
+            sender_open_id="ou_alice",
+            mentions=[bot, bob],
+            app_id=fs.fake.app_id,
+        )
+        fs.stack.chats.add("oc_team")
+        await fs.deliver(post)
+        await fs.wait_for_replies(post["event"]["message"]["message_id"])
+        expected = (
+            "[Alice] check this YAML for @Bob:  \n\n```yaml\na:\n  b: 1\n\tc:   2\n```\n"
+            "    indented\twith a tab \nthanks 👍:meow:"
+        )
+        assert expected in user_texts(fs.stack.model.received()[-1])
+
+
+async def test_a_quoted_message_and_an_image_sent_before_the_mention_reach_codex(
+    client: Client, tmp_path: Path
+) -> None:
+    async with feishu_stack(client, tmp_path, "cli_feishu_traffic_quote") as fs:
+        fs.fake.add_user("ou_alice", "Alice")
+        fs.fake.add_user("ou_bob", "Bob")
+        fs.stack.model.push(Say(text="A missing key."), Say(text="A red square."))
+        bot = [mention(fs.fake.bot_open_id, fs.fake.bot_name)]
+
+        # Bob's message does not mention the bot; Alice replies to it, quoting it, and asks.
+        complaint = await fs.say(
+            "oc_team", "the build fails:\n    KeyError: 'x'", chat_type="group", sender_open_id="ou_bob"
+        )
+        complaint_id = complaint["event"]["message"]["message_id"]
+        asked = await fs.say(
+            "oc_team",
+            "@_user_1 why?",
+            chat_type="group",
+            sender_open_id="ou_alice",
+            mentions=bot,
+            parent_id=complaint_id,
+            root_id=complaint_id,
+        )
+        await fs.wait_for_replies(asked["event"]["message"]["message_id"])
+        quoted = "[Alice] Quoting Bob:\n> the build fails:\n>     KeyError: 'x'\n\nwhy?"
+        assert quoted in user_texts(fs.stack.model.received()[-1])
+
+        # An image cannot carry an @-mention in a group: it waits for Alice's next request.
+        picture = message_event(
+            "oc_team",
+            chat_type="group",
+            sender_open_id="ou_alice",
+            message_type="image",
+            content={"image_key": "img_v3_red"},
+            app_id=fs.fake.app_id,
+        )
+        fs.fake.add_resource(
+            picture["event"]["message"]["message_id"], "img_v3_red", RED_PIXEL_PNG, content_type="image/png"
+        )
+        await fs.deliver(picture)
+        assert fs.replies_to(picture["event"]["message"]["message_id"]) == []
+        assert len(fs.stack.model.received()) == 1  # no turn for the picture alone
+        what = await fs.say(
+            "oc_team",
+            "@_user_1 what is in the picture?",
+            chat_type="group",
+            sender_open_id="ou_alice",
+            mentions=bot,
+        )
+        (reply,) = await fs.wait_for_replies(what["event"]["message"]["message_id"])
+        assert card_markdown(reply) == "A red square."
+        request = fs.stack.model.received()[-1]
+        assert "[Alice] what is in the picture?" in user_texts(request)
+        assert user_images(request)  # the picture went to Codex with the question
+        assert fs.replies_to(picture["event"]["message"]["message_id"]) == []

@@ -31,6 +31,9 @@ RAISE_AUTONOMY_REFUSED = (
     "(`[access] approvers` in config.toml). /auto ask is open to everyone."
 )
 SEEN_LIMIT = 500  # Feishu redelivers within minutes; 500 ids cover far more than that window
+# A group image (which cannot @-mention anyone) waits this long for its sender's next request.
+HELD_FOR_S = 5 * 60
+HELD_LIMIT = 20
 HELP = """Commands:
 /stop: interrupt the running turn (queued messages stay)
 /new: start a fresh Codex thread with the next message
@@ -40,6 +43,13 @@ HELP = """Commands:
 /auto ask|read_only|trusted: which approvals are decided without asking (deny rules always apply;
   in a group, only an approver may raise it)
 /help: this list"""
+
+
+class HeldAttachment(BaseModel):
+    """A group image or file kept for its sender's next request (see `HELD_FOR_S`)."""
+
+    message: InboundMessage
+    held_at: float  # workflow time it arrived
 
 
 class ConversationState(BaseModel):
@@ -61,6 +71,7 @@ class ConversationState(BaseModel):
     mode: Mode | None = None  # this chat's autonomy; None = the policy's default
     grants: SessionGrants = SessionGrants()  # "approve for session" answers in the current thread
     automatic: list[str] = []  # the latest decisions the policy took on its own, for /status
+    held: list[HeldAttachment] = []  # attachments waiting for their sender's next request
 
 
 class ChatConfig(BaseModel):
@@ -115,12 +126,16 @@ class ConversationWorkflow:
         if message.message_id in self.s.seen:
             return  # a redelivery: Feishu pushes again when an ack is slow
         self.s.seen = [*self.s.seen, message.message_id][-SEEN_LIMIT:]
+        if message.attachment_only:
+            held = HeldAttachment(message=message, held_at=workflow.time())
+            self.s.held = [*self._fresh_held(), held][-HELD_LIMIT:]
+            return
         if message.text.strip().startswith("/"):
             self.commands.append(message)
         elif self.current is not None and self.s.busy_policy == "steer":
             self.steers.append(message)
         else:
-            self.s.queue.append(message)
+            self.s.queue.append(self._with_held(message))
             if self.current is not None:
                 position = len(self.s.queue)
                 text = f"Queued (position {position}); runs after the current turn."
@@ -310,6 +325,28 @@ class ConversationWorkflow:
             self.outbox.pop(0)
 
     # --- helpers ---------------------------------------------------------------------------------
+
+    def _fresh_held(self) -> list[HeldAttachment]:
+        now = workflow.time()
+        return [h for h in self.s.held if now - h.held_at <= HELD_FOR_S]
+
+    def _with_held(self, message: InboundMessage) -> InboundMessage:
+        """The message with the attachments its sender sent just before it, which could not
+        mention the assistant themselves (images and files in a group)."""
+        if not self.s.held:
+            return message
+        fresh = self._fresh_held()
+        mine = [h.message for h in fresh if h.message.sender.id == message.sender.id]
+        self.s.held = [h for h in fresh if h.message.sender.id != message.sender.id]
+        if not mine:
+            return message
+        notes = [m.text for m in mine if m.text]
+        return message.model_copy(
+            update={
+                "text": "\n\n".join([message.text, *notes]),
+                "local_images": [*(image for m in mine for image in m.local_images), *message.local_images],
+            }
+        )
 
     def _has_work(self) -> bool:
         return (

@@ -557,10 +557,11 @@ class TurnWorkflow:
 
     def _prompt_text(self) -> str:
         message = self.turn.message
+        text = f"{message.quoted}\n\n{message.text}" if message.quoted else message.text
         if message.chat.chat_type == "group" and message.sender.name:
             # In a group several people talk to one thread: Codex must know who speaks.
-            return f"[{message.sender.name}] {message.text}"
-        return message.text
+            return f"[{message.sender.name}] {text}"
+        return text
 
     def _set_state(self, state: str) -> None:
         self.state = state

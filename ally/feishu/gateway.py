@@ -254,9 +254,12 @@ class FeishuGateway:
             message = result.message
             self.channel.remember_thread(message.message_id, result.thread_id)
             verdict = may_prompt(self.access, message)
-            if verdict.refusal == "chat":
+            if message.attachment_only and not verdict.allowed:
+                # Not addressed to the assistant: nothing to refuse out loud.
+                log.info("attachment %s not kept: %s", message.message_id, verdict.reason)
+            elif verdict.refusal == "chat":
                 await self._not_enabled(message)
-            elif await self._decide_by_text(message):
+            elif not message.attachment_only and await self._decide_by_text(message):
                 pass  # an answer to a waiting approval; the turn's validator says who may give it
             elif not verdict.allowed:
                 log.info("message %s refused: %s", message.message_id, verdict.reason)
