@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
+import lark_oapi as lark
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from ally import names
-from dev.fake_feishu import bot_added_event, mention, message_event, post_message_event
-from dev.model_server import Hang, Say
+from ally.access import AccessConfig
+from dev.fake_feishu import bot_added_event, card_action_event, mention, message_event, post_message_event
+from dev.model_server import Hang, RunCommand, Say
 from tests.feishu_stack import card_markdown, feishu_stack
 from workflows.conversation import ConversationWorkflow
 from workflows.turn import TurnWorkflow
@@ -206,3 +210,85 @@ async def test_a_quoted_message_and_an_image_sent_before_the_mention_reach_codex
         assert "[Alice] what is in the picture?" in user_texts(request)
         assert user_images(request)  # the picture went to Codex with the question
         assert fs.replies_to(picture["event"]["message"]["message_id"]) == []
+
+
+# Names of Python exceptions (ValueError, ApplicationError, FeishuRejected…): logs only, never chats.
+CLASS_NAME = re.compile(r"\b[A-Z][A-Za-z]*(Error|Exception|Rejected|Unavailable|Failure)\b")
+
+
+def callback_answer(result: Any) -> dict[str, Any]:
+    """The card callback's answer as Feishu receives it (the SDK marshals the handler's result)."""
+    answer: dict[str, Any] = json.loads(lark.JSON.marshal(result))
+    return answer
+
+
+def button_values(card: Any) -> list[dict[str, Any]]:
+    """What each button of a card sends back when clicked."""
+    if isinstance(card, list):
+        return [value for item in card for value in button_values(item)]
+    if not isinstance(card, dict):
+        return []
+    found = [b["value"] for b in card.get("behaviors", []) if isinstance(b, dict) and "value" in b]
+    return found + [value for item in card.values() for value in button_values(item)]
+
+
+def words_shown(value: Any) -> list[str]:
+    """Every string of a card, toast or callback answer."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in words_shown(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in words_shown(item)]
+    return []
+
+
+async def test_refusals_speak_plain_sentences_without_python_class_names(
+    client: Client, tmp_path: Path
+) -> None:
+    access = AccessConfig(approvers=["ou_bob"])
+    async with feishu_stack(client, tmp_path, "cli_feishu_traffic_refusals", access=access) as fs:
+        for open_id, name in (("ou_alice", "Alice"), ("ou_bob", "Bob"), ("ou_eve", "Eve")):
+            fs.fake.add_user(open_id, name)
+        target = fs.stack.workspace / "refusals.txt"
+        fs.stack.model.push(RunCommand(cmd=f"touch {target}"), Say(text="Done."))
+        bot = [mention(fs.fake.bot_open_id, fs.fake.bot_name)]
+        asked = await fs.say(
+            "oc_team", "@_user_1 touch it", chat_type="group", sender_open_id="ou_alice", mentions=bot
+        )
+        question = asked["event"]["message"]["message_id"]
+        (card,) = await fs.wait_for_replies(question)
+        values = button_values(card.content)
+        approve = next(v for v in values if v.get("decision") == "accept")
+        decline = next(v for v in values if v.get("decision") == "decline")
+
+        def click(who: str, value: dict[str, Any]) -> dict[str, Any]:
+            return card_action_event(who, value, card.message_id, "oc_team", app_id=fs.fake.app_id)
+
+        answers: list[Any] = []
+        answers.append(callback_answer(await fs.deliver(click("ou_eve", approve))))  # may not decide
+        eve_y = await fs.say(
+            "oc_team", "@_user_1 y", chat_type="group", sender_open_id="ou_eve", mentions=bot
+        )
+        (not_applied,) = await fs.wait_for_replies(eve_y["event"]["message"]["message_id"])
+        answers.append(callback_answer(await fs.deliver(click("ou_bob", approve))))
+        answers.append(callback_answer(await fs.deliver(click("ou_alice", decline))))  # already decided
+        await fs.wait_for_replies(question, count=2)
+        await client.get_workflow_handle(names.turn_id("oc_team", question)).result()
+        answers.append(callback_answer(await fs.deliver(click("ou_alice", decline))))  # turn over
+        answers.append(callback_answer(await fs.deliver(click("ou_bob", {"ally": "something else"}))))
+
+        toasts = [answer["toast"]["content"] for answer in answers]
+        assert toasts[0] == "Eve may not decide this request"
+        assert card_markdown(not_applied) == "Not applied: Eve may not decide this request"
+        assert toasts[1] == "Approved"
+        assert toasts[2] == "this request is no longer waiting for a decision"
+        assert toasts[3] == "This turn has already ended."
+        assert toasts[4] == "This button is not work-ally's."
+        shown = words_shown(answers) + [
+            text
+            for message in fs.fake.messages
+            for version in (message.content, *message.patches)
+            for text in words_shown(version)
+        ]
+        assert shown and not [text for text in shown if CLASS_NAME.search(text)]
