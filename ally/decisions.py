@@ -42,7 +42,8 @@ async def submit_decision(
         # People read the detail: the validator's sentence, never the error's type in front of it
         # (str() of a Temporal failure starts with the class name of what was raised).
         cause = error.cause
-        detail = cause.message if isinstance(cause, FailureError) and cause.message else "The turn refused it."
+        plain = cause.message if isinstance(cause, FailureError) else ""
+        detail = plain or "The turn refused it."
         return DecisionReceipt(status="rejected", detail=detail)
     except WorkflowUpdateRPCTimeoutOrCancelledError:
         await handle.signal(TurnWorkflow.decide_later, decision)

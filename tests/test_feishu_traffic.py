@@ -9,6 +9,9 @@ import base64
 import json
 import logging
 import re
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,16 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from ally import names
 from ally.access import AccessConfig
-from dev.fake_feishu import bot_added_event, card_action_event, mention, message_event, post_message_event
+from ally.feishu.gateway import WebhookServer
+from dev.fake_feishu import (
+    bot_added_event,
+    card_action_event,
+    envelope,
+    mention,
+    message_event,
+    post_message_event,
+    webhook_request,
+)
 from dev.model_server import Hang, RunCommand, Say
 from tests.feishu_stack import card_markdown, feishu_stack
 from workflows.conversation import ConversationWorkflow
@@ -292,3 +304,82 @@ async def test_refusals_speak_plain_sentences_without_python_class_names(
             for text in words_shown(version)
         ]
         assert shown and not [text for text in shown if CLASS_NAME.search(text)]
+
+
+async def test_webhook_requests_from_strangers_are_refused_quietly_and_reach_nothing(
+    client: Client, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with feishu_stack(client, tmp_path, "cli_feishu_traffic_webhook") as fs:
+        fake = fs.fake
+        server = WebhookServer(
+            fs.gateway.event_handler(fake.encrypt_key, fake.verification_token),
+            port=0,
+            host="127.0.0.1",
+            encrypt_key=fake.encrypt_key,
+            verification_token=fake.verification_token,
+        )
+        server.start()
+        event = message_event("oc_dm_mallory", "run rm -rf ~", app_id=fake.app_id)
+        _, signed_body = fake.webhook_request(event)
+        unsigned = {"Content-Type": "application/json"}
+        broken = envelope("im.message.receive_v1", {"message": "not an object"}, app_id=fake.app_id)
+        cases = {
+            "unsigned": (unsigned, signed_body),
+            "wrong signature": fake.webhook_request(event, tamper_signature=True),
+            "wrong token": webhook_request(
+                event, encrypt_key=fake.encrypt_key, verification_token="guessed-token"
+            ),
+            "stale timestamp": fake.webhook_request(event, timestamp=str(int(time.time()) - 3600)),
+            "malformed JSON": (unsigned, b'{"encrypt": "abc'),
+            "signed but malformed": webhook_request(
+                broken, encrypt_key=fake.encrypt_key, verification_token=fake.verification_token
+            ),
+        }
+        try:
+            answers: dict[str, tuple[int, Any]] = {}
+            lines: dict[str, list[logging.LogRecord]] = {}
+            for name, (headers, body) in cases.items():
+                caplog.clear()
+                answers[name] = await post_webhook(server, headers, body)
+                lines[name] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+            caplog.clear()
+            for _ in range(5):  # a flood of the same kind: one line, not five
+                await post_webhook(server, unsigned, signed_body)
+            flood = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        finally:
+            server.stop()
+
+        statuses = {name: status for name, (status, _) in answers.items()}
+        assert statuses == {
+            "unsigned": 401,
+            "wrong signature": 401,
+            "wrong token": 401,
+            "stale timestamp": 400,
+            "malformed JSON": 400,
+            "signed but malformed": 200,  # acknowledged: pushing it again cannot fix it
+        }
+        for name, records in lines.items():
+            assert len(records) == 1, (name, [r.getMessage() for r in records])
+            assert records[0].exc_info is None and "\n" not in records[0].getMessage()
+        assert "unsupported operand" not in caplog.text
+        assert flood == []  # within the rate limit's window: already said
+        await asyncio.sleep(1.0)
+        assert fs.gateway.handed_over == 0 and fs.stack.model.received() == []
+        assert fake.messages == []
+
+
+async def post_webhook(server: WebhookServer, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+    def send() -> tuple[int, Any]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{server.port}/webhook/event", data=body, method="POST"
+        )
+        for name, value in headers.items():
+            request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    return await asyncio.to_thread(send)

@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import threading
@@ -42,6 +44,7 @@ from lark_oapi.core.const import (
     LARK_REQUEST_TIMESTAMP,
     X_REQUEST_ID,
 )
+from lark_oapi.core.utils.decryptor import AESCipher
 from lark_oapi.event.callback.model.p2_card_action_trigger import P2CardActionTriggerResponse
 from lark_oapi.event.custom import CustomizedEventProcessor
 from pydantic import BaseModel, ValidationError
@@ -82,12 +85,17 @@ APPROVING_EMOJIS = frozenset({"THUMBSUP", "OK", "DONE"})
 # Webhook replay window: the SDK checks the signature but not the timestamp's age (notes §3).
 WEBHOOK_MAX_AGE_S = 300.0
 WEBHOOK_MAX_BODY = 1024 * 1024
+WEBHOOK_LOG_EVERY_S = 10.0  # a refused kind of request is logged at most this often
 
 DECISION_TOASTS = {
     "accept": "Approved",
     "acceptForSession": "Approved for this session",
     "decline": "Declined",
 }
+
+
+class HandOverFailed(Exception):
+    """The work behind an event failed in time to say so in the ack: Feishu pushes it again."""
 
 
 class FeishuGateway:
@@ -432,6 +440,8 @@ class FeishuGateway:
             log.info("%s still in progress after %.1f s; acknowledged", what, wait_s)
             self._keep(future, what)
             return None
+        except Exception as error:
+            raise HandOverFailed(f"{what}: {error}") from error
 
     def _spawn(self, work: Coroutine[Any, Any, Any], what: str) -> None:
         self._keep(asyncio.run_coroutine_threadsafe(work, self.loop), what)
@@ -526,24 +536,40 @@ class LongConnection:
 
 
 class WebhookServer:
-    """Feishu's HTTP event and callback delivery, into `handler.do(RawRequest)`.
+    """Feishu's HTTP event and callback delivery, checked here, then into the SDK's dispatcher.
 
-    - Headers are passed on under the exact names the SDK looks up (it is case-sensitive, and
-      proxies and HTTP stacks lowercase them).
-    - A request whose signed timestamp is older than `max_age_s` (or as far in the future) is
-      refused: the SDK verifies the signature but not its age, so a captured request could be
-      replayed forever.
+    The check is ours, done before the SDK sees anything, so a request from anyone else is
+    answered with a 4xx and one short log line (rate-limited: anyone on the network can send
+    them), never with the SDK's 500 and traceback (Feishu would push a 500 again):
+    - malformed (not a JSON object, not decryptable): 400;
+    - unsigned or wrongly signed (with an encrypt key, every event is signed over timestamp,
+      nonce, key and body), or the wrong verification token: 401;
+    - a signed timestamp more than `max_age_s` old (or ahead): 400. The SDK checks the signature
+      but not its age, so a captured request could otherwise be replayed forever.
+    An authentic event then goes through the same dispatch as the long connection. One whose
+    shape is broken is acknowledged (200) and logged once: pushing it again cannot fix it. One
+    whose hand-over failed (Temporal unreachable) gets a 500, so Feishu pushes it again.
     """
 
     def __init__(
-        self, handler: Any, *, port: int, host: str = "0.0.0.0", max_age_s: float = WEBHOOK_MAX_AGE_S
+        self,
+        handler: Any,
+        *,
+        port: int,
+        host: str = "0.0.0.0",
+        encrypt_key: str = "",
+        verification_token: str = "",
+        max_age_s: float = WEBHOOK_MAX_AGE_S,
     ) -> None:
         self.handler = handler
+        self.encrypt_key = encrypt_key
+        self.verification_token = verification_token
         self.max_age_s = max_age_s
         self.server = ThreadingHTTPServer((host, port), _webhook_request_handler(self))
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self._serve, name="feishu-webhook", daemon=True)
         self._stopped = _ThreadEnd()
+        self._refusals = QuietLog(WEBHOOK_LOG_EVERY_S)
 
     @property
     def port(self) -> int:
@@ -571,28 +597,103 @@ class WebhookServer:
 
     def answer(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
         """One webhook request: (status, headers, body). Never raises."""
-        if (stale := self._stale(headers.get(LARK_REQUEST_TIMESTAMP))) is not None:
-            log.warning("webhook request refused: %s", stale)
-            return 400, {CONTENT_TYPE: "application/json"}, b'{"msg":"stale or invalid timestamp"}'
-        request = lark.RawRequest()
-        request.uri = path
-        request.headers = headers
-        request.body = body
-        response = self.handler.do(request)
-        if response.status_code != 200:
-            log.warning(
-                "webhook request answered %s: %s", response.status_code, (response.content or b"")[:200]
+        try:
+            plaintext, envelope = self._authentic(headers, body)
+        except WebhookRefused as refused:
+            self._refusals.warning(refused.kind, "webhook request refused: %s", refused.reason)
+            return _json_answer(refused.status, {"msg": f"refused: {refused.kind}"})
+        if envelope.get("type") == "url_verification":
+            return _json_answer(200, {"challenge": str(envelope.get("challenge") or "")})
+        try:
+            result = self.handler._do_without_validation(plaintext)
+        except HandOverFailed as error:
+            log.warning("webhook event answered 500 so that Feishu pushes it again: %s", error)
+            return _json_answer(500, {"msg": "not accepted yet; push again"})
+        except Exception as error:  # the SDK could not read its shape
+            kind = _event_type(envelope)
+            self._refusals.warning(
+                "broken event", "signed %s event of a broken shape acknowledged, dropped: %s", kind, error
             )
-        return int(response.status_code or 500), dict(response.headers or {}), bytes(response.content or b"")
+            return _json_answer(200, {"msg": "success"})
+        if result is None:
+            return _json_answer(200, {"msg": "success"})
+        return 200, {CONTENT_TYPE: "application/json; charset=utf-8"}, lark.JSON.marshal(result).encode()
 
-    def _stale(self, timestamp: str | None) -> str | None:
-        if timestamp is None:
-            return None  # unsigned requests (no encrypt key) carry none; the SDK decides on those
+    def _authentic(self, headers: dict[str, str], body: bytes) -> tuple[bytes, dict[str, Any]]:
+        """The plaintext and the envelope of a request Feishu sent; `WebhookRefused` otherwise."""
+        outer = _json_object(body, "the body")
+        plaintext = body
+        if "encrypt" in outer:
+            if not self.encrypt_key:
+                raise WebhookRefused(400, "encrypted", "encrypted, but no encrypt key is configured")
+            try:
+                plaintext = AESCipher(self.encrypt_key).decrypt_str(str(outer["encrypt"])).encode()
+            except (ValueError, TypeError, UnicodeDecodeError):
+                raise WebhookRefused(400, "malformed", "cannot be decrypted with the encrypt key") from None
+        envelope = _json_object(plaintext, "the decrypted body") if plaintext is not body else outer
+        challenge = envelope.get("type") == "url_verification"
+        if self.encrypt_key and not challenge:  # Feishu signs every event once a key is set
+            self._check_signature(headers, body)
+        if self.verification_token:
+            header = envelope.get("header")
+            token = header.get("token") if isinstance(header, dict) else envelope.get("token")
+            if not isinstance(token, str) or not hmac.compare_digest(
+                token.encode(), self.verification_token.encode()
+            ):
+                raise WebhookRefused(401, "token", "wrong or missing verification token")
+        return plaintext, envelope
+
+    def _check_signature(self, headers: dict[str, str], body: bytes) -> None:
+        timestamp = headers.get(LARK_REQUEST_TIMESTAMP)
+        nonce = headers.get(LARK_REQUEST_NONCE)
+        signature = headers.get(LARK_REQUEST_SIGNATURE)
+        if not (timestamp and nonce and signature):
+            raise WebhookRefused(401, "unsigned", "unsigned")
+        if (stale := self._stale(timestamp)) is not None:
+            raise WebhookRefused(400, "timestamp", stale)
+        expected = hashlib.sha256((timestamp + nonce + self.encrypt_key).encode() + body).hexdigest()
+        if not hmac.compare_digest(expected.encode(), signature.encode()):
+            raise WebhookRefused(401, "signature", "wrong signature")
+
+    def _stale(self, timestamp: str) -> str | None:
         try:
             age = time.time() - float(timestamp)
         except ValueError:
             return f"timestamp {timestamp[:20]!r} is not a number"
         return f"timestamp is {age:.0f} s old" if abs(age) > self.max_age_s else None
+
+
+class WebhookRefused(Exception):
+    """A webhook request that did not come from Feishu (or not in one piece)."""
+
+    def __init__(self, status: int, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.kind = kind  # what the caller is told, and what the log is rate-limited by
+        self.reason = reason  # for the log
+
+
+class QuietLog:
+    """Log lines anyone on the network can trigger: one per kind every `every_s` seconds, with
+    the count of those left out since, so a flood cannot fill the log."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+        self._left_out: dict[str, int] = {}
+
+    def warning(self, kind: str, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(kind, -self.every_s) < self.every_s:
+                self._left_out[kind] = self._left_out.get(kind, 0) + 1
+                return
+            self._last[kind] = now
+            left_out = self._left_out.pop(kind, 0)
+        if left_out:
+            message += f" (and {left_out} more like it in the last {self.every_s:.0f} s)"
+        log.warning(message, *args)
 
 
 def canonical_headers(lookup: Callable[[str], str | None]) -> dict[str, str]:
@@ -609,16 +710,20 @@ def _webhook_request_handler(server: WebhookServer) -> type[BaseHTTPRequestHandl
             log.debug("webhook: " + format, *args)
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > WEBHOOK_MAX_BODY:
-                self._write(413, {CONTENT_TYPE: "application/json"}, b'{"msg":"too large"}')
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if not 0 <= length <= WEBHOOK_MAX_BODY:
+                self.close_connection = True  # the body was not read: the connection cannot be reused
+                self._write(*_json_answer(413 if length > 0 else 400, {"msg": "bad length"}))
                 return
             body = self.rfile.read(length)
             try:
                 status, headers, content = server.answer(self.path, canonical_headers(self.headers.get), body)
-            except Exception:  # the SDK turns handler errors into 500 itself; this is a last resort
-                log.exception("webhook request failed")
-                status, headers, content = 500, {CONTENT_TYPE: "application/json"}, b'{"msg":"error"}'
+            except Exception as error:  # `answer` never raises; this is the last resort
+                log.error("webhook request failed: %s", error)
+                status, headers, content = _json_answer(500, {"msg": "error"})
             self._write(status, headers, content)
 
         def _write(self, status: int, headers: dict[str, str], content: bytes) -> None:
@@ -687,6 +792,26 @@ def _validated(model: type[ModelT], data: Any, what: str) -> ModelT | None:
     except (ValidationError, ValueError, TypeError) as error:
         log.warning("malformed %s event acknowledged and dropped: %s", what, error)
         return None
+
+
+def _json_answer(status: int, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    return status, {CONTENT_TYPE: "application/json; charset=utf-8"}, json.dumps(body).encode()
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise WebhookRefused(400, "malformed", f"{what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise WebhookRefused(400, "malformed", f"{what} is not a JSON object")
+    return value
+
+
+def _event_type(envelope: dict[str, Any]) -> str:
+    header = envelope.get("header")
+    kind = header.get("event_type") if isinstance(header, dict) else None
+    return kind if isinstance(kind, str) and kind else "(untyped)"
 
 
 def _callback(answer: dict[str, Any]) -> Any:
