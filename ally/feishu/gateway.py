@@ -2,12 +2,15 @@
 
 The handlers run on the transport's thread (the SDK calls them synchronously) and must answer
 within 3 s, or Feishu pushes the event again (notes/feishu.md §1-2). So each handler only
-validates, normalises and hands the work to the gateway's asyncio loop (thread-safely), waiting at
-most `ACK_BUDGET_S` for it:
+validates and hands the work to the gateway's asyncio loop (thread-safely), where hand-overs run
+concurrently; the ack waits at most `ACK_BUDGET_S` for that event's own work, never for another's
+(over the long connection the wait is a task of its own, `PromptAcks`; over the webhook each
+request has its own thread):
 - a message is acknowledged once it was handed over to its conversation (signal-with-start, which
   Temporal records durably) or the budget ran out with the work still going; a hand-over that
   fails raises, the ack becomes an error and Feishu pushes the message again, and the conversation
-  drops the redelivery if the first one did land (it remembers message ids);
+  drops the redelivery if the first one did land (it remembers message ids). Messages of one
+  chat are handed over in the order they arrived, whatever each one's reading costs;
 - a decision shortcut ("y", "1 y 2 n") answers pending approvals when the chat has some;
 - a card click becomes a `decide` update (its id derived from request and person, so a replay
   decides once) and is answered with a toast, and the decided card when we still know the prompt;
@@ -21,16 +24,20 @@ Malformed events are logged and acknowledged: pushing them again cannot fix them
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import contextlib
 import hashlib
 import hmac
+import http
 import json
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
@@ -47,6 +54,9 @@ from lark_oapi.core.const import (
 from lark_oapi.core.utils.decryptor import AESCipher
 from lark_oapi.event.callback.model.p2_card_action_trigger import P2CardActionTriggerResponse
 from lark_oapi.event.custom import CustomizedEventProcessor
+from lark_oapi.ws.const import HEADER_BIZ_RT, HEADER_MESSAGE_ID, HEADER_SEQ, HEADER_SUM, HEADER_TYPE
+from lark_oapi.ws.enum import MessageType
+from lark_oapi.ws.model import Response as AckFrame
 from pydantic import BaseModel, ValidationError
 from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -78,6 +88,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ACK_BUDGET_S = 2.0  # of Feishu's 3 s: what is left covers the SDK's own work and the network
+# A message still not handed over after this long (Temporal unreachable, a download that hangs)
+# gives up, so the messages after it in its chat go on; acknowledged by then, it is logged as lost.
+HAND_OVER_LIMIT_S = 60.0
 CALLBACK_BUDGET_S = 2.0
 EVENTS_REMEMBERED = 5000
 # Reactions that approve the card they are put on (Feishu emoji_type names are case-sensitive).
@@ -96,6 +109,58 @@ DECISION_TOASTS = {
 
 class HandOverFailed(Exception):
     """The work behind an event failed in time to say so in the ack: Feishu pushes it again."""
+
+
+@dataclass
+class PendingAck:
+    """Work an event's ack waits for, awaited by the transport without blocking its loop."""
+
+    future: concurrent.futures.Future[Any]
+    budget_s: float
+    what: str
+    keep: Callable[[concurrent.futures.Future[Any], str], None]
+    deadline: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.deadline += self.budget_s
+
+    async def settled(self) -> None:
+        """Returns once the work is done or its budget spent (it then goes on in the background);
+        raises `HandOverFailed` if it failed in time."""
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[None] = loop.create_future()
+
+        def settle() -> None:
+            if not finished.done():
+                finished.set_result(None)
+
+        def wake(_: concurrent.futures.Future[Any]) -> None:
+            with contextlib.suppress(RuntimeError):  # the transport's loop closed meanwhile
+                loop.call_soon_threadsafe(settle)
+
+        self.future.add_done_callback(wake)
+        try:
+            await asyncio.wait_for(finished, max(self.deadline - time.monotonic(), 0.0))
+        except TimeoutError:
+            log.info("%s still in progress after %.1f s; acknowledged", self.what, self.budget_s)
+            self.keep(self.future, self.what)
+            return
+        if not self.future.cancelled() and (error := self.future.exception()) is not None:
+            raise HandOverFailed(f"{self.what}: {error}") from error
+
+
+_ACK_WAITS: ContextVar[list[PendingAck] | None] = ContextVar("feishu_ack_waits", default=None)
+
+
+@contextlib.contextmanager
+def deferred_acks() -> Iterator[list[PendingAck]]:
+    """Handlers called inside this return at once; what their acks must wait for is collected."""
+    waits: list[PendingAck] = []
+    token = _ACK_WAITS.set(waits)
+    try:
+        yield waits
+    finally:
+        _ACK_WAITS.reset(token)
 
 
 class FeishuGateway:
@@ -123,6 +188,7 @@ class FeishuGateway:
         self._seen_lock = threading.Lock()
         self._background: set[concurrent.futures.Future[Any]] = set()
         self._not_cards: OrderedDict[str, None] = OrderedDict()  # messages a thumbs-up cannot approve
+        self._chat_tails: dict[str, asyncio.Future[None]] = {}  # each chat's latest hand-over
         self.handed_over = 0
 
     # --- the dispatcher --------------------------------------------------------------------------
@@ -161,7 +227,10 @@ class FeishuGateway:
             return
         # An error here (Temporal unreachable) fails the ack: Feishu pushes the message again.
         self._run(
-            self._accept_message(envelope), ACK_BUDGET_S, f"message {envelope.event.message.message_id}"
+            self._accept_message(envelope),
+            ACK_BUDGET_S,
+            f"message {envelope.event.message.message_id}",
+            deferrable=True,
         )
 
     def on_card_action(self, data: Any) -> Any:
@@ -210,7 +279,10 @@ class FeishuGateway:
             # A queued message is dropped from the queue; a running turn keeps running (/stop).
             event = envelope.event
             self._run(
-                self._recall(event.chat_id, event.message_id), ACK_BUDGET_S, f"recall {event.message_id}"
+                self._recall(event.chat_id, event.message_id),
+                ACK_BUDGET_S,
+                f"recall {event.message_id}",
+                deferrable=True,
             )
 
     async def _recall(self, chat_id: str, message_id: str) -> None:
@@ -253,7 +325,24 @@ class FeishuGateway:
     # --- the work (gateway loop) -----------------------------------------------------------------
 
     async def _accept_message(self, envelope: Envelope[MessageReceived]) -> None:
-        result = await self.reader.read(envelope.event)
+        # The turn for the chat's slot is taken before the first await: in arrival order.
+        chat_id = envelope.event.message.chat_id
+        before = self._chat_tails.get(chat_id)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._chat_tails[chat_id] = mine
+        try:
+            await asyncio.wait_for(self._read_and_hand_over(envelope, before), HAND_OVER_LIMIT_S)
+        finally:
+            mine.set_result(None)
+            if self._chat_tails.get(chat_id) is mine:
+                del self._chat_tails[chat_id]
+
+    async def _read_and_hand_over(
+        self, envelope: Envelope[MessageReceived], before: asyncio.Future[None] | None
+    ) -> None:
+        result = await self.reader.read(envelope.event)  # reading runs beside the chat's earlier ones
+        if before is not None:
+            await asyncio.wait({before})  # not cancelled with this one: the next in line waits on it
         if isinstance(result, Ignored):
             log.info("message %s ignored: %s", envelope.event.message.message_id, result.reason)
             if result.tell:
@@ -427,13 +516,22 @@ class FeishuGateway:
 
     # --- between threads -------------------------------------------------------------------------
 
-    def _run(self, work: Coroutine[Any, Any, T], wait_s: float, what: str) -> T | None:
+    def _run(
+        self, work: Coroutine[Any, Any, T], wait_s: float, what: str, *, deferrable: bool = False
+    ) -> T | None:
         """Run `work` on the gateway loop and wait up to `wait_s` for it: its result, or None when
-        it is still going (it finishes in the background). Its exception, if it failed in time."""
+        it is still going (it finishes in the background). Its exception, if it failed in time.
+
+        `deferrable` work whose result the handler does not need is not waited for here when the
+        transport waits for it itself (`deferred_acks`): the handler returns at once."""
         if threading.get_ident() == self._loop_thread:  # called on the loop itself: cannot block it
             self._spawn(work, what)
             return None
         future = asyncio.run_coroutine_threadsafe(work, self.loop)
+        waits = _ACK_WAITS.get()
+        if deferrable and waits is not None:
+            waits.append(PendingAck(future, wait_s, what, self._keep))
+            return None
         try:
             return future.result(timeout=wait_s)
         except TimeoutError:
@@ -495,7 +593,7 @@ class LongConnection:
         asyncio.set_event_loop(loop)
         lark_ws_client.loop = loop
         try:
-            client = lark.ws.Client(
+            client = PromptAcks(
                 self.config.app_id,
                 self.config.app_secret.get_secret_value(),
                 event_handler=self.handler,
@@ -533,6 +631,58 @@ class LongConnection:
         """Returns never; raises once the connection thread died (the supervisor restarts us)."""
         await self._stopped.wait()
         raise RuntimeError(f"the Feishu long connection stopped: {self.error}")
+
+
+class PromptAcks(lark.ws.Client):  # type: ignore[misc]  # lark-oapi has no type hints
+    """`lark.ws.Client` whose acks never wait for other events (lark-oapi 1.7.5, pinned <1.8).
+
+    The SDK calls the synchronous handler right on its receive loop, so every hand-over held back
+    the acks of all the events behind it: under a burst they came seconds late, past Feishu's 3 s,
+    and Feishu pushed them again. Here a handler only starts its work (`deferred_acks`), and each
+    ack waits for its own event's work, bounded by its budget, in the task the SDK gave that
+    frame. A card click's answer is the ack's payload, so its handler runs on a worker thread.
+    The ack frame is the SDK's own: the event frame echoed with `biz_rt`, code and data."""
+
+    async def _handle_data_frame(self, frame: Any) -> None:
+        headers = {header.key: header.value for header in frame.headers}
+        payload: bytes | None = frame.payload
+        parts = int(headers.get(HEADER_SUM) or 1)
+        if parts > 1:
+            message_id, seq = headers.get(HEADER_MESSAGE_ID, ""), int(headers.get(HEADER_SEQ) or 0)
+            payload = self._combine(message_id, parts, seq, payload)
+        if payload is None or headers.get(HEADER_TYPE) != MessageType.EVENT.value:
+            return  # a part still missing; or not an event (the SDK drops those too)
+        started = time.monotonic()
+        ack = AckFrame(code=http.HTTPStatus.OK)
+        try:
+            result = await self._dispatch(payload)
+            if result is not None:
+                ack.data = base64.b64encode(lark.JSON.marshal(result).encode())
+        except Exception as error:
+            log.warning("event frame %s answered 500: %s", headers.get(HEADER_MESSAGE_ID), error)
+            ack = AckFrame(code=http.HTTPStatus.INTERNAL_SERVER_ERROR)
+        took = frame.headers.add()
+        took.key, took.value = HEADER_BIZ_RT, str(round((time.monotonic() - started) * 1000))
+        frame.payload = lark.JSON.marshal(ack).encode()
+        await self._write_message(frame.SerializeToString())
+
+    async def _dispatch(self, payload: bytes) -> Any:
+        if _is_callback(payload):
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, self._event_handler._do_without_validation, payload)
+        with deferred_acks() as waits:
+            result = self._event_handler._do_without_validation(payload)
+        for wait in waits:
+            await wait.settled()
+        return result
+
+
+def _is_callback(payload: bytes) -> bool:
+    try:
+        header = json.loads(payload).get("header") or {}
+        return bool(header.get("event_type") == events.CARD_ACTION)
+    except (ValueError, AttributeError):
+        return False
 
 
 class WebhookServer:
