@@ -33,7 +33,7 @@ from dev.fake_feishu import (
 )
 from dev.model_server import Hang, RunCommand, Say
 from tests.feishu_stack import card_markdown, feishu_stack
-from workflows.conversation import ConversationWorkflow
+from workflows.conversation import QUEUE_NOTICE_AFTER_S, ConversationWorkflow
 from workflows.turn import TurnWorkflow
 
 pytestmark = [pytest.mark.feishu, pytest.mark.codex]
@@ -383,3 +383,19 @@ async def post_webhook(server: WebhookServer, headers: dict[str, str], body: byt
             return error.code, json.loads(error.read())
 
     return await asyncio.to_thread(send)
+
+
+async def test_a_message_sent_the_moment_an_answer_lands_is_not_announced_as_queued(
+    client: Client, tmp_path: Path
+) -> None:
+    async with feishu_stack(client, tmp_path, "cli_feishu_traffic_no_queue_notice") as fs:
+        fs.stack.model.push(*(Say(text=f"answer {i}") for i in range(5)))
+        for i in range(5):
+            # The answer is on screen while its turn still settles the emoji: the next question
+            # arrives while the turn has not quite ended.
+            asked = await fs.say("oc_dm_quick", f"question {i}")
+            await fs.wait_for_replies(asked["event"]["message"]["message_id"])
+        await asyncio.sleep(QUEUE_NOTICE_AFTER_S + 1.0)  # past the moment a notice would go out
+
+        shown = [card_markdown(m) for m in fs.fake.messages]
+        assert shown == [f"answer {i}" for i in range(5)]  # no "Queued (position 1)" in between
