@@ -215,9 +215,7 @@ def test_a_line_longer_than_a_card_is_cut_with_a_mark_on_both_sides_of_the_cut()
     assert shown[0].endswith("\n```\n" + cards.LINE_GOES_ON)  # the code block closed, then the mark
     assert shown[1].startswith(cards.LINE_WENT_ON + "```\n")
     assert all(cards.size_on_the_wire(card) <= cards.CARD_BUDGET_BYTES for card in layout.cards)
-    pieces = [
-        part.removeprefix(cards.LINE_WENT_ON).removesuffix("\n" + cards.LINE_GOES_ON) for part in shown
-    ]
+    pieces = [part.removeprefix(cards.LINE_WENT_ON).removesuffix("\n" + cards.LINE_GOES_ON) for part in shown]
     rejoined = pieces[0].removesuffix("\n```")
     for piece in pieces[1:]:
         rejoined += piece.removeprefix("```\n")

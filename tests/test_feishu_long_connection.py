@@ -15,7 +15,7 @@ import pytest
 from temporalio.client import Client
 
 from ally.feishu.gateway import LongConnection
-from dev.fake_feishu import Message, card_action_event, message_event
+from dev.fake_feishu import Message, card_action_event, envelope, message_event
 from dev.model_server import RunCommand, Say
 from tests.feishu_stack import card_markdown, feishu_stack
 
@@ -46,6 +46,11 @@ async def test_a_message_and_a_card_click_over_the_long_connection(client: Clien
             click = card_action_event("ou_alice", approve, card.message_id, "oc_dm_ws", app_id=fs.fake.app_id)
             clicked = await fs.fake.apush_event(click)
             answers = await fs.wait_for_replies(question, count=2)
+            # A shape the SDK cannot read: acknowledged, since pushing it again cannot fix it.
+            broken = envelope(
+                "im.message.reaction.created_v1", {"reaction_type": "not an object"}, app_id=fs.fake.app_id
+            )
+            assert await fs.fake.apush_event(broken) == {"code": 200}
 
             assert ack == {"code": 200}
             assert clicked["code"] == 200 and clicked["data"]["toast"]["content"] == "Approved"

@@ -29,6 +29,7 @@ from dev.fake_feishu import (
     mention,
     message_event,
     post_message_event,
+    url_verification,
     webhook_request,
 )
 from dev.model_server import Hang, RunCommand, Say
@@ -343,6 +344,7 @@ async def test_webhook_requests_from_strangers_are_refused_quietly_and_reach_not
                 caplog.clear()
                 answers[name] = await post_webhook(server, headers, body)
                 lines[name] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+            challenge = await post_webhook(server, *fake.webhook_request(url_verification("c-17")))
             caplog.clear()
             for _ in range(5):  # a flood of the same kind: one line, not five
                 await post_webhook(server, unsigned, signed_body)
@@ -362,6 +364,7 @@ async def test_webhook_requests_from_strangers_are_refused_quietly_and_reach_not
         for name, records in lines.items():
             assert len(records) == 1, (name, [r.getMessage() for r in records])
             assert records[0].exc_info is None and "\n" not in records[0].getMessage()
+        assert challenge == (200, {"challenge": "c-17"})  # Feishu's own URL check still passes
         assert "unsupported operand" not in caplog.text
         assert flood == []  # within the rate limit's window: already said
         await asyncio.sleep(1.0)

@@ -641,7 +641,8 @@ class PromptAcks(lark.ws.Client):  # type: ignore[misc]  # lark-oapi has no type
     and Feishu pushed them again. Here a handler only starts its work (`deferred_acks`), and each
     ack waits for its own event's work, bounded by its budget, in the task the SDK gave that
     frame. A card click's answer is the ack's payload, so its handler runs on a worker thread.
-    The ack frame is the SDK's own: the event frame echoed with `biz_rt`, code and data."""
+    The ack frame is the SDK's own: the event frame echoed with `biz_rt`, code and data. Only a
+    failed hand-over answers 500 (the SDK answered 500 to anything it could not parse, too)."""
 
     async def _handle_data_frame(self, frame: Any) -> None:
         headers = {header.key: header.value for header in frame.headers}
@@ -658,9 +659,13 @@ class PromptAcks(lark.ws.Client):  # type: ignore[misc]  # lark-oapi has no type
             result = await self._dispatch(payload)
             if result is not None:
                 ack.data = base64.b64encode(lark.JSON.marshal(result).encode())
-        except Exception as error:
-            log.warning("event frame %s answered 500: %s", headers.get(HEADER_MESSAGE_ID), error)
+        except HandOverFailed as error:  # Feishu pushes it again, and the next try may land
+            log.warning("event %s answered 500: %s", headers.get(HEADER_MESSAGE_ID), error)
             ack = AckFrame(code=http.HTTPStatus.INTERNAL_SERVER_ERROR)
+        except Exception as error:  # the SDK could not read it: pushing it again cannot fix that
+            log.warning(
+                "event %s of a broken shape acknowledged, dropped: %s", headers.get(HEADER_MESSAGE_ID), error
+            )
         took = frame.headers.add()
         took.key, took.value = HEADER_BIZ_RT, str(round((time.monotonic() - started) * 1000))
         frame.payload = lark.JSON.marshal(ack).encode()
