@@ -18,9 +18,12 @@ from typing import Any
 import lark_oapi as lark
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError
 
 from ally import names
 from ally.access import AccessConfig
+from ally.contracts import Decision, Person
+from ally.decisions import submit_decision
 from ally.feishu.gateway import WebhookServer
 from dev.fake_feishu import (
     bot_added_event,
@@ -402,3 +405,39 @@ async def test_a_message_sent_the_moment_an_answer_lands_is_not_announced_as_que
 
         shown = [card_markdown(m) for m in fs.fake.messages]
         assert shown == [f"answer {i}" for i in range(5)]  # no "Queued (position 1)" in between
+
+
+@pytest.mark.faults
+async def test_an_approval_card_refused_for_good_leaves_the_request_to_the_terminal(
+    client: Client, tmp_path: Path
+) -> None:
+    async with feishu_stack(client, tmp_path, "cli_feishu_traffic_card_refused") as fs:
+        target = fs.stack.workspace / "decided-elsewhere.txt"
+        fs.stack.model.push(RunCommand(cmd=f"touch {target}"), Say(text="Touched."))
+        fs.fake.remove_bot("oc_dm_gone")
+        asked = await fs.say("oc_dm_gone", "touch it")
+        question = asked["event"]["message"]["message_id"]
+        turn_id = names.turn_id("oc_dm_gone", question)
+        turn = client.get_workflow_handle_for(TurnWorkflow.run, turn_id)
+
+        async def waiting() -> list[str]:
+            try:
+                return [r.key for r in (await turn.query(TurnWorkflow.view)).pending]
+            except RPCError:  # not started yet
+                return []
+
+        for _ in range(200):
+            if await waiting():
+                break
+            await asyncio.sleep(0.1)
+        (key,) = await waiting()  # the card was refused, the request still waits: not failed
+        assert [c.code for c in fs.fake.calls_to(f"/messages/{question}/reply")] == [230002]
+
+        fs.fake.add_bot("oc_dm_gone")
+        operator = Person(id=names.LOCAL_OPERATOR, name="terminal")
+        decision = Decision(key=key, decision="accept", operator=operator)
+        receipt = await submit_decision(client, turn_id, decision)  # as `ally approvals --decide`
+        assert receipt.status == "decided"
+        (answer,) = await fs.wait_for_replies(question)
+        assert card_markdown(answer) == "Touched." and target.exists()
+        assert (await turn.result()).status == "completed"

@@ -390,7 +390,7 @@ class TurnWorkflow:
         await self._show_decision(pending, shown, decided_by)
 
     async def _show_decision(self, pending: PendingRequest, shown: str, decided_by: str) -> None:
-        if pending.card_message_id is None:
+        if not pending.card_message_id:  # never shown, or its card was refused
             return
         await self._to_chat(
             "update_approval",

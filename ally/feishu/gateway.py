@@ -325,7 +325,7 @@ class FeishuGateway:
     # --- the work (gateway loop) -----------------------------------------------------------------
 
     async def _accept_message(self, envelope: Envelope[MessageReceived]) -> None:
-        # The turn for the chat's slot is taken before the first await: in arrival order.
+        # Its place in its chat's line is taken before the first await, so places follow arrival.
         chat_id = envelope.event.message.chat_id
         before = self._chat_tails.get(chat_id)
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
