@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from ally.channels import Channel, PermanentDeliveryError, RetryLaterError
 from ally.contracts import (
@@ -87,7 +87,13 @@ def _delivery_errors() -> Iterator[None]:
     try:
         yield
     except PermanentDeliveryError as error:
-        raise ApplicationError(str(error), type="PermanentDeliveryError", non_retryable=True) from error
+        # Benign: the SDK logs it at DEBUG, and the workflow says once what was not delivered.
+        raise ApplicationError(
+            str(error),
+            type="PermanentDeliveryError",
+            non_retryable=True,
+            category=ApplicationErrorCategory.BENIGN,
+        ) from error
     except RetryLaterError as error:
         # Feishu says when its rate-limit window resets (`x-ogw-ratelimit-reset`); retrying
         # earlier only earns another 429, later wastes the person's time.

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.exceptions import FailureError
 from temporalio.service import RPCError, RPCStatusCode
 
 from ally.contracts import Decision
@@ -38,7 +39,12 @@ async def submit_decision(
         )
         return DecisionReceipt(status="decided", detail=str(result))
     except WorkflowUpdateFailedError as error:
-        return DecisionReceipt(status="rejected", detail=str(error.cause or error))
+        # People read the detail: the validator's sentence, never the error's type in front of it
+        # (str() of a Temporal failure starts with the class name of what was raised).
+        cause = error.cause
+        plain = cause.message if isinstance(cause, FailureError) else ""
+        detail = plain or "The turn refused it."
+        return DecisionReceipt(status="rejected", detail=detail)
     except WorkflowUpdateRPCTimeoutOrCancelledError:
         await handle.signal(TurnWorkflow.decide_later, decision)
         return DecisionReceipt(

@@ -80,6 +80,7 @@ async def feishu_stack(
     *,
     sdk_timeout_s: float = 5.0,
     access: AccessConfig | None = None,
+    demo: bool = False,
 ) -> AsyncIterator[FeishuStack]:
     # lark-oapi caches tenant tokens process-wide by app_id: one app id per test (notes §5).
     forget_sdk_token(app_id)
@@ -94,7 +95,7 @@ async def feishu_stack(
         def delivery(stack: Stack) -> list[Worker]:
             return [stack.chat_worker(channel, queue)]
 
-        async with running_stack(client, tmp_path, extra_workers=delivery) as stack:
+        async with running_stack(client, tmp_path, extra_workers=delivery, demo=demo) as stack:
             reader = MessageReader(api, inbox=stack.workspace / "feishu-inbox", worker_queue=queue)
             gateway = FeishuGateway(
                 client=client,

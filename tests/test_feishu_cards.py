@@ -202,3 +202,21 @@ def test_a_decided_card_says_who_decided_what_and_when_and_has_no_buttons() -> N
     )
     assert button_values(card) == [] and card["header"]["template"] == "green"
     assert card["config"]["update_multi"] is True
+
+
+def test_a_line_longer_than_a_card_is_cut_with_a_mark_on_both_sides_of_the_cut() -> None:
+    line = "".join(f"{i:05d}," for i in range(6000))  # one 36 KB line: a minified file, a log line
+    text = f"Before.\n```\n{line}\n```\nAfter."
+
+    layout = cards.reply_layout(text, "answer")
+    shown = [card["body"]["elements"][0]["content"] for card in layout.cards]
+
+    assert len(shown) == 2 and layout.file_data is None
+    assert shown[0].endswith("\n```\n" + cards.LINE_GOES_ON)  # the code block closed, then the mark
+    assert shown[1].startswith(cards.LINE_WENT_ON + "```\n")
+    assert all(cards.size_on_the_wire(card) <= cards.CARD_BUDGET_BYTES for card in layout.cards)
+    pieces = [part.removeprefix(cards.LINE_WENT_ON).removesuffix("\n" + cards.LINE_GOES_ON) for part in shown]
+    rejoined = pieces[0].removesuffix("\n```")
+    for piece in pieces[1:]:
+        rejoined += piece.removeprefix("```\n")
+    assert rejoined == text  # the marks are all that was added

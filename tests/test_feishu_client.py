@@ -212,7 +212,7 @@ async def test_a_rich_text_post_reads_as_markdown_and_its_image_is_downloaded(
 
     assert isinstance(result, Normalised)
     message = result.message
-    assert message.text == "Build\nplease check [build 42](https://ci/42)@Bob\n\n```python\nprint('hi')\n```"
+    assert message.text == "Build\nplease check [build 42](https://ci/42)@Bob\n```python\nprint('hi')\n```"
     assert message.sender.name == "Alice" and message.chat.chat_type == "group"
     assert [contents(p) for p in message.local_images] == [b"\x89PNG fake"]
     assert message.local_images[0].startswith(str(tmp_path / "inbox"))
@@ -256,3 +256,20 @@ async def test_a_person_whose_name_cannot_be_looked_up_still_gets_answered(
 
     assert isinstance(result, Normalised)
     assert (result.message.sender.id, result.message.sender.name) == ("ou_stranger", "")
+
+
+async def test_a_reply_quoting_the_bots_answer_card_brings_its_words_along(
+    fake: FakeFeishu, tmp_path: Path
+) -> None:
+    channel = FeishuChannel(api_for(fake), pace_s=0.0)
+    asked = question(fake, "oc_1")
+    sent = await channel.send_reply(reply(asked, text="Use `make test`.\nThen **ship** it."))
+    envelope = message_event(
+        "oc_1", "and then?", app_id=fake.app_id, parent_id=sent.message_id, root_id=asked
+    )
+
+    result = await read(fake, tmp_path, envelope)
+
+    assert isinstance(result, Normalised)
+    assert result.message.text == "and then?"  # commands and "y" still read the text alone
+    assert result.message.quoted == "Quoting your earlier reply:\n> Use `make test`.\n> Then **ship** it."

@@ -168,8 +168,9 @@ async def test_twenty_messages_while_a_turn_runs_are_all_answered_in_order(
         assert description.run_id != description.raw_description.workflow_execution_info.first_run_id, (
             "the conversation should have continued-as-new between turns"
         )
-        queued = stack.replies(chat, tone="notice")
-        assert [q.text.split(")")[0] for q in queued[:2]] == ["Queued (position 1", "Queued (position 2"]
+        queued = [n.text for n in stack.replies(chat, tone="notice") if n.text.startswith("Queued")]
+        assert 1 <= len(queued) <= 2, queued  # the burst is told once or twice, not 20 times
+        assert queued[0].startswith("Queued: ") and "they run in order after the current turn" in queued[0]
 
 
 async def test_in_steer_mode_a_message_sent_while_a_turn_runs_steers_that_turn(

@@ -55,10 +55,13 @@ async def main() -> None:
     feishu = config.feishu
     transport: LongConnection | WebhookServer
     if feishu.transport == "webhook":
-        handler = gateway.event_handler(
-            feishu.encrypt_key.get_secret_value(), feishu.verification_token.get_secret_value()
+        keys = feishu.encrypt_key.get_secret_value(), feishu.verification_token.get_secret_value()
+        transport = WebhookServer(
+            gateway.event_handler(*keys),
+            port=feishu.webhook_port,
+            encrypt_key=keys[0],
+            verification_token=keys[1],
         )
-        transport = WebhookServer(handler, port=feishu.webhook_port)
     else:
         transport = LongConnection(feishu, gateway.event_handler())
     transport.start()

@@ -31,6 +31,15 @@ RAISE_AUTONOMY_REFUSED = (
     "(`[access] approvers` in config.toml). /auto ask is open to everyone."
 )
 SEEN_LIMIT = 500  # Feishu redelivers within minutes; 500 ids cover far more than that window
+# A group image (which cannot @-mention anyone) waits this long for its sender's next request.
+HELD_FOR_S = 5 * 60
+HELD_LIMIT = 20
+# A queued message is announced only if it still waits this long after it came (a turn about to
+# end needs no notice), and the messages queued meanwhile share that one notice; the next notice
+# comes no sooner than QUEUE_NOTICE_AGAIN_S after it, so a burst gets one or two, not one each.
+QUEUE_NOTICE_AFTER_S = 3.0
+QUEUE_NOTICE_AGAIN_S = 30.0
+QUEUE_NOTICES_PATCH = "coalesced-queue-notices"  # before it, each queued message had its notice
 HELP = """Commands:
 /stop: interrupt the running turn (queued messages stay)
 /new: start a fresh Codex thread with the next message
@@ -44,6 +53,13 @@ HELP = """Commands:
   trusted: also what keeps every effect inside the workspace (edits, local git, tests, builds);
     network, processes, packages, schedulers, git remotes, shell/interpreter code and unknown commands ask
 /help: this list"""
+
+
+class HeldAttachment(BaseModel):
+    """A group image or file kept for its sender's next request (see `HELD_FOR_S`)."""
+
+    message: InboundMessage
+    held_at: float  # workflow time it arrived
 
 
 class ConversationState(BaseModel):
@@ -65,6 +81,10 @@ class ConversationState(BaseModel):
     mode: Mode | None = None  # this chat's autonomy; None = the policy's default
     grants: SessionGrants = SessionGrants()  # "approve for session" answers in the current thread
     automatic: list[str] = []  # the latest decisions the policy took on its own, for /status
+    held: list[HeldAttachment] = []  # attachments waiting for their sender's next request
+    unannounced: list[str] = []  # ids of queued messages not told their position yet
+    announce_at: float | None = None  # workflow time the next queue notice is due
+    last_announced: float | None = None  # workflow time of the last queue notice
 
 
 class ChatConfig(BaseModel):
@@ -119,16 +139,28 @@ class ConversationWorkflow:
         if message.message_id in self.s.seen:
             return  # a redelivery: Feishu pushes again when an ack is slow
         self.s.seen = [*self.s.seen, message.message_id][-SEEN_LIMIT:]
+        if message.attachment_only:
+            held = HeldAttachment(message=message, held_at=workflow.time())
+            self.s.held = [*self._fresh_held(), held][-HELD_LIMIT:]
+            return
         if message.text.strip().startswith("/"):
             self.commands.append(message)
         elif self.current is not None and self.s.busy_policy == "steer":
             self.steers.append(message)
         else:
-            self.s.queue.append(message)
+            self.s.queue.append(self._with_held(message))
             if self.current is not None:
-                position = len(self.s.queue)
-                text = f"Queued (position {position}); runs after the current turn."
-                self.outbox.append(Notice(to=message, text=text, while_queued=True))
+                if workflow.patched(QUEUE_NOTICES_PATCH):
+                    self.s.unannounced = [*self.s.unannounced, message.message_id]
+                    if self.s.announce_at is None:
+                        due = workflow.time() + QUEUE_NOTICE_AFTER_S
+                        if self.s.last_announced is not None:
+                            due = max(due, self.s.last_announced + QUEUE_NOTICE_AGAIN_S)
+                        self.s.announce_at = due
+                else:
+                    position = len(self.s.queue)
+                    text = f"Queued (position {position}); runs after the current turn."
+                    self.outbox.append(Notice(to=message, text=text, while_queued=True))
 
     @workflow.signal
     def recall(self, message_id: str) -> None:
@@ -154,6 +186,7 @@ class ConversationWorkflow:
     async def run(self, state: ConversationState) -> None:
         workflow.upsert_search_attributes([names.CHAT.value_set(self.s.chat.chat_id)])
         sending = asyncio.create_task(self._send_notices())
+        announcing = asyncio.create_task(self._announce_queue())
         while True:
             await workflow.wait_condition(self._has_work)
             if self.child is not None and self.child.done():
@@ -166,6 +199,7 @@ class ConversationWorkflow:
                 # notices are out and the handlers done.
                 await workflow.wait_condition(lambda: not self.outbox and workflow.all_handlers_finished())
                 sending.cancel()
+                announcing.cancel()  # the next run announces what is left (it is in the state)
                 workflow.continue_as_new(self.s)
             if self.child is None and self.s.queue:
                 await self._start_turn(self.s.queue.pop(0))
@@ -313,7 +347,54 @@ class ConversationWorkflow:
                     workflow.logger.warning("a notice could not be delivered: %s", error)
             self.outbox.pop(0)
 
+    async def _announce_queue(self) -> None:
+        """Runs beside the main loop: tells the chat which messages wait, once they have waited
+        `QUEUE_NOTICE_AFTER_S`, in one notice for all queued meanwhile (see the constants)."""
+        while True:
+            await workflow.wait_condition(lambda: self.s.announce_at is not None)
+            assert self.s.announce_at is not None
+            delay = self.s.announce_at - workflow.time()
+            if delay > 0:
+                await workflow.sleep(delay, summary="let queued messages gather for one notice")
+            waiting = [m for m in self.s.queue if m.message_id in self.s.unannounced]
+            self.s.unannounced, self.s.announce_at = [], None
+            if not waiting:
+                continue  # they all started meanwhile
+            self.s.last_announced = workflow.time()
+            queued = [m.message_id for m in self.s.queue]
+            positions = sorted(queued.index(m.message_id) + 1 for m in waiting)
+            if len(waiting) == 1:
+                text = f"Queued (position {positions[0]}); runs after the current turn."
+            else:
+                text = (
+                    f"Queued: {len(waiting)} messages (positions {positions[0]} to {positions[-1]}); "
+                    "they run in order after the current turn."
+                )
+            self.outbox.append(Notice(to=waiting[-1], text=text, while_queued=True))
+
     # --- helpers ---------------------------------------------------------------------------------
+
+    def _fresh_held(self) -> list[HeldAttachment]:
+        now = workflow.time()
+        return [h for h in self.s.held if now - h.held_at <= HELD_FOR_S]
+
+    def _with_held(self, message: InboundMessage) -> InboundMessage:
+        """The message with the attachments its sender sent just before it, which could not
+        mention the assistant themselves (images and files in a group)."""
+        if not self.s.held:
+            return message
+        fresh = self._fresh_held()
+        mine = [h.message for h in fresh if h.message.sender.id == message.sender.id]
+        self.s.held = [h for h in fresh if h.message.sender.id != message.sender.id]
+        if not mine:
+            return message
+        notes = [m.text for m in mine if m.text]
+        return message.model_copy(
+            update={
+                "text": "\n\n".join([message.text, *notes]),
+                "local_images": [*(image for m in mine for image in m.local_images), *message.local_images],
+            }
+        )
 
     def _has_work(self) -> bool:
         return (

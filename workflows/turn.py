@@ -27,7 +27,8 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from ally import names
@@ -80,6 +81,11 @@ RUN_TURN_MAX = timedelta(hours=12)
 POLICY_PATCH = "policy-verdict-recorded"
 POLICY_CALL = timedelta(seconds=10)
 POLICY_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(milliseconds=100))
+# A channel call is a local activity, and a local activity's failure reaches the workflow as the
+# activity's own error (an ApplicationError, or a timeout), not wrapped in an ActivityError.
+CHAT_CALL_FAILED = (ActivityError, ApplicationError, TemporalTimeoutError)
+# Before this patch a refused reply (bot removed from the chat) failed the whole turn.
+UNDELIVERED_PATCH = "undelivered-local-reply"
 
 
 class TurnInput(BaseModel):
@@ -279,22 +285,31 @@ class TurnWorkflow:
             if await self._decided_by_policy(pending):
                 continue
             self._set_state("awaiting_approval")
-            sent = await self._to_chat(
-                "send_approval",
-                ApprovalPrompt(
-                    chat=self.turn.message.chat,
-                    reply_to=self._reply_target(),
-                    turn_workflow_id=workflow.info().workflow_id,
-                    request=pending.request,
-                    idempotency_key=names.delivery_key(
-                        workflow.info().workflow_id, f"ask:{pending.request.key}"
+            try:
+                sent = await self._to_chat(
+                    "send_approval",
+                    ApprovalPrompt(
+                        chat=self.turn.message.chat,
+                        reply_to=self._reply_target(),
+                        turn_workflow_id=workflow.info().workflow_id,
+                        request=pending.request,
+                        idempotency_key=names.delivery_key(
+                            workflow.info().workflow_id, f"ask:{pending.request.key}"
+                        ),
+                        expires_in_s=self.turn.approval_timeout_s,
+                        asked_because=pending.asked_because,
                     ),
-                    expires_in_s=self.turn.approval_timeout_s,
-                    asked_because=pending.asked_because,
-                ),
-                result_type=SentMessage,
-                summary=f"ask: {pending.request.kind}",
-            )
+                    result_type=SentMessage,
+                    summary=f"ask: {pending.request.kind}",
+                )
+            except CHAT_CALL_FAILED as error:
+                if not workflow.patched(UNDELIVERED_PATCH):
+                    raise
+                # The chat refused the card for good (the bot was removed): the request still
+                # waits, for `ally approvals` or its expiry, but no card will show it.
+                workflow.logger.warning("approval card not shown: %s", error)
+                pending.card_message_id = ""
+                continue
             pending.card_message_id = sent.message_id
 
     async def _decided_by_policy(self, pending: PendingRequest) -> bool:
@@ -411,7 +426,7 @@ class TurnWorkflow:
         await self._show_decision(pending, shown, decided_by)
 
     async def _show_decision(self, pending: PendingRequest, shown: str, decided_by: str) -> None:
-        if pending.card_message_id is None:
+        if not pending.card_message_id:  # never shown, or its card was refused
             return
         await self._to_chat(
             "update_approval",
@@ -501,7 +516,9 @@ class TurnWorkflow:
         try:
             await self._to_chat(activity, message, result_type=SentMessage, summary="deliver the reply")
             return True
-        except ActivityError as error:
+        except CHAT_CALL_FAILED as error:
+            if not isinstance(error, ActivityError) and not workflow.patched(UNDELIVERED_PATCH):
+                raise
             # Only a permanent rejection (bot removed from the chat, message gone) or 55 minutes of
             # failures get here: the answer stays readable in the thread; the turn itself succeeded.
             workflow.logger.warning("the reply could not be delivered: %s", error)
@@ -576,10 +593,11 @@ class TurnWorkflow:
 
     def _prompt_text(self) -> str:
         message = self.turn.message
+        text = f"{message.quoted}\n\n{message.text}" if message.quoted else message.text
         if message.chat.chat_type == "group" and message.sender.name:
             # In a group several people talk to one thread: Codex must know who speaks.
-            return f"[{message.sender.name}] {message.text}"
-        return message.text
+            return f"[{message.sender.name}] {text}"
+        return text
 
     def _set_state(self, state: str) -> None:
         self.state = state

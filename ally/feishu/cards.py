@@ -12,8 +12,10 @@ Facts these builders rely on (notes/feishu.md §4):
 
 A long answer is split on line boundaries, preferring blank lines and the ends of code blocks, and
 never breaks a code block without closing it at the end of one card and re-opening it (same fence,
-same language) at the start of the next. The raw pieces always concatenate back to the text; past
-`MAX_ANSWER_CARDS` cards the whole answer goes as a file instead, so nothing is ever cut off.
+same language) at the start of the next. A single line longer than a card is cut where the card
+is full, and both sides of the cut say so (`LINE_GOES_ON`, `LINE_WENT_ON`), outside any code
+block. The raw pieces always concatenate back to the text; past `MAX_ANSWER_CARDS` cards the whole
+answer goes as a file instead, so nothing is ever cut off.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ DIFF_BUDGET_BYTES = 12 * 1024  # an approval card's diff panel; the rest of the 
 SUMMARY_CHARS = 60
 ANSWER_FILE_NAME = "answer.md"
 
+# Where one line had to be cut between two cards: said after the first part, before the second.
+LINE_GOES_ON = "*(this line goes on in the next card)*"
+LINE_WENT_ON = "*(the line goes on:)*\n"
 _ZWSP = "\u200b"
 _AT_TAG = re.compile(r"<(\s*at\b)", re.IGNORECASE)
 _FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
@@ -156,13 +161,19 @@ class Chunk:
     text: str
     reopened: Fence | None  # the code block this piece starts inside: its fence is written first
     left_open: Fence | None  # the code block this piece ends inside: closed after it
+    starts_mid_line: bool = False  # the previous chunk ended inside this one's first line
+    ends_mid_line: bool = False  # its last line goes on in the next chunk
 
     def rendered(self) -> str:
-        head = self.reopened.opening if self.reopened else ""
-        tail = ""
+        head = (LINE_WENT_ON if self.starts_mid_line else "") + (
+            self.reopened.opening if self.reopened else ""
+        )
+        body = self.text
         if self.left_open is not None:
-            tail = ("" if self.text.endswith("\n") else "\n") + self.left_open.closing
-        return head + self.text + tail
+            body += ("" if body.endswith("\n") else "\n") + self.left_open.closing
+        if self.ends_mid_line:
+            body += "\n" + LINE_GOES_ON
+        return head + body
 
 
 @dataclass(frozen=True)
@@ -173,6 +184,8 @@ class _Unit:
     before: Fence | None
     after: Fence | None
     cost: int
+    starts_mid_line: bool = False  # a piece of a cut line, not its first
+    ends_mid_line: bool = False  # a piece of a cut line, not its last
 
 
 def _suffix_cost(fence: Fence | None, text: str) -> int:
@@ -183,6 +196,9 @@ def _suffix_cost(fence: Fence | None, text: str) -> int:
 
 def _prefix_cost(fence: Fence | None) -> int:
     return text_cost(fence.opening) if fence else 0
+
+
+_CUT_MARKS_COST = text_cost(LINE_WENT_ON) + text_cost("\n" + LINE_GOES_ON)
 
 
 def _units(text: str, budget: int) -> list[_Unit]:
@@ -197,8 +213,12 @@ def _units(text: str, budget: int) -> list[_Unit]:
             # Longer than a whole card: only possible for lines over MAX_FENCE_LINE chars (fence
             # lines are shorter and fit), which never open or close a fence, so every piece keeps
             # the block state of its line.
-            capacity = budget - _prefix_cost(fence) - _suffix_cost(fence, "")
-            units += [_Unit(piece, fence, fence, text_cost(piece)) for piece in _pieces(line, capacity)]
+            capacity = budget - _prefix_cost(fence) - _suffix_cost(fence, "") - _CUT_MARKS_COST
+            pieces = _pieces(line, capacity)
+            units += [
+                _Unit(piece, fence, fence, text_cost(piece), index > 0, index < len(pieces) - 1)
+                for index, piece in enumerate(pieces)
+            ]
         fence = after
     return units
 
@@ -238,9 +258,12 @@ def split_markdown(text: str, budget: int = CONTENT_BUDGET_BYTES) -> list[Chunk]
         sums.append(sums[-1] + unit.cost)
 
     def cost(start: int, end: int) -> int:  # units[start:end] as one chunk, rendered
-        last = units[end - 1]
+        first, last = units[start], units[end - 1]
+        marks = (text_cost(LINE_WENT_ON) if first.starts_mid_line else 0) + (
+            text_cost("\n" + LINE_GOES_ON) if last.ends_mid_line else 0
+        )
         return (
-            _prefix_cost(units[start].before) + sums[end] - sums[start] + _suffix_cost(last.after, last.text)
+            _prefix_cost(first.before) + sums[end] - sums[start] + _suffix_cost(last.after, last.text) + marks
         )
 
     chunks: list[Chunk] = []
@@ -251,9 +274,9 @@ def split_markdown(text: str, budget: int = CONTENT_BUDGET_BYTES) -> list[Chunk]
             end += 1
         if end < len(units):
             end = _nicer_end(units, start, end, cost, budget)
-        chunks.append(
-            Chunk("".join(u.text for u in units[start:end]), units[start].before, units[end - 1].after)
-        )
+        first, last = units[start], units[end - 1]
+        text = "".join(u.text for u in units[start:end])
+        chunks.append(Chunk(text, first.before, last.after, first.starts_mid_line, last.ends_mid_line))
         start = end
     return chunks
 

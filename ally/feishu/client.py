@@ -118,6 +118,9 @@ class FeishuMessage(BaseModel):
     thread_id: str = ""
     root_id: str = ""
     parent_id: str = ""
+    sender_id: str = ""  # an open_id for a person, the app id for a bot
+    sender_type: str = ""  # "user" | "app"
+    mentions: dict[str, str] = {}  # placeholder ("@_user_1") -> the name it stands for
 
 
 class Download(BaseModel):
@@ -203,6 +206,9 @@ class FeishuApi:
             thread_id=item.thread_id or "",
             root_id=item.root_id or "",
             parent_id=item.parent_id or "",
+            sender_id=(item.sender.id or "") if item.sender else "",
+            sender_type=(item.sender.sender_type or "") if item.sender else "",
+            mentions={m.key: m.name or m.id or "" for m in item.mentions or [] if m.key},
         )
 
     async def add_reaction(self, message_id: str, emoji: str) -> str:

@@ -2,12 +2,15 @@
 
 The handlers run on the transport's thread (the SDK calls them synchronously) and must answer
 within 3 s, or Feishu pushes the event again (notes/feishu.md §1-2). So each handler only
-validates, normalises and hands the work to the gateway's asyncio loop (thread-safely), waiting at
-most `ACK_BUDGET_S` for it:
+validates and hands the work to the gateway's asyncio loop (thread-safely), where hand-overs run
+concurrently; the ack waits at most `ACK_BUDGET_S` for that event's own work, never for another's
+(over the long connection the wait is a task of its own, `PromptAcks`; over the webhook each
+request has its own thread):
 - a message is acknowledged once it was handed over to its conversation (signal-with-start, which
   Temporal records durably) or the budget ran out with the work still going; a hand-over that
   fails raises, the ack becomes an error and Feishu pushes the message again, and the conversation
-  drops the redelivery if the first one did land (it remembers message ids);
+  drops the redelivery if the first one did land (it remembers message ids). Messages of one
+  chat are handed over in the order they arrived, whatever each one's reading costs;
 - a decision shortcut ("y", "1 y 2 n") answers pending approvals when the chat has some;
 - a card click becomes a `decide` update (its id derived from request and person, so a replay
   decides once) and is answered with a toast, and the decided card when we still know the prompt;
@@ -21,14 +24,20 @@ Malformed events are logged and acknowledged: pushing them again cannot fix them
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import contextlib
+import hashlib
+import hmac
+import http
 import json
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
@@ -42,8 +51,12 @@ from lark_oapi.core.const import (
     LARK_REQUEST_TIMESTAMP,
     X_REQUEST_ID,
 )
+from lark_oapi.core.utils.decryptor import AESCipher
 from lark_oapi.event.callback.model.p2_card_action_trigger import P2CardActionTriggerResponse
 from lark_oapi.event.custom import CustomizedEventProcessor
+from lark_oapi.ws.const import HEADER_BIZ_RT, HEADER_MESSAGE_ID, HEADER_SEQ, HEADER_SUM, HEADER_TYPE
+from lark_oapi.ws.enum import MessageType
+from lark_oapi.ws.model import Response as AckFrame
 from pydantic import BaseModel, ValidationError
 from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -75,6 +88,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ACK_BUDGET_S = 2.0  # of Feishu's 3 s: what is left covers the SDK's own work and the network
+# A message still not handed over after this long (Temporal unreachable, a download that hangs)
+# gives up, so the messages after it in its chat go on; acknowledged by then, it is logged as lost.
+HAND_OVER_LIMIT_S = 60.0
 CALLBACK_BUDGET_S = 2.0
 EVENTS_REMEMBERED = 5000
 # Reactions that approve the card they are put on (Feishu emoji_type names are case-sensitive).
@@ -82,12 +98,69 @@ APPROVING_EMOJIS = frozenset({"THUMBSUP", "OK", "DONE"})
 # Webhook replay window: the SDK checks the signature but not the timestamp's age (notes §3).
 WEBHOOK_MAX_AGE_S = 300.0
 WEBHOOK_MAX_BODY = 1024 * 1024
+WEBHOOK_LOG_EVERY_S = 10.0  # a refused kind of request is logged at most this often
 
 DECISION_TOASTS = {
     "accept": "Approved",
     "acceptForSession": "Approved for this session",
     "decline": "Declined",
 }
+
+
+class HandOverFailed(Exception):
+    """The work behind an event failed in time to say so in the ack: Feishu pushes it again."""
+
+
+@dataclass
+class PendingAck:
+    """Work an event's ack waits for, awaited by the transport without blocking its loop."""
+
+    future: concurrent.futures.Future[Any]
+    budget_s: float
+    what: str
+    keep: Callable[[concurrent.futures.Future[Any], str], None]
+    deadline: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.deadline += self.budget_s
+
+    async def settled(self) -> None:
+        """Returns once the work is done or its budget spent (it then goes on in the background);
+        raises `HandOverFailed` if it failed in time."""
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[None] = loop.create_future()
+
+        def settle() -> None:
+            if not finished.done():
+                finished.set_result(None)
+
+        def wake(_: concurrent.futures.Future[Any]) -> None:
+            with contextlib.suppress(RuntimeError):  # the transport's loop closed meanwhile
+                loop.call_soon_threadsafe(settle)
+
+        self.future.add_done_callback(wake)
+        try:
+            await asyncio.wait_for(finished, max(self.deadline - time.monotonic(), 0.0))
+        except TimeoutError:
+            log.info("%s still in progress after %.1f s; acknowledged", self.what, self.budget_s)
+            self.keep(self.future, self.what)
+            return
+        if not self.future.cancelled() and (error := self.future.exception()) is not None:
+            raise HandOverFailed(f"{self.what}: {error}") from error
+
+
+_ACK_WAITS: ContextVar[list[PendingAck] | None] = ContextVar("feishu_ack_waits", default=None)
+
+
+@contextlib.contextmanager
+def deferred_acks() -> Iterator[list[PendingAck]]:
+    """Handlers called inside this return at once; what their acks must wait for is collected."""
+    waits: list[PendingAck] = []
+    token = _ACK_WAITS.set(waits)
+    try:
+        yield waits
+    finally:
+        _ACK_WAITS.reset(token)
 
 
 class FeishuGateway:
@@ -115,6 +188,7 @@ class FeishuGateway:
         self._seen_lock = threading.Lock()
         self._background: set[concurrent.futures.Future[Any]] = set()
         self._not_cards: OrderedDict[str, None] = OrderedDict()  # messages a thumbs-up cannot approve
+        self._chat_tails: dict[str, asyncio.Future[None]] = {}  # each chat's latest hand-over
         self.handed_over = 0
 
     # --- the dispatcher --------------------------------------------------------------------------
@@ -153,7 +227,10 @@ class FeishuGateway:
             return
         # An error here (Temporal unreachable) fails the ack: Feishu pushes the message again.
         self._run(
-            self._accept_message(envelope), ACK_BUDGET_S, f"message {envelope.event.message.message_id}"
+            self._accept_message(envelope),
+            ACK_BUDGET_S,
+            f"message {envelope.event.message.message_id}",
+            deferrable=True,
         )
 
     def on_card_action(self, data: Any) -> Any:
@@ -202,7 +279,10 @@ class FeishuGateway:
             # A queued message is dropped from the queue; a running turn keeps running (/stop).
             event = envelope.event
             self._run(
-                self._recall(event.chat_id, event.message_id), ACK_BUDGET_S, f"recall {event.message_id}"
+                self._recall(event.chat_id, event.message_id),
+                ACK_BUDGET_S,
+                f"recall {event.message_id}",
+                deferrable=True,
             )
 
     async def _recall(self, chat_id: str, message_id: str) -> None:
@@ -245,7 +325,24 @@ class FeishuGateway:
     # --- the work (gateway loop) -----------------------------------------------------------------
 
     async def _accept_message(self, envelope: Envelope[MessageReceived]) -> None:
-        result = await self.reader.read(envelope.event)
+        # Its place in its chat's line is taken before the first await, so places follow arrival.
+        chat_id = envelope.event.message.chat_id
+        before = self._chat_tails.get(chat_id)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._chat_tails[chat_id] = mine
+        try:
+            await asyncio.wait_for(self._read_and_hand_over(envelope, before), HAND_OVER_LIMIT_S)
+        finally:
+            mine.set_result(None)
+            if self._chat_tails.get(chat_id) is mine:
+                del self._chat_tails[chat_id]
+
+    async def _read_and_hand_over(
+        self, envelope: Envelope[MessageReceived], before: asyncio.Future[None] | None
+    ) -> None:
+        result = await self.reader.read(envelope.event)  # reading runs beside the chat's earlier ones
+        if before is not None:
+            await asyncio.wait({before})  # not cancelled with this one: the next in line waits on it
         if isinstance(result, Ignored):
             log.info("message %s ignored: %s", envelope.event.message.message_id, result.reason)
             if result.tell:
@@ -254,9 +351,12 @@ class FeishuGateway:
             message = result.message
             self.channel.remember_thread(message.message_id, result.thread_id)
             verdict = may_prompt(self.access, message)
-            if verdict.refusal == "chat":
+            if message.attachment_only and not verdict.allowed:
+                # Not addressed to the assistant: nothing to refuse out loud.
+                log.info("attachment %s not kept: %s", message.message_id, verdict.reason)
+            elif verdict.refusal == "chat":
                 await self._not_enabled(message)
-            elif await self._decide_by_text(message):
+            elif not message.attachment_only and await self._decide_by_text(message):
                 pass  # an answer to a waiting approval; the turn's validator says who may give it
             elif not verdict.allowed:
                 log.info("message %s refused: %s", message.message_id, verdict.reason)
@@ -416,19 +516,30 @@ class FeishuGateway:
 
     # --- between threads -------------------------------------------------------------------------
 
-    def _run(self, work: Coroutine[Any, Any, T], wait_s: float, what: str) -> T | None:
+    def _run(
+        self, work: Coroutine[Any, Any, T], wait_s: float, what: str, *, deferrable: bool = False
+    ) -> T | None:
         """Run `work` on the gateway loop and wait up to `wait_s` for it: its result, or None when
-        it is still going (it finishes in the background). Its exception, if it failed in time."""
+        it is still going (it finishes in the background). Its exception, if it failed in time.
+
+        `deferrable` work whose result the handler does not need is not waited for here when the
+        transport waits for it itself (`deferred_acks`): the handler returns at once."""
         if threading.get_ident() == self._loop_thread:  # called on the loop itself: cannot block it
             self._spawn(work, what)
             return None
         future = asyncio.run_coroutine_threadsafe(work, self.loop)
+        waits = _ACK_WAITS.get()
+        if deferrable and waits is not None:
+            waits.append(PendingAck(future, wait_s, what, self._keep))
+            return None
         try:
             return future.result(timeout=wait_s)
         except TimeoutError:
             log.info("%s still in progress after %.1f s; acknowledged", what, wait_s)
             self._keep(future, what)
             return None
+        except Exception as error:
+            raise HandOverFailed(f"{what}: {error}") from error
 
     def _spawn(self, work: Coroutine[Any, Any, Any], what: str) -> None:
         self._keep(asyncio.run_coroutine_threadsafe(work, self.loop), what)
@@ -482,7 +593,7 @@ class LongConnection:
         asyncio.set_event_loop(loop)
         lark_ws_client.loop = loop
         try:
-            client = lark.ws.Client(
+            client = PromptAcks(
                 self.config.app_id,
                 self.config.app_secret.get_secret_value(),
                 event_handler=self.handler,
@@ -522,25 +633,98 @@ class LongConnection:
         raise RuntimeError(f"the Feishu long connection stopped: {self.error}")
 
 
-class WebhookServer:
-    """Feishu's HTTP event and callback delivery, into `handler.do(RawRequest)`.
+class PromptAcks(lark.ws.Client):  # type: ignore[misc]  # lark-oapi has no type hints
+    """`lark.ws.Client` whose acks never wait for other events (lark-oapi 1.7.5, pinned <1.8).
 
-    - Headers are passed on under the exact names the SDK looks up (it is case-sensitive, and
-      proxies and HTTP stacks lowercase them).
-    - A request whose signed timestamp is older than `max_age_s` (or as far in the future) is
-      refused: the SDK verifies the signature but not its age, so a captured request could be
-      replayed forever.
+    The SDK calls the synchronous handler right on its receive loop, so every hand-over held back
+    the acks of all the events behind it: under a burst they came seconds late, past Feishu's 3 s,
+    and Feishu pushed them again. Here a handler only starts its work (`deferred_acks`), and each
+    ack waits for its own event's work, bounded by its budget, in the task the SDK gave that
+    frame. A card click's answer is the ack's payload, so its handler runs on a worker thread.
+    The ack frame is the SDK's own: the event frame echoed with `biz_rt`, code and data. Only a
+    failed hand-over answers 500 (the SDK answered 500 to anything it could not parse, too)."""
+
+    async def _handle_data_frame(self, frame: Any) -> None:
+        headers = {header.key: header.value for header in frame.headers}
+        payload: bytes | None = frame.payload
+        parts = int(headers.get(HEADER_SUM) or 1)
+        if parts > 1:
+            message_id, seq = headers.get(HEADER_MESSAGE_ID, ""), int(headers.get(HEADER_SEQ) or 0)
+            payload = self._combine(message_id, parts, seq, payload)
+        if payload is None or headers.get(HEADER_TYPE) != MessageType.EVENT.value:
+            return  # a part still missing; or not an event (the SDK drops those too)
+        started = time.monotonic()
+        ack = AckFrame(code=http.HTTPStatus.OK)
+        try:
+            result = await self._dispatch(payload)
+            if result is not None:
+                ack.data = base64.b64encode(lark.JSON.marshal(result).encode())
+        except HandOverFailed as error:  # Feishu pushes it again, and the next try may land
+            log.warning("event %s answered 500: %s", headers.get(HEADER_MESSAGE_ID), error)
+            ack = AckFrame(code=http.HTTPStatus.INTERNAL_SERVER_ERROR)
+        except Exception as error:  # the SDK could not read it: pushing it again cannot fix that
+            log.warning(
+                "event %s of a broken shape acknowledged, dropped: %s", headers.get(HEADER_MESSAGE_ID), error
+            )
+        took = frame.headers.add()
+        took.key, took.value = HEADER_BIZ_RT, str(round((time.monotonic() - started) * 1000))
+        frame.payload = lark.JSON.marshal(ack).encode()
+        await self._write_message(frame.SerializeToString())
+
+    async def _dispatch(self, payload: bytes) -> Any:
+        if _is_callback(payload):
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, self._event_handler._do_without_validation, payload)
+        with deferred_acks() as waits:
+            result = self._event_handler._do_without_validation(payload)
+        for wait in waits:
+            await wait.settled()
+        return result
+
+
+def _is_callback(payload: bytes) -> bool:
+    try:
+        header = json.loads(payload).get("header") or {}
+        return bool(header.get("event_type") == events.CARD_ACTION)
+    except (ValueError, AttributeError):
+        return False
+
+
+class WebhookServer:
+    """Feishu's HTTP event and callback delivery, checked here, then into the SDK's dispatcher.
+
+    The check is ours, done before the SDK sees anything, so a request from anyone else is
+    answered with a 4xx and one short log line (rate-limited: anyone on the network can send
+    them), never with the SDK's 500 and traceback (Feishu would push a 500 again):
+    - malformed (not a JSON object, not decryptable): 400;
+    - unsigned or wrongly signed (with an encrypt key, every event is signed over timestamp,
+      nonce, key and body), or the wrong verification token: 401;
+    - a signed timestamp more than `max_age_s` old (or ahead): 400. The SDK checks the signature
+      but not its age, so a captured request could otherwise be replayed forever.
+    An authentic event then goes through the same dispatch as the long connection. One whose
+    shape is broken is acknowledged (200) and logged once: pushing it again cannot fix it. One
+    whose hand-over failed (Temporal unreachable) gets a 500, so Feishu pushes it again.
     """
 
     def __init__(
-        self, handler: Any, *, port: int, host: str = "0.0.0.0", max_age_s: float = WEBHOOK_MAX_AGE_S
+        self,
+        handler: Any,
+        *,
+        port: int,
+        host: str = "0.0.0.0",
+        encrypt_key: str = "",
+        verification_token: str = "",
+        max_age_s: float = WEBHOOK_MAX_AGE_S,
     ) -> None:
         self.handler = handler
+        self.encrypt_key = encrypt_key
+        self.verification_token = verification_token
         self.max_age_s = max_age_s
         self.server = ThreadingHTTPServer((host, port), _webhook_request_handler(self))
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self._serve, name="feishu-webhook", daemon=True)
         self._stopped = _ThreadEnd()
+        self._refusals = QuietLog(WEBHOOK_LOG_EVERY_S)
 
     @property
     def port(self) -> int:
@@ -568,28 +752,103 @@ class WebhookServer:
 
     def answer(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
         """One webhook request: (status, headers, body). Never raises."""
-        if (stale := self._stale(headers.get(LARK_REQUEST_TIMESTAMP))) is not None:
-            log.warning("webhook request refused: %s", stale)
-            return 400, {CONTENT_TYPE: "application/json"}, b'{"msg":"stale or invalid timestamp"}'
-        request = lark.RawRequest()
-        request.uri = path
-        request.headers = headers
-        request.body = body
-        response = self.handler.do(request)
-        if response.status_code != 200:
-            log.warning(
-                "webhook request answered %s: %s", response.status_code, (response.content or b"")[:200]
+        try:
+            plaintext, envelope = self._authentic(headers, body)
+        except WebhookRefused as refused:
+            self._refusals.warning(refused.kind, "webhook request refused: %s", refused.reason)
+            return _json_answer(refused.status, {"msg": f"refused: {refused.kind}"})
+        if envelope.get("type") == "url_verification":
+            return _json_answer(200, {"challenge": str(envelope.get("challenge") or "")})
+        try:
+            result = self.handler._do_without_validation(plaintext)
+        except HandOverFailed as error:
+            log.warning("webhook event answered 500 so that Feishu pushes it again: %s", error)
+            return _json_answer(500, {"msg": "not accepted yet; push again"})
+        except Exception as error:  # the SDK could not read its shape
+            kind = _event_type(envelope)
+            self._refusals.warning(
+                "broken event", "signed %s event of a broken shape acknowledged, dropped: %s", kind, error
             )
-        return int(response.status_code or 500), dict(response.headers or {}), bytes(response.content or b"")
+            return _json_answer(200, {"msg": "success"})
+        if result is None:
+            return _json_answer(200, {"msg": "success"})
+        return 200, {CONTENT_TYPE: "application/json; charset=utf-8"}, lark.JSON.marshal(result).encode()
 
-    def _stale(self, timestamp: str | None) -> str | None:
-        if timestamp is None:
-            return None  # unsigned requests (no encrypt key) carry none; the SDK decides on those
+    def _authentic(self, headers: dict[str, str], body: bytes) -> tuple[bytes, dict[str, Any]]:
+        """The plaintext and the envelope of a request Feishu sent; `WebhookRefused` otherwise."""
+        outer = _json_object(body, "the body")
+        plaintext = body
+        if "encrypt" in outer:
+            if not self.encrypt_key:
+                raise WebhookRefused(400, "encrypted", "encrypted, but no encrypt key is configured")
+            try:
+                plaintext = AESCipher(self.encrypt_key).decrypt_str(str(outer["encrypt"])).encode()
+            except (ValueError, TypeError, UnicodeDecodeError):
+                raise WebhookRefused(400, "malformed", "cannot be decrypted with the encrypt key") from None
+        envelope = _json_object(plaintext, "the decrypted body") if plaintext is not body else outer
+        challenge = envelope.get("type") == "url_verification"
+        if self.encrypt_key and not challenge:  # Feishu signs every event once a key is set
+            self._check_signature(headers, body)
+        if self.verification_token:
+            header = envelope.get("header")
+            token = header.get("token") if isinstance(header, dict) else envelope.get("token")
+            if not isinstance(token, str) or not hmac.compare_digest(
+                token.encode(), self.verification_token.encode()
+            ):
+                raise WebhookRefused(401, "token", "wrong or missing verification token")
+        return plaintext, envelope
+
+    def _check_signature(self, headers: dict[str, str], body: bytes) -> None:
+        timestamp = headers.get(LARK_REQUEST_TIMESTAMP)
+        nonce = headers.get(LARK_REQUEST_NONCE)
+        signature = headers.get(LARK_REQUEST_SIGNATURE)
+        if not (timestamp and nonce and signature):
+            raise WebhookRefused(401, "unsigned", "unsigned")
+        if (stale := self._stale(timestamp)) is not None:
+            raise WebhookRefused(400, "timestamp", stale)
+        expected = hashlib.sha256((timestamp + nonce + self.encrypt_key).encode() + body).hexdigest()
+        if not hmac.compare_digest(expected.encode(), signature.encode()):
+            raise WebhookRefused(401, "signature", "wrong signature")
+
+    def _stale(self, timestamp: str) -> str | None:
         try:
             age = time.time() - float(timestamp)
         except ValueError:
             return f"timestamp {timestamp[:20]!r} is not a number"
         return f"timestamp is {age:.0f} s old" if abs(age) > self.max_age_s else None
+
+
+class WebhookRefused(Exception):
+    """A webhook request that did not come from Feishu (or not in one piece)."""
+
+    def __init__(self, status: int, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.kind = kind  # what the caller is told, and what the log is rate-limited by
+        self.reason = reason  # for the log
+
+
+class QuietLog:
+    """Log lines anyone on the network can trigger: one per kind every `every_s` seconds, with
+    the count of those left out since, so a flood cannot fill the log."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+        self._left_out: dict[str, int] = {}
+
+    def warning(self, kind: str, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(kind, -self.every_s) < self.every_s:
+                self._left_out[kind] = self._left_out.get(kind, 0) + 1
+                return
+            self._last[kind] = now
+            left_out = self._left_out.pop(kind, 0)
+        if left_out:
+            message += f" (and {left_out} more like it in the last {self.every_s:.0f} s)"
+        log.warning(message, *args)
 
 
 def canonical_headers(lookup: Callable[[str], str | None]) -> dict[str, str]:
@@ -606,16 +865,20 @@ def _webhook_request_handler(server: WebhookServer) -> type[BaseHTTPRequestHandl
             log.debug("webhook: " + format, *args)
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > WEBHOOK_MAX_BODY:
-                self._write(413, {CONTENT_TYPE: "application/json"}, b'{"msg":"too large"}')
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if not 0 <= length <= WEBHOOK_MAX_BODY:
+                self.close_connection = True  # the body was not read: the connection cannot be reused
+                self._write(*_json_answer(413 if length > 0 else 400, {"msg": "bad length"}))
                 return
             body = self.rfile.read(length)
             try:
                 status, headers, content = server.answer(self.path, canonical_headers(self.headers.get), body)
-            except Exception:  # the SDK turns handler errors into 500 itself; this is a last resort
-                log.exception("webhook request failed")
-                status, headers, content = 500, {CONTENT_TYPE: "application/json"}, b'{"msg":"error"}'
+            except Exception as error:  # `answer` never raises; this is the last resort
+                log.error("webhook request failed: %s", error)
+                status, headers, content = _json_answer(500, {"msg": "error"})
             self._write(status, headers, content)
 
         def _write(self, status: int, headers: dict[str, str], content: bytes) -> None:
@@ -684,6 +947,26 @@ def _validated(model: type[ModelT], data: Any, what: str) -> ModelT | None:
     except (ValidationError, ValueError, TypeError) as error:
         log.warning("malformed %s event acknowledged and dropped: %s", what, error)
         return None
+
+
+def _json_answer(status: int, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    return status, {CONTENT_TYPE: "application/json; charset=utf-8"}, json.dumps(body).encode()
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise WebhookRefused(400, "malformed", f"{what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise WebhookRefused(400, "malformed", f"{what} is not a JSON object")
+    return value
+
+
+def _event_type(envelope: dict[str, Any]) -> str:
+    header = envelope.get("header")
+    kind = header.get("event_type") if isinstance(header, dict) else None
+    return kind if isinstance(kind, str) and kind else "(untyped)"
 
 
 def _callback(answer: dict[str, Any]) -> Any:

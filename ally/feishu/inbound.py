@@ -4,11 +4,19 @@ Rules (notes/feishu.md §1):
 - Direct messages always count; in a group only messages that @-mention the bot do. The bot's own
   open_id comes from GET /open-apis/bot/v3/info, fetched once.
 - Text holds placeholders (`@_user_1`), resolved through `mentions[]`: the bot's mention is removed,
-  other people's become "@Name", so Codex reads what the person meant.
+  other people's become "@Name", so Codex reads what the person meant. Nothing else is touched:
+  indentation, tabs, trailing spaces and blank lines reach Codex as they were typed (pasted code,
+  tracebacks and YAML depend on them).
 - `content` is a JSON string: text `{"text"}`, post (rich text) `{"title","content":[[…]]}` with no
   locale wrapper on receive, image `{"image_key"}`, file `{"file_key","file_name"}`. Images and
   files are downloaded into the workspace (Codex reads them from there): images go to Codex as
   `local_images`, files are named by path in the text.
+- A reply that quotes an earlier message (`parent_id`) brings that message along as a quote, its
+  images too, so Codex sees what the person points at (`InboundMessage.quoted`). Inside a topic,
+  a message that answers the topic's first message is not a quote: the topic is the context.
+- A group image or file cannot carry an @-mention. When one reaches the gateway (only with the
+  `im:message.group_msg` scope), it is handed over as `attachment_only`: the conversation keeps it
+  for that person's next @-mention in the chat, within a few minutes (workflows/conversation.py).
 - The sender's name is not in the event: it is looked up once (contact API, cached) and becomes
   `Person.name`, which the turn puts in front of a group message so Codex knows who speaks.
 """
@@ -35,6 +43,32 @@ log = logging.getLogger(__name__)
 NAME_TTL_S = 6 * 3600.0  # people rarely rename; a stale name for a few hours is harmless
 NAMES_KEPT = 5000
 SUPPORTED = "text, rich text, images and files"
+QUOTE_MAX_CHARS = 4000  # a quote is context, not the question: a long one is shortened
+# Post `emotion` elements carry Feishu's emoji_type; the common ones read better as emoji.
+EMOJI = {
+    "SMILE": "🙂",
+    "LAUGH": "😄",
+    "JOYFUL": "😊",
+    "WINK": "😉",
+    "THUMBSUP": "👍",
+    "THUMBSDOWN": "👎",
+    "OK": "👌",
+    "DONE": "✅",
+    "HEART": "❤️",
+    "CLAP": "👏",
+    "FIRE": "🔥",
+    "PARTY": "🎉",
+    "THINKING": "🤔",
+    "CRY": "😢",
+    "SOB": "😭",
+    "FACEPALM": "🤦",
+    "SHOCKED": "😮",
+    "ROSE": "🌹",
+    "MUSCLE": "💪",
+    "PRAY": "🙏",
+    "HEART_EYES": "😍",
+    "WAVE": "👋",
+}
 
 
 @dataclass(frozen=True)
@@ -80,8 +114,11 @@ class MessageReader:
         chat_type: Literal["p2p", "group"] = "p2p" if message.chat_type == "p2p" else "group"
         mentions = message.mentions or []
         bot_id = await self.bot_open_id() if chat_type == "group" or mentions else ""
+        attachment_only = False
         if chat_type == "group" and not any(m.id.open_id == bot_id for m in mentions):
-            return Ignored("a group message that does not @-mention the bot")
+            if message.message_type not in ("image", "file"):
+                return Ignored("a group message that does not @-mention the bot")
+            attachment_only = True  # cannot carry a mention: kept for the sender's next one
         try:
             content = json.loads(message.content)
         except ValueError:
@@ -115,11 +152,16 @@ class MessageReader:
                 tell=f"I can read {SUPPORTED}; this was a {kind} message.",
             )
         text = resolve_mentions(text, mentions, bot_id)
-        text = "\n\n".join(part for part in (text, *notes) if part)
-        if images and not text:
+        quoted = ""
+        if message.parent_id and not (message.thread_id and message.parent_id == message.root_id):
+            quoted = await self._quote(message.parent_id, message.message_id, bot_id, images)
+        text = "\n\n".join(part for part in (text, *notes) if part.strip())
+        if images and not text and not attachment_only:
             text = "(an image)" if len(images) == 1 else f"({len(images)} images)"
-        if not text:
+        if not text and not quoted and not attachment_only:
             return Ignored("nothing but a mention")
+        if attachment_only and not (images or text):
+            return Ignored("a group attachment that could not be read")
 
         chat = ChatRef(
             channel="feishu", chat_id=message.chat_id, chat_type=chat_type, worker_queue=self.worker_queue
@@ -131,8 +173,54 @@ class MessageReader:
             text=text,
             local_images=images,
             reply_to=message.message_id,
+            quoted=quoted,
+            attachment_only=attachment_only,
         )
         return Normalised(message=inbound, thread_id=message.thread_id)
+
+    async def _quote(self, parent_id: str, message_id: str, bot_id: str, images: list[str]) -> str:
+        """The quoted message as a blockquote for Codex; its images are attached to this message."""
+        try:
+            parent = await self.api.get_message(parent_id)
+        except FeishuApiError as error:
+            log.warning("message %s quotes %s, which cannot be read: %s", message_id, parent_id, error)
+            return "Quoting a message that could not be read."
+        if parent.sender_type == "app":
+            who = "your earlier reply"
+        else:
+            person = await self.person(parent.sender_id) if parent.sender_id else None
+            who = (person.name if person else "") or "an earlier message"
+        try:
+            content = json.loads(parent.content) if parent.content else {}
+        except ValueError:
+            content = {}
+        if not isinstance(content, dict):
+            content = {}
+        notes: list[str] = []
+        kind = parent.msg_type
+        if kind == "text":
+            text = str(content.get("text") or "")
+        elif kind == "post":
+            text, image_keys = post_text(content)
+            for key in image_keys:
+                await self._attach(parent_id, key, "image", None, images, notes)
+        elif kind == "image":
+            text = "(an image, attached)"
+            await self._attach(parent_id, str(content.get("image_key") or ""), "image", None, images, notes)
+        elif kind == "file":
+            text = ""
+            name = str(content.get("file_name") or "") or None
+            await self._attach(parent_id, str(content.get("file_key") or ""), "file", name, images, notes)
+        elif kind == "interactive":
+            text = card_text(content)
+        else:
+            text = f"(a {kind} message)"
+        for key, name in parent.mentions.items():
+            text = text.replace(key, f"@{name}")
+        text = "\n\n".join(part for part in (text, *notes) if part.strip()) or f"(a {kind} message)"
+        if len(text) > QUOTE_MAX_CHARS:
+            text = text[:QUOTE_MAX_CHARS] + "\n… (quote shortened)"
+        return f"Quoting {who}:\n" + "\n".join(f"> {line}" if line else ">" for line in text.split("\n"))
 
     async def bot_open_id(self) -> str:
         """Fetched once; a failure raises (retryable) rather than guessing who is mentioned."""
@@ -190,38 +278,64 @@ class MessageReader:
 
 
 def resolve_mentions(text: str, mentions: list[Mention], bot_open_id: str) -> str:
-    """Remove the bot's placeholder, turn other people's into "@Name"; "@_all" becomes "@all"."""
+    """Remove the bot's placeholder, turn other people's into "@Name"; "@_all" becomes "@all".
+
+    Only the placeholder and the blanks that separate it from the words go: "@_user_1 run" becomes
+    "run", "please @_user_1 run" becomes "please run". Every other character stays as typed."""
     for mention in sorted(mentions, key=lambda m: len(m.key), reverse=True):  # @_user_10 before @_user_1
+        key = re.escape(mention.key)
         if bot_open_id and mention.id.open_id == bot_open_id:
-            text = re.sub(re.escape(mention.key) + r"[ \t]*", "", text)  # "@_user_1 run" -> "run"
+            text = re.sub(rf"(?m)^[ \t]*{key}[ \t]*(\n|$)", "", text)  # alone on its line
+            text = re.sub(rf"(?m)^{key}[ \t]*", "", text)  # starting a line, with its blanks
+            text = re.sub(rf"(?m)[ \t]*{key}$", "", text)  # ending one
+            text = re.sub(rf"{key} ?", "", text)  # inside a line: one separating space
         else:
             text = text.replace(mention.key, f"@{mention.name or mention.id.open_id}")
-    text = text.replace("@_all", "@all")
-    return re.sub(r"[ \t]{2,}", " ", text).strip()
+    return text.replace("@_all", "@all")
 
 
 def post_text(content: dict[str, Any]) -> tuple[str, list[str]]:
-    """Plain text (markdown-ish) of a rich-text post, and the image keys in it."""
+    """The text (markdown-ish) of a rich-text post, and the image keys in it.
+
+    One line per paragraph, empty paragraphs kept as blank lines, every space kept: a post is how
+    Feishu sends a message with formatting or a code block, and code is whitespace."""
     images: list[str] = []
-    paragraphs: list[str] = []
-    title = str(content.get("title") or "").strip()
-    if title:
-        paragraphs.append(title)
+    lines: list[str] = []
+    title = str(content.get("title") or "")
+    if title.strip():
+        lines.append(title)
     for paragraph in content.get("content") or []:
         if not isinstance(paragraph, list):
             continue
-        parts: list[str] = []
+        line = ""
+        after_block = False
+        pictures = len(images)
         for element in paragraph:
             if not isinstance(element, dict):
                 continue
+            if element.get("tag") == "code_block":
+                # Fences must start a line, and so must whatever follows the block.
+                line += ("\n" if line else "") + _code_block(element)
+                after_block = True
+                continue
             part, image = _post_element(element)
-            parts.append(part)
             if image:
                 images.append(image)
-        line = "".join(parts).rstrip()
-        if line:
-            paragraphs.append(line)
-    return "\n".join(paragraphs), images
+            if part and after_block:
+                line, after_block = line + "\n", False
+            line += part
+        if line or len(images) == pictures:  # a paragraph that only held images is no blank line
+            lines.append(line)
+    return "\n".join(lines), images
+
+
+def _code_block(element: dict[str, Any]) -> str:
+    text = str(element.get("text") or "")
+    language = str(element.get("language") or "").lower()
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)  # a fence the code itself cannot close
+    newline = "" if not text or text.endswith("\n") else "\n"
+    return f"{fence}{language}\n{text}{newline}{fence}"
 
 
 def _post_element(element: dict[str, Any]) -> tuple[str, str | None]:
@@ -236,15 +350,36 @@ def _post_element(element: dict[str, Any]) -> tuple[str, str | None]:
         # On receive the at element carries the placeholder ("@_user_1") as user_id, resolved later.
         user = str(element.get("user_id") or "")
         return (user if user.startswith("@_") else f"@{element.get('user_name') or user}"), None
-    if tag == "code_block":
-        language = str(element.get("language") or "").lower()
-        return f"\n```{language}\n{text.rstrip()}\n```\n", None
     if tag == "img":
         key = str(element.get("image_key") or "")
         return "", key or None
+    if tag == "emotion":
+        emoji = str(element.get("emoji_type") or "")
+        return (EMOJI.get(emoji) or (f":{emoji.lower()}:" if emoji else "")), None
     if tag == "hr":
-        return "\n---\n", None
-    return text, None  # emotion, media and future tags: their text, if any
+        return "---", None
+    return text, None  # media and future tags: their text, if any
+
+
+def card_text(card: Any) -> str:
+    """The words of a card (one of ours, read back with GET message): its markdown and plain
+    texts in order, one per line."""
+    found: list[str] = []
+    if isinstance(card, dict):
+        tag = card.get("tag")
+        for field in ("content", "text"):
+            value = card.get(field)
+            if isinstance(value, str) and tag in ("markdown", "plain_text", "lark_md", "text", "md"):
+                found.append(value)
+        nested = [
+            value
+            for key, value in card.items()
+            if key not in ("behaviors", "config") and isinstance(value, dict | list)
+        ]
+        found += [part for value in nested if (part := card_text(value))]
+    elif isinstance(card, list):
+        found += [part for item in card if (part := card_text(item))]
+    return "\n".join(found)
 
 
 def _safe_name(name: str) -> str:

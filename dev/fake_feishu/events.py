@@ -187,9 +187,14 @@ def recalled_event(
 
 
 def bot_added_event(
-    chat_id: str, *, chat_name: str = "", operator_open_id: str = "ou_user", app_id: str = DEFAULT_APP_ID
+    chat_id: str,
+    *,
+    chat_name: str = "",
+    operator_open_id: str = "ou_user",
+    removed: bool = False,
+    app_id: str = DEFAULT_APP_ID,
 ) -> dict[str, Any]:
-    """`im.chat.member.bot.added_v1`: someone added the bot to a group."""
+    """`im.chat.member.bot.added_v1`: someone added the bot to a group (`deleted_v1` when `removed`)."""
     event = {
         "chat_id": chat_id,
         "operator_id": _user_id(operator_open_id),
@@ -197,7 +202,8 @@ def bot_added_event(
         "operator_tenant_key": TENANT_KEY,
         "name": chat_name,
     }
-    return envelope("im.chat.member.bot.added_v1", event, app_id=app_id)
+    kind = "deleted" if removed else "added"
+    return envelope(f"im.chat.member.bot.{kind}_v1", event, app_id=app_id)
 
 
 def url_verification(challenge: str = "challenge-token") -> dict[str, Any]:

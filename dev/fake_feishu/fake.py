@@ -228,6 +228,16 @@ class FakeFeishu:
             self.api.chats[chat_id] = chat
         return chat
 
+    def remove_bot(self, chat_id: str) -> None:
+        """The bot is taken out of the chat: sending there fails with 230002 until `add_bot`."""
+        with self.api.changed:
+            self.api.bot_left.add(chat_id)
+
+    def add_bot(self, chat_id: str) -> None:
+        """The bot is back in the chat (after `remove_bot`)."""
+        with self.api.changed:
+            self.api.bot_left.discard(chat_id)
+
     @property
     def chats(self) -> dict[str, Chat]:
         with self.api.changed:

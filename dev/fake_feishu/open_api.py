@@ -40,6 +40,7 @@ FIELD_VALIDATION = 99992402  # not in the notes: Feishu's generic "field validat
 INVALID_PARAM = 230001  # "Your request contains an invalid request parameter, ext=…"
 MESSAGE_RECALLED = 230011  # not in the notes
 CONTENT_TOO_LONG = 230025  # not in the notes; the notes only say "230021/230022 length"
+BOT_NOT_IN_CHAT = 230002  # the bot was removed from the chat (or never added)
 NO_USER_AUTHORITY = 41050  # not in the notes: user outside the app's contact range
 APP_SECRET_INVALID = 10014  # not in the notes
 
@@ -164,6 +165,7 @@ class OpenApi:
         self.faults: list[Fault] = []
         self.tokens: set[str] = set()
         self.p2p_chats: dict[str, str] = {}  # open_id → the DM chat_id, learned from inbound events
+        self.bot_left: set[str] = set()  # chats the bot was removed from: sends there fail (230002)
         self._uuids: dict[str, tuple[str, float]] = {}
         self.max_text_bytes = MAX_TEXT_BYTES
         self.max_card_bytes = MAX_CARD_BYTES
@@ -297,6 +299,8 @@ class OpenApi:
         if (earlier := self._by_uuid(body.get("uuid"))) is not None:
             return ok(self.render(earlier))
         chat_id = receive_id if receive_id_type == "chat_id" else self.p2p_chat_id(receive_id)
+        if (absent := self._bot_absent(chat_id)) is not None:
+            return absent
         message = self._new_bot_message(chat_id, body, receive_id_type=receive_id_type, receive_id=receive_id)
         return ok(self.render(message))
 
@@ -306,6 +310,8 @@ class OpenApi:
             return invalid_param(f"invalid message_id {params['message_id']}{UNKNOWN_MESSAGE_HINT}")
         if parent.recalled:
             return error(400, MESSAGE_RECALLED, "The message was recalled.")
+        if (absent := self._bot_absent(parent.chat_id)) is not None:
+            return absent
         body = request.body if isinstance(request.body, dict) else {}
         if (problem := self._check_new_message(request, body)) is not None:
             return problem
@@ -325,6 +331,11 @@ class OpenApi:
             reply_in_thread=in_thread,
         )
         return ok(self.render(message))
+
+    def _bot_absent(self, chat_id: str) -> ApiAnswer | None:
+        if chat_id in self.bot_left:
+            return error(400, BOT_NOT_IN_CHAT, "Bot is not in the chat.")
+        return None
 
     def _check_new_message(self, request: ApiRequest, body: dict[str, Any]) -> ApiAnswer | None:
         msg_type, content, uuid = body.get("msg_type"), body.get("content"), body.get("uuid")
