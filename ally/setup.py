@@ -410,8 +410,9 @@ def _owner_and_access(
     terminal.say("")
     terminal.say("== Owner and access ==")
     owner = options.owner or outcome.owner_hint
-    if not owner and terminal.interactive:
-        known = config.access.approvers[0] if config.access.approvers else ""
+    if not options.owner and terminal.interactive:
+        # The hint is whoever scanned the QR code or messaged the bot: most likely, not surely, you.
+        known = owner or (config.access.approvers[0] if config.access.approvers else "")
         owner = terminal.ask("Your Feishu open_id (ou_…), who approves; empty to skip", default=known).strip()
         if owner and not OWNER_ID.fullmatch(owner):
             raise SetupError(f"owner: expected a Feishu open_id (ou_…), got {owner!r}")
