@@ -20,11 +20,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from temporalio.client import Client
 
+from ally import config_file
 from ally.codex.binary import PINNED_INSTALL, codex_on_path, find_codex_binary
+from ally.config import load_config
+from ally.inbound import thread_settings
 from ally.processes import free_local_port
 from dev.fake_feishu import FakeFeishu, message_event
+from dev.model_server import Say
 from tests.processes import processes_with_env
+from tests.stack import eventually, running_stack
 from tests.test_up import start_up, wait_gone
 
 ALLY = Path(sys.executable).parent / "ally"
@@ -320,3 +326,35 @@ def test_the_codex_on_path_is_followed_from_npm_shim_to_native_binary(tmp_path: 
     (tmp_path / "bin" / "codex").symlink_to(shim)
     assert codex_on_path(str(tmp_path / "bin")) == find_codex_binary()
     assert codex_on_path(str(tmp_path / "nothing-here")) is None
+
+
+@pytest.mark.codex
+async def test_the_persona_set_up_reaches_the_model_with_every_new_thread(
+    client: Client, tmp_path: Path
+) -> None:
+    config_file = tmp_path / "config.toml"
+    workspace = tmp_path / "workspace"
+    config_file.write_text(
+        f'[codex]\nworkspace = "{workspace}"\npersona = "You are Ally. Answer in one short sentence."\n'
+    )
+    settings = thread_settings(load_config(config_file, environ={}))  # what a new chat starts with
+    async with running_stack(client, tmp_path) as stack:
+        assert stack.workspace == workspace
+        stack.model.push(Say(text="Hi."))
+        chat = stack.chat()
+        await stack.send(chat, "hello", settings=settings)
+        await eventually(lambda: stack.replies(chat, tone="answer"), what="the answer")
+    request = json.dumps(stack.model.received()[-1])
+    assert "You are Ally. Answer in one short sentence." in request
+
+
+def test_the_config_is_edited_in_place_and_an_unusual_file_is_refused_not_rewritten() -> None:
+    text = '[access]\nusers = [\n  "ou_a",  # Alice\n]\napprovers = []\n\n[policy]\nmode = "ask"\n'
+    planned = config_file.plan(
+        tomllib.loads(text), [config_file.Change(section="access", key="users", new=["ou_b"])]
+    )
+    edited = config_file.apply(text, planned.changes)
+    assert edited == '[access]\nusers = ["ou_a", "ou_b"]\napprovers = []\n\n[policy]\nmode = "ask"\n'
+    dotted = 'access.users = ["ou_a"]\n'
+    with pytest.raises(config_file.ConfigEditError, match=r"cannot change \[access\] users in place"):
+        config_file.apply(dotted, [config_file.Change(section="access", key="users", new=["ou_b"])])
