@@ -52,7 +52,7 @@ SCOPES = (
         required=True,
     ),
     Need(names=("im:message:send_as_bot", "im:message"), why="send replies and cards", required=True),
-    Need(names=("im:message",), why="read a message a reply quotes, and edit cards"),
+    Need(names=("im:message",), why="read and send messages (docs/feishu-setup.md, step 3)"),
     Need(
         names=("im:message.group_at_msg:readonly", "im:message.group_at_msg"),
         why="receive group messages that @-mention the bot",
