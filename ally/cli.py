@@ -205,6 +205,126 @@ def doctor(as_json: JsonOption = False) -> None:
 
 
 @app.command()
+def setup(
+    scan: Annotated[
+        bool,
+        typer.Option("--scan", help="Create a new Feishu app by scanning a QR code with the Feishu app."),
+    ] = False,
+    app_id: Annotated[
+        str | None, typer.Option("--app-id", help="Use this existing app (App ID, cli_…).")
+    ] = None,
+    app_secret_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--app-secret-stdin",
+            help="Read the App Secret from standard input (or set WORK_ALLY_FEISHU__APP_SECRET; then it is "
+            "not written to the file).",
+        ),
+    ] = False,
+    lark: Annotated[bool, typer.Option("--lark", help="A Lark (international) tenant.")] = False,
+    domain: Annotated[
+        str | None,
+        typer.Option("--domain", help="Open API base URL (default: Feishu's; a proxy or test server)."),
+    ] = None,
+    accounts_url: Annotated[
+        str | None,
+        typer.Option(
+            "--accounts-url", help="Where --scan registers the app (default: Feishu's; a test server)."
+        ),
+    ] = None,
+    workspace: Annotated[
+        str | None, typer.Option("--workspace", help="The folder the assistant works in (created).")
+    ] = None,
+    persona: Annotated[
+        str | None, typer.Option("--persona", help="Who the assistant is and how it speaks (instructions).")
+    ] = None,
+    owner: Annotated[
+        str | None,
+        typer.Option("--owner", help="Your open_id (ou_…): approves requests, may always talk to it."),
+    ] = None,
+    chats: Annotated[
+        list[str] | None, typer.Option("--chat", help="A chat (oc_…) it answers in; repeat for more.")
+    ] = None,
+    wait_message: Annotated[
+        float,
+        typer.Option(
+            "--wait-message",
+            metavar="SECONDS",
+            help="Wait this long for you to message the bot: shows messages arrive, and learns your open_id.",
+        ),
+    ] = 0.0,
+    connect_timeout: Annotated[
+        float,
+        typer.Option("--connect-timeout", metavar="SECONDS", help="How long the long connection may take."),
+    ] = 20.0,
+    codex_login: Annotated[
+        bool, typer.Option("--codex-login", help="If Codex is not logged in, run `codex login` now.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace values already in the config with the ones given.")
+    ] = False,
+    non_interactive: Annotated[
+        bool,
+        typer.Option(
+            "--yes", "-y", "--non-interactive", help="Ask nothing: what is not given stays as it is."
+        ),
+    ] = False,
+) -> None:
+    """Set work-ally up: the Feishu app, Codex, the assistant's workspace and persona, the owner.
+
+    Each part is checked live (the app's credentials, bot, scopes, events and long connection;
+    Codex's binary and login), and each problem is printed with the one line that fixes it.
+    Writes <data dir>/config.toml (mode 0600) only where something changes: values you set are
+    kept unless --force. Never prints the App Secret. Ends with `ally doctor`.
+    Without a terminal (or with --yes) nothing is asked: everything comes from the options.
+    Exit 0: set up. Exit 1: something needs fixing (said above). Exit 2: bad input.
+    """
+    config = _config()
+    from pydantic import SecretStr
+
+    from ally.config_file import ConfigEditError
+    from ally.setup import PromptTerminal, SetupError, SetupOptions, run_setup
+
+    secret = None
+    if app_secret_stdin:
+        secret = sys.stdin.readline().strip()
+        if not secret:
+            typer.echo("ally: --app-secret-stdin: standard input held no App Secret", err=True)
+            raise typer.Exit(2)
+    options = SetupOptions(
+        scan=scan,
+        app_id=app_id,
+        app_secret=SecretStr(secret) if secret else None,
+        lark=lark,
+        domain=domain,
+        accounts_url=accounts_url,
+        workspace=workspace or None,
+        persona=persona,
+        owner=owner,
+        chats=chats or [],
+        wait_message_s=wait_message,
+        connect_timeout_s=connect_timeout,
+        codex_login=codex_login,
+        force=force,
+    )
+    terminal = PromptTerminal(interactive=sys.stdin.isatty() and not non_interactive and not app_secret_stdin)
+    try:
+        code = run_setup(options, config, terminal)
+    except (SetupError, ConfigEditError) as e:
+        typer.echo(f"ally: {e}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("\nally: setup stopped", err=True)
+        raise typer.Exit(130) from None
+    typer.echo("\n== ally doctor ==")
+    try:
+        doctor(as_json=False)
+    except typer.Exit as e:
+        code = max(code, e.exit_code)
+    raise typer.Exit(code)
+
+
+@app.command()
 def logs(
     part: Annotated[
         str | None, typer.Argument(metavar="PART", help="Only this part's log (the parts are listed above).")

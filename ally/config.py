@@ -52,6 +52,9 @@ class CodexConfig(_Section):
     home: Path | None = Field(None, description="CODEX_HOME for the runtime (default: ~/.codex).")
     workspace: Path | None = Field(None, description="Working directory of new threads (default: data dir).")
     model: str | None = Field(None, description="Model for new threads (default: Codex's own config).")
+    persona: str = Field(
+        "", description="Who the assistant is and how it speaks: developer instructions of new threads."
+    )
     sandbox: Literal["read-only", "workspace-write", "danger-full-access"] = "workspace-write"
     approval_policy: Literal["untrusted", "on-request", "never"] = "on-request"
 

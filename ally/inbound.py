@@ -25,6 +25,7 @@ def thread_settings(config: AllyConfig) -> ThreadSettings:
         model=config.codex.model,
         sandbox=config.codex.sandbox,
         approval_policy=config.codex.approval_policy,
+        developer_instructions=config.codex.persona or None,
     )
 
 

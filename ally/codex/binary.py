@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,31 @@ def binary_version(path: Path, *, timeout: float = 10.0) -> str:
         [str(path), "--version"], capture_output=True, text=True, timeout=timeout, check=True
     )
     return done.stdout.strip()
+
+
+_NATIVE_MAGIC = (b"\x7fELF", b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe")  # ELF, Mach-O 64, universal
+
+
+def codex_on_path(path: str | None = None) -> Path | None:
+    """The native binary behind the `codex` on PATH, or None.
+
+    That `codex` is usually npm's shim (a symlink to `…/node_modules/@openai/codex/bin/codex.js`),
+    which we never spawn (see the module docstring): the native binary is looked up in the same
+    install, as for the pinned one. A native `codex` (installed another way) is used as it is.
+    """
+    found = shutil.which("codex", path=path)
+    if found is None:
+        return None
+    real = Path(found).resolve()
+    try:
+        with real.open("rb") as head:
+            if head.read(4) in _NATIVE_MAGIC:
+                return real
+    except OSError:
+        return None
+    if real.parts[-5:] == ("node_modules", "@openai", "codex", "bin", "codex.js"):
+        try:
+            return find_codex_binary(install_root=real.parents[4])
+        except CodexBinaryNotFound:
+            return None
+    return None

@@ -12,8 +12,11 @@ Point the REAL lark-oapi SDK at it (notes/feishu.md §6):
         ack = fake.push_event(message_event("oc_1", "hello"))   # to a connected lark.ws.Client
         fake.wait_for(lambda: fake.messages)                     # what the bot sent
         fake.fail_next("/im/v1/messages", status=429)            # Feishu's rate limit, once
+        fake.remove_scope("im:resource")                         # the app as the console has it
+        fake.scan(qr_url, open_id="ou_alice")                    # scan-to-create: the person confirms
 """
 
+from dev.fake_feishu.app_console import AppConsole, AppRegistration
 from dev.fake_feishu.events import (
     bot_added_event,
     card_action_event,
@@ -31,6 +34,8 @@ from dev.fake_feishu.long_connection import ReceivedFrame
 from dev.fake_feishu.records import Chat, Message, Reaction, RecordedCall, Resource, UploadedFile, User
 
 __all__ = [
+    "AppConsole",
+    "AppRegistration",
     "Chat",
     "FakeFeishu",
     "Message",

@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from dev.fake_feishu import events
+from dev.fake_feishu.app_console import NOT_GRANTED, AppConsole, AppRegistration, page_parameters
 from dev.fake_feishu.http_server import FeishuHTTPServer
 from dev.fake_feishu.long_connection import LongConnectionPeer, ReceivedFrame
 from dev.fake_feishu.open_api import OpenApi, now_ms
@@ -293,6 +294,56 @@ class FakeFeishu:
             )
             self.api.changed.notify_all()
         return envelope
+
+    # --- the app in the developer console, and creating it by scan -----------------------------
+
+    @property
+    def console(self) -> AppConsole:
+        """The app's scopes, event subscriptions and callbacks (a copy; change them with the methods
+        below). By default the app is set up as docs/feishu-setup.md says."""
+        with self.api.changed:
+            return self.api.console.model_copy(deep=True)
+
+    def remove_scope(self, scope: str) -> None:
+        with self.api.changed:
+            self.api.console.scopes.pop(scope, None)
+
+    def withhold_scope(self, scope: str) -> None:
+        """The scope is added to the app but not granted yet (no version published, or no admin)."""
+        with self.api.changed:
+            self.api.console.scopes[scope] = NOT_GRANTED
+
+    def unsubscribe_event(self, event_type: str) -> None:
+        with self.api.changed:
+            self.api.console.events = [e for e in self.api.console.events if e != event_type]
+
+    def deliver_events_by(self, subscription: str) -> None:
+        """How the console sends events: "websocket" (long connection), "webhook", or "" (not chosen)."""
+        with self.api.changed:
+            self.api.console = self.api.console.model_copy(update={"event_subscription": subscription})
+
+    @property
+    def registrations(self) -> list[AppRegistration]:
+        """Scan-to-create attempts (`POST /oauth/v1/app/registration`, action=begin), oldest first."""
+        with self.api.changed:
+            return [r.model_copy() for r in self.api.registrations]
+
+    def scan(self, url: str, *, open_id: str = "ou_owner", decline: bool = False) -> AppRegistration:
+        """What the person does with the QR code: open the page `url` and confirm (or decline).
+        Confirming creates the app with what the page was asked to pre-fill (its `addons`); the next
+        poll then hands out this fake's app id and secret, and `open_id` as the person who scanned."""
+        user_code, addons = page_parameters(url)
+        with self.api.changed:
+            registration = next((r for r in self.api.registrations if r.user_code == user_code), None)
+            if registration is None:
+                raise ValueError(f"no registration has user code {user_code!r} (from {url})")
+            if decline:
+                registration.status = "denied"
+            else:
+                registration.status, registration.scanned_by = "authorized", open_id
+                self.api.console = self.api.console.created_from(addons)
+            self.api.changed.notify_all()
+            return registration.model_copy()
 
     # --- faults --------------------------------------------------------------------------------
 

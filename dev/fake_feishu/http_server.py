@@ -54,6 +54,8 @@ def to_api_request(method: str, target: str, headers: dict[str, str], raw_body: 
     content_type = request.header("Content-Type") or ""
     if content_type.startswith("multipart/form-data"):
         request.body, request.files = parse_multipart(content_type, raw_body)
+    elif content_type.startswith("application/x-www-form-urlencoded"):  # the app registration flow
+        request.body = dict(parse_qsl(raw_body.decode("utf-8", "replace")))
     elif raw_body:
         # The token request carries JSON with no Content-Type at all (notes §6): parse whatever came.
         try:

@@ -16,6 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dev.fake_feishu.app_console import (
+    APP_INFO_SCOPES,
+    REGISTRATION_PATH,
+    AppConsole,
+    AppRegistration,
+    new_registration,
+)
 from dev.fake_feishu.records import (
     Chat,
     Fault,
@@ -43,6 +50,7 @@ CONTENT_TOO_LONG = 230025  # not in the notes; the notes only say "230021/230022
 BOT_NOT_IN_CHAT = 230002  # the bot was removed from the chat (or never added)
 NO_USER_AUTHORITY = 41050  # not in the notes: user outside the app's contact range
 APP_SECRET_INVALID = 10014  # not in the notes
+SCOPE_MISSING = 99991672  # "Access denied. One of the following scopes is required: […]"
 
 DEFAULT_MESSAGES = {
     RATE_LIMITED: "request trigger frequency limit",
@@ -116,6 +124,17 @@ def invalid_param(ext: str) -> ApiAnswer:
     return error(400, INVALID_PARAM, f"Your request contains an invalid request parameter, ext={ext}")
 
 
+def scope_missing(app_id: str, scopes: tuple[str, ...]) -> ApiAnswer:
+    """Feishu's answer to a call the app has no scope for: the scopes that would do, and where to add them."""
+    listed = ", ".join(scopes)
+    link = f"https://open.feishu.cn/app/{app_id}/auth?q={','.join(scopes)}&op_from=openapi&token_type=tenant"
+    return error(
+        400,
+        SCOPE_MISSING,
+        f"Access denied. One of the following scopes is required: [{listed}]. Add one of them: {link}",
+    )
+
+
 def validation_failed(detail: str) -> ApiAnswer:
     return error(400, FIELD_VALIDATION, f"field validation failed: {detail}")
 
@@ -167,12 +186,19 @@ class OpenApi:
         self.p2p_chats: dict[str, str] = {}  # open_id → the DM chat_id, learned from inbound events
         self.bot_left: set[str] = set()  # chats the bot was removed from: sends there fail (230002)
         self._uuids: dict[str, tuple[str, float]] = {}
+        self.console = AppConsole()
+        self.registrations: list[AppRegistration] = []
+        self.registration_interval_s = 1  # what `begin` tells the SDK to wait between polls
+        self.registration_expires_s = 600
         self.max_text_bytes = MAX_TEXT_BYTES
         self.max_card_bytes = MAX_CARD_BYTES
         self._routes: list[tuple[str, re.Pattern[str], Route, bool]] = []
         self._add("POST", "/open-apis/auth/v3/tenant_access_token/internal", self._tenant_token, auth=False)
         self._add("POST", "/callback/ws/endpoint", self._ws_endpoint, auth=False)
         self._add("GET", "/open-apis/bot/v3/info", self._bot_info)
+        self._add("GET", "/open-apis/application/v6/scopes", self._scopes)
+        self._add("GET", "/open-apis/application/v6/applications/{app_id}", self._application)
+        self._add("POST", REGISTRATION_PATH, self._registration, auth=False)
         self._add("POST", "/open-apis/im/v1/messages", self._create_message)
         self._add("POST", "/open-apis/im/v1/messages/{message_id}/reply", self._reply)
         self._add("PATCH", "/open-apis/im/v1/messages/{message_id}", self._patch)
@@ -283,6 +309,54 @@ class OpenApi:
             "open_id": self.bot_open_id,
         }
         return json_answer({"code": 0, "msg": "ok", "bot": bot})
+
+    # --- the app's own configuration, and creating it by scan ------------------------------------
+
+    def _scopes(self, request: ApiRequest, params: dict[str, str]) -> ApiAnswer:
+        # Needs no scope of its own (Feishu's "query the tenant's grants" API).
+        return ok({"scopes": self.console.scope_list()})
+
+    def _application(self, request: ApiRequest, params: dict[str, str]) -> ApiAnswer:
+        if params["app_id"] not in (self.app_id, "me"):
+            return invalid_param(f"invalid app_id {params['app_id']} (fake: only its own app)")
+        if not self.console.may_read_app_info():
+            return scope_missing(self.app_id, APP_INFO_SCOPES)
+        return ok({"app": self.console.app_info(self.app_id, self.bot_name)})
+
+    def _registration(self, request: ApiRequest, params: dict[str, str]) -> ApiAnswer:
+        form = request.body if isinstance(request.body, dict) else {}
+        action = form.get("action")
+        if action == "init":
+            return json_answer({"supported_auth_methods": ["client_secret"]})
+        if action == "begin":
+            registration = new_registration()
+            self.registrations.append(registration)
+            host = request.header("Host") or "127.0.0.1"
+            return json_answer(
+                {
+                    "device_code": registration.device_code,
+                    "user_code": registration.user_code,
+                    "verification_uri_complete": f"http://{host}/page/launcher?user_code={registration.user_code}",
+                    "interval": self.registration_interval_s,
+                    "expires_in": self.registration_expires_s,
+                }
+            )
+        if action == "poll":
+            polled = next((r for r in self.registrations if r.device_code == form.get("device_code")), None)
+            if polled is None:
+                return json_answer({"error": "invalid_grant", "error_description": "unknown device_code"})
+            polled.polls += 1
+            match polled.status:
+                case "pending":
+                    return json_answer({"error": "authorization_pending"})
+                case "denied":
+                    return json_answer({"error": "access_denied", "error_description": "the person declined"})
+                case "expired":
+                    return json_answer({"error": "expired_token", "error_description": "the code expired"})
+            user = {"open_id": polled.scanned_by, "tenant_brand": polled.tenant_brand}
+            created = {"client_id": self.app_id, "client_secret": self.app_secret, "user_info": user}
+            return json_answer(created)
+        return json_answer({"error": "invalid_request", "error_description": f"unknown action {action!r}"})
 
     # --- messages ------------------------------------------------------------------------------
 
