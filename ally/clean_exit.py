@@ -10,11 +10,14 @@ stop those threads, so a command ends here instead: it flushes what it has to sa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import sys
-from typing import NoReturn
+import traceback
+from collections.abc import Callable, Coroutine
+from typing import Any, NoReturn
 
 
 def exit_now(code: int) -> NoReturn:
@@ -38,3 +41,19 @@ def exit_code(status: object) -> int:
     with contextlib.suppress(Exception):
         print(status, file=sys.stderr)
     return 1
+
+
+def run_process(main: Callable[[], Coroutine[Any, Any, Any]]) -> NoReturn:
+    """A worker process's `__main__`: run `main`, then leave through `exit_now` with its code (an
+    uncaught error prints its traceback and exits 1, as Python would)."""
+    code = 1
+    try:
+        asyncio.run(main())
+        code = 0
+    except SystemExit as stop:
+        code = exit_code(stop.code)
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:
+        traceback.print_exc()
+    exit_now(code)

@@ -49,11 +49,11 @@ def up(
     Prints where the UI is, what runs, and what is missing with the next step.
     """
     config = _config()
-    from ally.supervisor import AlreadyRunning, UpOptions, run_up
+    from ally.supervisor import AlreadyRunning, CannotStart, UpOptions, run_up
 
     try:
         code = run_up(config, UpOptions(demo=demo), lambda line: typer.echo(line))
-    except AlreadyRunning as e:
+    except (AlreadyRunning, CannotStart) as e:
         typer.echo(f"ally: {e}", err=True)
         raise typer.Exit(1) from None
     raise typer.Exit(code)
@@ -292,7 +292,7 @@ def main() -> None:
         code = exit_code(stop.code)
     except KeyboardInterrupt:
         code = 130
-    except BaseException:
+    except BaseException:  # as Python itself would: the traceback, exit code 1
         traceback.print_exc()
     exit_now(code)
 

@@ -80,11 +80,23 @@ class RuntimeConfig(_Section):
     )
 
 
+class SupervisorConfig(_Section):
+    restart_backoff_seconds: list[float] = Field(
+        [1.0, 2.0, 5.0, 10.0, 30.0],
+        min_length=1,
+        description="`ally up` waits this long before restarting a part that died: 1st, 2nd… restart.",
+    )
+    healthy_after_seconds: float = Field(
+        60.0, gt=0, description="A part that ran this long starts the backoff over when it dies."
+    )
+
+
 class AllyConfig(_Section):
     feishu: FeishuConfig = FeishuConfig()
     codex: CodexConfig = CodexConfig()
     temporal: TemporalConfig = TemporalConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
     policy: PolicyConfig = PolicyConfig()
     access: AccessConfig = AccessConfig()
 
@@ -145,7 +157,7 @@ def _env_value(name: str, value: str, loc: tuple[str, str]) -> Any:
             return json.loads(text)
         except ValueError as error:
             raise ConfigError(
-                f"{name}: not a JSON list ({error}); write it as JSON, e.g. '[\"a\", \"b\"]', "
+                f'{name}: not a JSON list ({error}); write it as JSON, e.g. \'["a", "b"]\', '
                 "or comma-separated: a,b"
             ) from None
     return [part.strip() for part in text.split(",") if part.strip()]

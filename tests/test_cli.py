@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ async def test_decide_names_a_stable_id_so_three_waiting_chats_get_the_decisions
         for name, chat in chats.items():  # one at a time: the scripted model answers in order
             stack.model.push(RunCommand(cmd=f"echo {name}"))
             messages[name] = await stack.send(chat, f"run echo {name}")
-            await eventually(lambda chat=chat: stack.approvals(chat), what=f"chat {name}'s approval")
+            await eventually(partial(stack.approvals, chat), what=f"chat {name}'s approval")
 
         listed = one_json_document(await ally(env, "approvals", "--json"))
         ours = {row["chat"]: row for row in listed if row["chat"] in {c.chat_id for c in chats.values()}}
