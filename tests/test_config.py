@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ally.config import ConfigError, load_config
+from ally.redaction import RedactingFormatter, redact
 
 
 def run_ally(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -126,3 +128,18 @@ def test_list_keys_are_settable_from_the_environment_as_json_or_comma_separated(
     result = run_ally(tmp_path, "config", env={"WORK_ALLY_ACCESS__CHATS": "[oc_a"})
     assert result.returncode == 2
     assert "WORK_ALLY_ACCESS__CHATS" in result.stderr and "comma-separated" in result.stderr
+
+
+def test_credentials_in_any_log_line_are_masked_traceback_included() -> None:
+    url = "wss://msg-frontier.feishu.cn/ws/v2?fpid=1&access_key=ak123secret&service_id=7&ticket=t-987-zz"
+    record = logging.LogRecord("Lark", logging.INFO, __file__, 1, "connected to %s", (url,), None)
+    try:
+        raise RuntimeError(f"GET {url} failed; body {{'app_secret': 'S3CRET', 'verification_token': 'vt1'}}")
+    except RuntimeError:
+        record.exc_info = sys.exc_info()
+    line = RedactingFormatter("%(name)s: %(message)s").format(record)
+    for secret in ("ak123secret", "t-987-zz", "S3CRET", "vt1"):
+        assert secret not in line
+    assert "access_key=<redacted>&service_id=7&ticket=<redacted>" in line
+    assert "fpid=1" in line  # what is not a credential stays readable
+    assert redact("Authorization: Bearer t-abc.def") == "Authorization: Bearer <redacted>"

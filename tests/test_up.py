@@ -197,6 +197,13 @@ def test_ally_up_with_feishu_answers_a_message_over_the_long_connection(home: Pa
         )
         assert "(demo model) You said: hello over feishu" in json.dumps(reply.content, ensure_ascii=False)
 
+        # The SDK logs the connection URL; its access_key and ticket are credentials.
+        logs = "".join(log.read_text(errors="replace") for log in (home / "logs").glob("*.log"))
+        issued = fake.long_connection.credentials_issued
+        assert issued and not [secret for secret in issued if secret in logs]
+        assert "access_key=<redacted>" in logs and "ticket=<redacted>" in logs
+        assert fake.app_secret not in logs
+
         up.process.send_signal(signal.SIGTERM)
         assert up.process.wait(timeout=60) == 0
         assert wait_gone(up.marker) == {}
