@@ -70,9 +70,11 @@ def chat() -> None:
     from ally.temporal_client import connect
 
     async def lines() -> AsyncIterator[str]:
+        # Bytes, decoded here: a line that is not UTF-8 keeps its bad bytes as surrogates, and the
+        # chat refuses it in words instead of the decoder ending the chat.
         loop = asyncio.get_running_loop()
-        while line := await loop.run_in_executor(None, sys.stdin.readline):
-            yield line
+        while line := await loop.run_in_executor(None, sys.stdin.buffer.readline):
+            yield line.decode("utf-8", errors="surrogateescape")
 
     async def talk() -> None:
         client = await connect(config)
@@ -125,6 +127,7 @@ def turns(as_json: JsonOption = False) -> None:
 
 
 MIN_ID_PREFIX = 4  # shorter prefixes (or a bare position like "1") decide nothing
+CONFIRM_S = 10.0
 
 
 @app.command()
@@ -223,7 +226,8 @@ def approvals(
         row = found[0]
         operator = Person(id=LOCAL_OPERATOR, name=getpass.getuser())
         decision = Decision(key=row.request.key, decision=WORDS[word], operator=operator)
-        receipt = await submit_decision(client, row.workflow_id, decision)
+        # A terminal can wait a moment to learn whether Codex took the answer, not just the turn.
+        receipt = await submit_decision(client, row.workflow_id, decision, confirm_within=CONFIRM_S)
         if as_json:
             emit({"id": row.id, **receipt.model_dump(mode="json")})
         else:

@@ -12,7 +12,7 @@ import sys
 
 from temporalio.worker import Worker
 
-from activities.codex import CodexActivities
+from activities.codex import HEARTBEAT_FLUSH, CodexActivities
 from ally.clean_exit import run_process
 from ally.codex.binary import CodexBinaryNotFound, find_codex_binary
 from ally.codex.runtime import CodexRuntime, CodexStartFailed
@@ -47,6 +47,7 @@ async def main() -> None:
             task_queue=runtime_queue(host),
             activities=codex.pinned(),
             max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
+            max_heartbeat_throttle_interval=HEARTBEAT_FLUSH,
         )
         discovery = Worker(client, task_queue=RUNTIME_DISCOVERY_QUEUE, activities=[codex.locate_runtime])
         await serve_until_signalled(
