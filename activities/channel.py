@@ -18,7 +18,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from ally.channels import Channel, PermanentDeliveryError, RetryLaterError
+from ally.channels import Channel, PermanentDeliveryError, RetryLaterError, TransientDeliveryError
 from ally.contracts import (
     ApprovalOutcome,
     ApprovalPrompt,
@@ -97,6 +97,23 @@ def _delivery_errors() -> Iterator[None]:
     except RetryLaterError as error:
         # Feishu says when its rate-limit window resets (`x-ogw-ratelimit-reset`); retrying
         # earlier only earns another 429, later wastes the person's time.
+        wait = max(error.retry_after_s, 0.1)
+        _retrying(error, f"in {wait:g} s")
         raise ApplicationError(
-            str(error), type="RetryLater", next_retry_delay=timedelta(seconds=max(error.retry_after_s, 0.1))
+            str(error),
+            type="RetryLater",
+            next_retry_delay=timedelta(seconds=wait),
+            category=ApplicationErrorCategory.BENIGN,
         ) from error
+    except TransientDeliveryError as error:
+        _retrying(error, "with backoff")
+        raise ApplicationError(
+            str(error), type="DeliveryUnavailable", category=ApplicationErrorCategory.BENIGN
+        ) from error
+
+
+def _retrying(error: Exception, when: str) -> None:
+    """A handled retry is one line (the SDK logs a benign failure at debug level only, where it
+    would otherwise log a warning with the whole traceback for each attempt)."""
+    info = activity.info()
+    activity.logger.warning("%s, attempt %d: %s; retrying %s", info.activity_type, info.attempt, error, when)

@@ -11,13 +11,17 @@ import asyncio
 import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+from temporalio.service import RPCError
 
 from ally.codex.runtime import (
     CodexRuntime,
+    InputRejected,
     ItemCompleted,
     PendingRequest,
     RuntimeRestarted,
@@ -36,7 +40,11 @@ from ally.contracts import (
     TurnProgress,
 )
 
-HEARTBEAT_EVERY_S = 2.0  # well inside the workflow's 10 s heartbeat timeout
+# A dead worker is noticed when its heartbeats stop (workflows/turn.py RUN_TURN_HEARTBEAT, 3 s):
+# one a second, and the worker sends each at once (its throttle, `HEARTBEAT_FLUSH`, would
+# otherwise hold them back for 0.8 x the timeout), so a stall of 2 s still goes unnoticed.
+HEARTBEAT_EVERY_S = 1.0
+HEARTBEAT_FLUSH = timedelta(seconds=1)
 INTERRUPT_GRACE_S = 10.0
 STEER_WAIT_S = 10.0  # a steer can arrive while the prompt is still being submitted
 REMEMBERED_TURNS = 1000
@@ -79,24 +87,60 @@ class CodexActivities:
             try:
                 await self._follow(workflow_id, progress)
             except asyncio.CancelledError:
-                # The workflow cancelled us (/stop): interrupt Codex, then report what really happened.
+                if await self._superseded():
+                    # This attempt missed its heartbeats (a stalled loop) and a newer attempt
+                    # follows the same turn: leave the turn alone, nothing went wrong with it.
+                    raise _quietly("a newer attempt follows this turn") from None
+                # The workflow cancelled us (/stop), or ended: interrupt Codex, then report.
                 await asyncio.shield(self._interrupt_and_wait(progress))
                 return await asyncio.shield(self._outcome(progress))
             finally:
                 beating.cancel()
-                self.turns.ended(workflow_id)
+                self.turns.ended(workflow_id, progress)
         except RuntimeRestarted:
             if progress is None:
-                raise  # nothing was submitted: the retry submits it to the restarted child
+                # Nothing was submitted: the retry submits it to the restarted child.
+                raise _quietly("the Codex child restarted before the prompt reached it") from None
             return await self._outcome(progress, restarted=True)
+        except _Refused as refused:
+            activity.logger.warning("Codex refused the prompt: %s", refused.error.message)
+            return refused.outcome()
         return await self._outcome(progress)
+
+    async def _superseded(self) -> bool:
+        """Cancelled because this attempt timed out while a newer one took over, rather than by the
+        workflow (/stop: cancel requested) or its end (the turn is followed by nobody now)? The
+        worker shutting down counts too: the retry on the next worker reads the turn back."""
+        details = activity.cancellation_details()
+        if details is None or details.cancel_requested:
+            return False
+        if details.worker_shutdown:
+            return True
+        info = activity.info()
+        try:
+            handle = activity.client().get_workflow_handle(info.workflow_id or "")
+            described = await handle.describe()
+        except RPCError:
+            return False
+        if described.status != WorkflowExecutionStatus.RUNNING:
+            return False
+        return any(
+            pending.activity_id == info.activity_id and pending.attempt > info.attempt
+            for pending in described.raw_description.pending_activities
+        )
 
     @activity.defn(name="answer_request")
     async def answer_request(self, request: AnswerRequestInput) -> None:
         try:
             await self.runtime.answer_request(request.key, request.result)
         except UnknownRequest as error:
-            raise ApplicationError(str(error), type="UnknownRequest", non_retryable=True) from error
+            # Handled by the workflow (the card says the request expired): one log line, no trace.
+            raise ApplicationError(
+                str(error),
+                type="UnknownRequest",
+                non_retryable=True,
+                category=ApplicationErrorCategory.BENIGN,
+            ) from None
 
     @activity.defn(name="steer_turn")
     async def steer_turn(self, request: SteerTurnInput) -> str:
@@ -106,7 +150,10 @@ class CodexActivities:
         turn = await self.turns.live(workflow_id, within=STEER_WAIT_S)
         if turn is None:
             raise ApplicationError(
-                "the turn is not running on this host", type="TurnNotLive", non_retryable=True
+                "the turn is not running on this host",
+                type="TurnNotLive",
+                non_retryable=True,
+                category=ApplicationErrorCategory.BENIGN,
             )
         return await self.runtime.steer(turn.thread_id, turn.turn_id, request.text)
 
@@ -122,7 +169,10 @@ class CodexActivities:
             thread_id = await self.runtime.ensure_thread(None, request.settings)
         inputs = [TurnInput(type="text", text=request.text)]
         inputs += [TurnInput(type="localImage", path=path) for path in request.local_images]
-        turn_id = await self.runtime.start_turn(thread_id, inputs, plan_mode=request.plan_mode)
+        try:
+            turn_id = await self.runtime.start_turn(thread_id, inputs, plan_mode=request.plan_mode)
+        except InputRejected as error:
+            raise _Refused(thread_id, error) from None
         return TurnProgress(thread_id=thread_id, turn_id=turn_id)
 
     async def _follow(self, workflow_id: str, progress: TurnProgress) -> None:
@@ -166,6 +216,36 @@ class CodexActivities:
         )
 
 
+class _Refused(Exception):
+    """Codex refused the prompt (too long): the turn's outcome, said in words, not a failure."""
+
+    def __init__(self, thread_id: str, error: InputRejected) -> None:
+        super().__init__(error.message)
+        self.thread_id = thread_id
+        self.error = error
+
+    def outcome(self) -> TurnOutcome:
+        too_long = self.error.too_long
+        if too_long is not None:
+            actual, limit = too_long
+            reason = (
+                f"This message is too long for Codex: it has {actual:,} characters, and Codex takes "
+                f"at most {limit:,} in one message. Send a shorter one, or save the text as a file in "
+                "the workspace and ask Codex to read it."
+            )
+        else:
+            reason = f"Codex did not accept this message: {self.error.message}"
+        return TurnOutcome(
+            thread_id=self.thread_id, turn_id="", status="failed", error=reason, input_refused=True
+        )
+
+
+def _quietly(message: str) -> ApplicationError:
+    """A failure the retry handles (or the server ignores, for an attempt already replaced): logged
+    at debug level by the SDK, not as a warning with a traceback."""
+    return ApplicationError(message, type="RetryQuietly", category=ApplicationErrorCategory.BENIGN)
+
+
 class TurnsHere:
     """Which Codex turn each turn workflow runs on this host, so a steer needs no ids: the workflow
     learns its thread and turn ids only when `run_turn` reports the outcome."""
@@ -176,7 +256,10 @@ class TurnsHere:
     def started(self, workflow_id: str, turn: TurnProgress) -> None:
         self._settle(workflow_id, turn)
 
-    def ended(self, workflow_id: str) -> None:
+    def ended(self, workflow_id: str, turn: TurnProgress) -> None:
+        current = self._turns.get(workflow_id)
+        if current is not None and current.done() and current.result() is not turn:
+            return  # a newer attempt of run_turn follows this turn now: it stays live
         self._settle(workflow_id, None)
 
     async def live(self, workflow_id: str, *, within: float) -> TurnProgress | None:

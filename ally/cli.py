@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import traceback
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -48,11 +49,11 @@ def up(
     Prints where the UI is, what runs, and what is missing with the next step.
     """
     config = _config()
-    from ally.supervisor import AlreadyRunning, UpOptions, run_up
+    from ally.supervisor import AlreadyRunning, CannotStart, UpOptions, run_up
 
     try:
         code = run_up(config, UpOptions(demo=demo), lambda line: typer.echo(line))
-    except AlreadyRunning as e:
+    except (AlreadyRunning, CannotStart) as e:
         typer.echo(f"ally: {e}", err=True)
         raise typer.Exit(1) from None
     raise typer.Exit(code)
@@ -69,9 +70,11 @@ def chat() -> None:
     from ally.temporal_client import connect
 
     async def lines() -> AsyncIterator[str]:
+        # Bytes, decoded here: a line that is not UTF-8 keeps its bad bytes as surrogates, and the
+        # chat refuses it in words instead of the decoder ending the chat.
         loop = asyncio.get_running_loop()
-        while line := await loop.run_in_executor(None, sys.stdin.readline):
-            yield line
+        while line := await loop.run_in_executor(None, sys.stdin.buffer.readline):
+            yield line.decode("utf-8", errors="surrogateescape")
 
     async def talk() -> None:
         client = await connect(config)
@@ -123,10 +126,21 @@ def turns(as_json: JsonOption = False) -> None:
             typer.echo(f"    {row.ui_link}")
 
 
+MIN_ID_PREFIX = 4  # shorter prefixes (or a bare position like "1") decide nothing
+CONFIRM_S = 10.0
+
+
 @app.command()
 def approvals(
     as_json: JsonOption = False,
-    decide: Annotated[int | None, typer.Option("--decide", help="Number of the request to decide.")] = None,
+    decide: Annotated[
+        str | None,
+        typer.Option(
+            "--decide",
+            metavar="ID",
+            help=f"Id of the request to decide, as listed (or its first {MIN_ID_PREFIX}+ characters).",
+        ),
+    ] = None,
     answer: Annotated[
         str, typer.Option("--with", help="y (approve), always (for the session), n (decline), cancel.")
     ] = "y",
@@ -135,8 +149,10 @@ def approvals(
     ] = False,
     days: Annotated[float, typer.Option("--days", help="With --history: how far back.")] = 7,
 ) -> None:
-    """Pending approvals and questions of every running turn; decide one from this terminal.
+    """Pending approvals and questions of every running turn, each with an id; decide one by its id.
 
+    The id stays the same while the request waits (deciding another one does not shift it). A
+    request that was decided, expired or whose turn ended is refused, and the current list shown.
     With --history: the audit trail of decisions (a person, a policy rule, or expiry)."""
     config = _config()
     import getpass
@@ -146,15 +162,41 @@ def approvals(
     from ally.names import LOCAL_OPERATOR
     from ally.shortcuts import WORDS
     from ally.temporal_client import connect
-    from ally.turns_report import decision_history, pending_approvals
+    from ally.turns_report import PendingRow, decision_history, matching, pending_approvals
+
+    def emit(document: Any) -> None:
+        typer.echo(json.dumps(document, indent=2))
+
+    def listing(rows: list[PendingRow]) -> list[str]:
+        if not rows:
+            return ["Nothing is waiting for a decision."]
+        lines = []
+        for row in rows:
+            request = row.request
+            what = request.command or request.reason or request.method
+            lines.append(f"{row.id}  [{request.kind}] {what}  (chat {row.chat}, {row.workflow_id})")
+        return lines
+
+    def refuse(reason: str, rows: list[PendingRow]) -> int:
+        if as_json:
+            emit(
+                {"status": "refused", "detail": reason, "waiting": [r.model_dump(mode="json") for r in rows]}
+            )
+        else:
+            typer.echo(f"ally: {reason}", err=True)
+            typer.echo("Waiting now:" if rows else "Nothing is waiting for a decision.", err=True)
+            for line in listing(rows) if rows else []:
+                typer.echo(f"  {line}", err=True)
+        return 2
 
     async def run() -> int:
         client = await connect(config)
         if history:
             trail = await decision_history(client, days=days)
             if as_json:
-                typer.echo(json.dumps([entry.model_dump(mode="json") for entry in trail], indent=2))
-            elif not trail:
+                emit([entry.model_dump(mode="json") for entry in trail])
+                return 0
+            if not trail:
                 typer.echo(f"No decisions in the last {days:g} days.")
             for entry in trail:
                 r = entry.record
@@ -164,22 +206,32 @@ def approvals(
         rows = await pending_approvals(client)
         if decide is None:
             if as_json:
-                typer.echo(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
-            elif not rows:
-                typer.echo("Nothing is waiting for a decision.")
-            for i, row in enumerate(rows, start=1):
-                request = row.request
-                what = request.command or request.reason or request.method
-                typer.echo(f"{i}. [{request.kind}] {what}  (chat {row.chat}, {row.workflow_id})")
+                emit([row.model_dump(mode="json") for row in rows])
+            else:
+                for line in listing(rows):
+                    typer.echo(line)
             return 0
-        if not 1 <= decide <= len(rows) or answer.lower() not in WORDS:
-            typer.echo(f"ally: pick a request 1..{len(rows)} and --with one of: {', '.join(WORDS)}", err=True)
-            return 2
-        row = rows[decide - 1]
+        word = answer.strip().lower()
+        if word not in WORDS:
+            return refuse(f"--with takes one of: {', '.join(WORDS)} (got {answer!r})", rows)
+        if len(decide.strip()) < MIN_ID_PREFIX:
+            return refuse(f"give at least {MIN_ID_PREFIX} characters of the request's id", rows)
+        found = matching(rows, decide)
+        if not found:
+            return refuse(
+                f"no request with id {decide} is waiting (it was decided, expired, or its turn ended)", rows
+            )
+        if len(found) > 1:
+            return refuse(f"{decide} matches {len(found)} waiting requests; give more of the id", rows)
+        row = found[0]
         operator = Person(id=LOCAL_OPERATOR, name=getpass.getuser())
-        decision = Decision(key=row.request.key, decision=WORDS[answer.lower()], operator=operator)
-        receipt = await submit_decision(client, row.workflow_id, decision)
-        typer.echo(f"{receipt.status}: {receipt.detail}")
+        decision = Decision(key=row.request.key, decision=WORDS[word], operator=operator)
+        # A terminal can wait a moment to learn whether Codex took the answer, not just the turn.
+        receipt = await submit_decision(client, row.workflow_id, decision, confirm_within=CONFIRM_S)
+        if as_json:
+            emit({"id": row.id, **receipt.model_dump(mode="json")})
+        else:
+            typer.echo(f"{row.id} {receipt.status}: {receipt.detail}")
         return 0 if receipt.status in ("decided", "queued") else 1
 
     raise typer.Exit(asyncio.run(run()))
@@ -462,21 +514,33 @@ def show_config(as_json: JsonOption = False) -> None:
 
 
 def _masked(config: AllyConfig) -> dict[str, dict[str, Any]]:
-    # model_dump keeps SecretStr objects; show only whether a secret is set, never any of it.
+    """Each section as JSON values (lists stay lists); of a secret, only whether it is set."""
     shown: dict[str, dict[str, Any]] = {}
     for section, model in config:
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = model.model_dump(mode="json")
         for key, value in model:
             if hasattr(value, "get_secret_value"):
                 values[key] = "<set>" if value.get_secret_value() else "<unset>"
-            else:
-                values[key] = str(value) if value is not None and not isinstance(value, int | str) else value
         shown[section] = values
     return shown
 
 
 def main() -> None:
-    app()
+    """Every `ally` command ends through `exit_now`: a command that used the Temporal client must not
+    crash in the interpreter's shutdown after doing its work (ally/clean_exit.py)."""
+    from ally.clean_exit import exit_code, exit_now
+
+    code = 1
+    try:
+        app()
+        code = 0
+    except SystemExit as stop:
+        code = exit_code(stop.code)
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:  # as Python itself would: the traceback, exit code 1
+        traceback.print_exc()
+    exit_now(code)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,21 @@
 """work-ally configuration: one TOML file in the data dir, environment variables on top.
 
 The data dir is `~/.work-ally/` unless `WORK_ALLY_HOME` moves it; the file is `config.toml` there.
-Any value can be overridden by `WORK_ALLY_<SECTION>__<KEY>` (e.g. `WORK_ALLY_FEISHU__APP_SECRET`).
-Every mistake (unknown key, bad value, broken TOML) becomes one `ConfigError` line naming the key
-and the expected form; the CLI prints it and exits 2.
+Any value can be overridden by `WORK_ALLY_<SECTION>__<KEY>` (e.g. `WORK_ALLY_FEISHU__APP_SECRET`);
+a list-valued key takes a JSON list or comma-separated values (`WORK_ALLY_ACCESS__CHATS=oc_a,oc_b`).
+Every mistake (unknown key, bad value, broken TOML) becomes one `ConfigError` line naming where it
+came from (the file, or the environment variable), the key and the expected form; the CLI prints
+it and exits 2.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
@@ -80,11 +83,23 @@ class RuntimeConfig(_Section):
     )
 
 
+class SupervisorConfig(_Section):
+    restart_backoff_seconds: list[float] = Field(
+        [1.0, 2.0, 5.0, 10.0, 30.0],
+        min_length=1,
+        description="`ally up` waits this long before restarting a part that died: 1st, 2nd… restart.",
+    )
+    healthy_after_seconds: float = Field(
+        60.0, gt=0, description="A part that ran this long starts the backoff over when it dies."
+    )
+
+
 class AllyConfig(_Section):
     feishu: FeishuConfig = FeishuConfig()
     codex: CodexConfig = CodexConfig()
     temporal: TemporalConfig = TemporalConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
     policy: PolicyConfig = PolicyConfig()
     access: AccessConfig = AccessConfig()
 
@@ -107,15 +122,18 @@ def load_config(path: Path | None = None, environ: dict[str, str] | None = None)
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    _apply_env(raw, env)
+    overridden = _apply_env(raw, env)
     try:
         return AllyConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(f"{path}: {_explain(e)}") from None
+        raise ConfigError(_explain(e, path, overridden)) from None
 
 
-def _apply_env(raw: dict[str, Any], env: os._Environ[str] | dict[str, str]) -> None:
-    for name, value in env.items():
+def _apply_env(raw: dict[str, Any], env: os._Environ[str] | dict[str, str]) -> dict[tuple[str, ...], str]:
+    """Put the overrides into `raw`; returns which (section, key) each variable set, so a mistake
+    in one is blamed on the variable, not on the file."""
+    overridden: dict[tuple[str, ...], str] = {}
+    for name, value in sorted(env.items()):
         if not name.startswith(ENV_PREFIX) or name == HOME_ENV:
             continue
         section, sep, key = name[len(ENV_PREFIX) :].lower().partition("__")
@@ -124,18 +142,50 @@ def _apply_env(raw: dict[str, Any], env: os._Environ[str] | dict[str, str]) -> N
         target = raw.setdefault(section, {})
         if not isinstance(target, dict):
             raise ConfigError(f"{name}: [{section}] is not a section")
-        target[key] = value
+        target[key] = _env_value(name, value, (section, key))
+        overridden[(section, key)] = name
+    return overridden
 
 
-def _explain(error: ValidationError) -> str:
+def _env_value(name: str, value: str, loc: tuple[str, str]) -> Any:
+    """A variable's text as the key's type wants it: a list key takes JSON or comma-separated
+    values; anything else stays text, which pydantic converts (numbers, booleans)."""
+    model = _section_model(loc[:1])
+    field = model.model_fields.get(loc[1]) if model else None
+    if field is None or get_origin(field.annotation) is not list:
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except ValueError as error:
+            raise ConfigError(
+                f'{name}: not a JSON list ({error}); write it as JSON, e.g. \'["a", "b"]\', '
+                "or comma-separated: a,b"
+            ) from None
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _explain(error: ValidationError, path: Path, overridden: dict[tuple[str, ...], str]) -> str:
     first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
+    loc = tuple(str(part) for part in first["loc"])
+    where = ".".join(loc)
+    source = _source(loc, path, overridden)
     if first["type"] == "extra_forbidden":
-        return f"unknown key '{where}' (known: {_known_keys(first['loc'][:-1])})"
+        return f"{source}: unknown key '{where}' (known: {_known_keys(first['loc'][:-1])})"
     expected = _expected_form(first["loc"])
     got = first.get("input")
     shown = "" if isinstance(got, dict) or _is_secret(first["loc"]) else f", got {got!r}"
-    return f"{where}: {first['msg'].lower()}{shown}" + (f" (expected {expected})" if expected else "")
+    message = f"{where}: {first['msg'].lower()}{shown}" + (f" (expected {expected})" if expected else "")
+    return f"{source}: {message}"
+
+
+def _source(loc: tuple[str, ...], path: Path, overridden: dict[tuple[str, ...], str]) -> str:
+    """The environment variable that set the failing key (or a key under it), else the file."""
+    if loc[:2] in overridden:
+        return overridden[loc[:2]]
+    under = [name for key, name in overridden.items() if key[: len(loc)] == loc]
+    return under[0] if len(loc) == 1 and under else str(path)
 
 
 def _section_model(loc: tuple[int | str, ...]) -> type[BaseModel] | None:

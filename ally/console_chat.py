@@ -14,12 +14,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from ally.channels.console import ConsoleChannel, ConsoleEvent
 from ally.config import AllyConfig
 from ally.contracts import ApprovalPrompt, Decision, InboundMessage, Person
 from ally.decisions import submit_decision
-from ally.inbound import console_chat, hand_over, new_conversation
+from ally.inbound import console_chat, hand_over, new_conversation, refusal
 from ally.shortcuts import parse_decisions
 from workers.chat import chat_worker
 
@@ -45,6 +46,17 @@ class ConsoleChat:
                     await self.say(line.strip())
 
     async def say(self, line: str) -> None:
+        """One line the person typed: refused in words if it cannot travel, and the chat stays open
+        whatever happens to it."""
+        if (reason := refusal(line)) is not None:
+            self.out(f"ally> {reason}")
+            return
+        try:
+            await self._handle(line)
+        except RPCError as error:
+            self.out(f"ally> Could not pass that on ({error.message}). Is `ally up` running?")
+
+    async def _handle(self, line: str) -> None:
         if self.pending and self.pending[0].request.kind == "user_input":
             await self._answer_question(self.pending[0], line)
             return

@@ -66,6 +66,9 @@ class TurnOutcome(BaseModel):
     final_text: str = ""
     error: str | None = None
     runtime_restarted: bool = False
+    # Codex refused the prompt itself (too long): `error` says why in words for the person; no
+    # turn was started, and sending the same text again fails the same way.
+    input_refused: bool = False
 
 
 class AnswerRequestInput(BaseModel):

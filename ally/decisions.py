@@ -8,28 +8,51 @@ which the server accepts durably and the workflow re-checks when it next runs (n
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Literal
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 from pydantic import BaseModel
-from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.exceptions import FailureError
 from temporalio.service import RPCError, RPCStatusCode
 
 from ally.contracts import Decision
 from ally.names import decision_update_id
-from workflows.turn import TurnWorkflow
+from workflows.turn import EXPIRED_RUNTIME_GONE, RUN_TURN_HEARTBEAT, TurnWorkflow
+
+HOST_NOT_ANSWERING = (
+    "this request no longer waits: the Codex runtime that asked it is not answering (it died or is "
+    "stuck). The chat is told how the turn ends."
+)
 
 
 class DecisionReceipt(BaseModel):
-    status: Literal["decided", "rejected", "queued", "closed"]
+    status: Literal["decided", "rejected", "queued", "closed", "expired"]
     detail: str
 
 
 async def submit_decision(
-    client: Client, turn_workflow_id: str, decision: Decision, *, rpc_timeout: float = 5.0
+    client: Client,
+    turn_workflow_id: str,
+    decision: Decision,
+    *,
+    rpc_timeout: float = 5.0,
+    confirm_within: float = 0.0,
 ) -> DecisionReceipt:
+    """Decide a waiting request. Refused at once when the host that holds it is gone; with
+    `confirm_within`, also wait that long to learn whether the answer reached Codex (a terminal can
+    wait a few seconds; a card's 3 s answer cannot)."""
     handle = client.get_workflow_handle(turn_workflow_id)
+    if await _host_gone(handle):
+        return DecisionReceipt(status="expired", detail=HOST_NOT_ANSWERING)
     try:
         result = await handle.execute_update(
             TurnWorkflow.decide,
@@ -37,7 +60,6 @@ async def submit_decision(
             id=decision_update_id(decision.key, decision.operator.id),
             rpc_timeout=timedelta(seconds=rpc_timeout),
         )
-        return DecisionReceipt(status="decided", detail=str(result))
     except WorkflowUpdateFailedError as error:
         # People read the detail: the validator's sentence, never the error's type in front of it
         # (str() of a Temporal failure starts with the class name of what was raised).
@@ -54,3 +76,45 @@ async def submit_decision(
         if error.status == RPCStatusCode.NOT_FOUND:
             return DecisionReceipt(status="closed", detail="this turn has already ended")
         raise
+    if confirm_within > 0:
+        return await _confirmed(handle, decision.key, str(result), confirm_within)
+    return DecisionReceipt(status="decided", detail=str(result))
+
+
+async def _host_gone(handle: WorkflowHandle[Any, Any]) -> bool:
+    """Whether the turn's `run_turn` has stopped heartbeating: its worker (and the Codex child that
+    holds the turn's requests) died, or is stuck. The server concludes the same a moment later."""
+    try:
+        described = await handle.describe()
+    except RPCError:
+        return False  # the update says what is wrong
+    if described.status != WorkflowExecutionStatus.RUNNING:
+        return False
+    now = datetime.now(UTC)
+    for pending in described.raw_description.pending_activities:
+        if pending.activity_type.name != "run_turn":
+            continue
+        if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
+            return True  # its attempt timed out: the next waits for a worker
+        beat = pending.last_heartbeat_time if pending.HasField("last_heartbeat_time") else None
+        last = (beat or pending.last_started_time).ToDatetime(tzinfo=UTC)
+        return now - last > RUN_TURN_HEARTBEAT
+    return False
+
+
+async def _confirmed(
+    handle: WorkflowHandle[Any, Any], key: str, decided: str, within: float
+) -> DecisionReceipt:
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            view = await handle.query(TurnWorkflow.view)
+        except RPCError:
+            break
+        record = next((r for r in reversed(view.decisions) if r.key == key), None)
+        if record is not None:
+            if record.decision == EXPIRED_RUNTIME_GONE:
+                return DecisionReceipt(status="expired", detail=HOST_NOT_ANSWERING)
+            return DecisionReceipt(status="decided", detail=record.decision)
+        await asyncio.sleep(0.1)
+    return DecisionReceipt(status="decided", detail=f"{decided} (sent; Codex has not taken it yet)")

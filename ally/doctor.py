@@ -5,11 +5,13 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel
 
 from ally.codex.binary import CodexBinaryNotFound, binary_version, find_codex_binary
+from ally.codex.sandbox import SandboxProbe, probe_sandbox
 from ally.codex.version import version_mismatch
 from ally.config import AllyConfig, config_path
 from ally.readiness import codex_login_source
@@ -32,6 +34,7 @@ def run_checks(config: AllyConfig) -> list[Check]:
         _temporal_binary(),
         *_temporal_ports(config),
         _codex_binary(config),
+        _sandbox(config),
         _codex_home(config),
         _codex_login(config),
         _feishu(config),
@@ -101,6 +104,73 @@ def _codex_binary(config: AllyConfig) -> Check:
     if mismatch:
         return Check(name="codex", status="warn", detail=f"{binary}: {mismatch}")
     return Check(name="codex", status="ok", detail=f"{binary}: {version}")
+
+
+INSTALL_BUBBLEWRAP = (
+    "install your distribution's bubblewrap package (Debian/Ubuntu: sudo apt-get install bubblewrap; "
+    "Fedora: sudo dnf install bubblewrap); dev/bootstrap does it when run as root"
+)
+
+
+def _sandbox(config: AllyConfig) -> Check:
+    """Whether the sandbox Codex puts commands in really confines them: a command is run in it,
+    the way Codex runs one, and must write in the workspace but not beside it."""
+    mode = config.codex.sandbox
+    if mode == "danger-full-access":
+        return Check(
+            name="sandbox",
+            status="warn",
+            detail="off ([codex] sandbox = danger-full-access): commands run with all your rights",
+            fix='set [codex] sandbox = "workspace-write"',
+        )
+    if not sys.platform.startswith("linux"):
+        return Check(
+            name="sandbox", status="ok", detail=f"{mode}: the system's own sandbox (not probed here)"
+        )
+    try:
+        binary = find_codex_binary(config.codex.binary)
+    except CodexBinaryNotFound as e:
+        return Check(name="sandbox", status="fail", detail=f"cannot check without Codex: {e}")
+    home = config.codex.resolved_home()
+    return _sandbox_verdict(mode, home, probe_sandbox(binary, mode, home))
+
+
+def _sandbox_verdict(mode: str, codex_home: Path, probe: SandboxProbe) -> Check:
+    if probe.wrote_outside:
+        return Check(
+            name="sandbox",
+            status="fail",
+            detail=f"NOT enforced: a command in the {mode} sandbox wrote outside the workspace",
+            fix=INSTALL_BUBBLEWRAP,
+        )
+    if probe.no_bubblewrap:
+        return Check(
+            name="sandbox",
+            status="fail",
+            detail="Codex refuses to run any command: no bubblewrap (bwrap) on PATH, none bundled with Codex",
+            fix=INSTALL_BUBBLEWRAP,
+        )
+    if probe.no_helper:
+        return Check(
+            name="sandbox",
+            status="fail",
+            detail=f"Codex cannot start its sandbox helper, so every command fails: CODEX_HOME "
+            f"({codex_home}) is inside the temporary directory, where Codex makes no helper links",
+            fix="set [codex] home (or CODEX_HOME) to a directory outside the temporary directory",
+        )
+    if not probe.confined:
+        return Check(
+            name="sandbox",
+            status="fail",
+            detail=f"a command could not run in the {mode} sandbox: {probe.output or 'no output'}",
+            fix='see docs/operations.md, "The sandbox"',
+        )
+    where = f"bubblewrap {probe.bubblewrap}" if probe.bubblewrap else "Codex's bundled bubblewrap"
+    detail = f"{mode} enforced ({where})"
+    if probe.bubblewrap is None:
+        # Enforced, but Codex logs an error at every start and asks for the system package.
+        return Check(name="sandbox", status="warn", detail=detail, fix=INSTALL_BUBBLEWRAP)
+    return Check(name="sandbox", status="ok", detail=detail)
 
 
 def _codex_home(config: AllyConfig) -> Check:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from ally.codex.binary import CodexBinaryNotFound, find_codex_binary
 from ally.config import AllyConfig, data_dir
 from ally.names import runtime_queue
 from ally.processes import free_local_port, spawn_group, stop_group
@@ -33,7 +34,6 @@ from ally.temporal_client import connect, ui_url, uses_embedded_server
 from ally.temporal_server import dev_server_command
 
 SUPERVISOR = "supervisor"
-RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 class UpOptions(BaseModel):
@@ -49,14 +49,34 @@ class Part:
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
     started_at: float = 0.0
+    log_offset: int = 0  # where this run's output starts in the (appended) log
 
     @property
     def log_file(self) -> Path:
         return logs_dir() / f"{self.name}.log"
 
+    def last_words(self) -> str:
+        """The reason a part gave for dying, from what this run wrote: its last ERROR line (the
+        workers log the cause and fix in one), else the last line of a traceback."""
+        try:
+            with self.log_file.open("rb") as log:
+                log.seek(self.log_offset)
+                lines = [line.strip() for line in log.read().decode(errors="replace").splitlines()]
+        except OSError:
+            return "no log"
+        lines = [line for line in lines if line]
+        errors = [line for line in lines if " ERROR " in line or " CRITICAL " in line]
+        if errors:
+            return errors[-1].split(": ", 1)[-1]
+        return lines[-1] if lines else "it wrote nothing"
+
 
 class AlreadyRunning(Exception):
     pass
+
+
+class CannotStart(Exception):
+    """A part cannot start; the message is one line: the cause, and the fix where one is known."""
 
 
 def _python_module(module: str) -> list[str]:
@@ -101,6 +121,7 @@ class Supervisor:
         self.parts: list[Part] = []
 
     async def run(self) -> int:
+        self._preflight()
         self._claim()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -121,6 +142,13 @@ class Supervisor:
             self.say("work-ally stopped; no process left behind.")
         return 0
 
+    def _preflight(self) -> None:
+        """What would only make a part die at start, said before anything starts."""
+        try:
+            find_codex_binary(self.config.codex.binary)
+        except CodexBinaryNotFound as error:
+            raise CannotStart(f"cannot start the Codex runtime: {error}") from None
+
     def _claim(self) -> None:
         for state in read_part_states():
             if state.name == SUPERVISOR and state.alive and state.pid != os.getpid():
@@ -130,6 +158,8 @@ class Supervisor:
 
     async def _start(self, part: Part) -> None:
         env = {**os.environ, **part.env, "WORK_ALLY_HOME": str(data_dir())}
+        part.log_file.parent.mkdir(parents=True, exist_ok=True)
+        part.log_offset = part.log_file.stat().st_size if part.log_file.exists() else 0
         part.process = await spawn_group(part.command, log_file=part.log_file, env=env)
         part.started_at = time.monotonic()
 
@@ -146,7 +176,9 @@ class Supervisor:
                 except RuntimeError as e:
                     last_error = e
             await asyncio.sleep(0.2)
-        raise RuntimeError(f"Temporal dev server not ready: {last_error}; see {logs_dir() / 'temporal.log'}")
+        raise CannotStart(
+            f"the Temporal dev server did not get ready: {last_error}; see {logs_dir() / 'temporal.log'}"
+        )
 
     async def _wait_for_workers(self) -> None:
         """Ready = each worker wrote its run-state file (it does so once it polls)."""
@@ -158,10 +190,12 @@ class Supervisor:
                 return
             for part in self.parts:
                 if part.process and part.process.returncode is not None:
-                    raise RuntimeError(f"{part.name} exited at start; see {part.log_file}")
+                    raise CannotStart(
+                        f"{part.name} exited at start: {part.last_words()} (see {part.log_file})"
+                    )
             await asyncio.sleep(0.2)
         if not self.stopping.is_set():
-            raise RuntimeError(f"workers not ready in {self.options.ready_timeout:.0f}s; see {logs_dir()}")
+            raise CannotStart(f"workers not ready in {self.options.ready_timeout:.0f}s; see {logs_dir()}")
 
     def _announce(self) -> None:
         url = ui_url(self.config)
@@ -198,16 +232,24 @@ class Supervisor:
             for part in self.parts:
                 if part.process is None or part.process.returncode is None:
                     continue
-                delay = RESTART_BACKOFF[min(part.restarts, len(RESTART_BACKOFF) - 1)]
-                if time.monotonic() - part.started_at > 60:
-                    part.restarts = 0  # it ran for a while: a fresh failure, not a crash loop
-                self.say(f"{part.name} exited ({part.process.returncode}); restarting in {delay:.0f}s")
-                part.restarts += 1
+                delay = self._restart_delay(part)
+                self.say(f"{part.name} exited ({part.process.returncode}); restarting in {delay:g}s")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), delay)
                 if self.stopping.is_set():
                     return
                 await self._start(part)
+
+    def _restart_delay(self, part: Part) -> float:
+        """The next step of the backoff; a part that ran `healthy_after_seconds` starts it over
+        (a fresh failure, not a crash loop)."""
+        settings = self.config.supervisor
+        if time.monotonic() - part.started_at >= settings.healthy_after_seconds:
+            part.restarts = 0
+        backoff = settings.restart_backoff_seconds
+        delay = backoff[min(part.restarts, len(backoff) - 1)]
+        part.restarts += 1
+        return delay
 
     async def _stop_all(self) -> None:
         for part in reversed(self.parts):

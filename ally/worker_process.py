@@ -17,6 +17,7 @@ from typing import Any
 
 from temporalio.worker import Worker
 
+from ally.redaction import redact_handlers
 from ally.run_state import PartState, remove_part_state, write_part_state
 
 STATE_REFRESH_SECONDS = 2.0
@@ -27,6 +28,7 @@ def configure_logging(name: str) -> logging.Logger:
         level=os.environ.get("WORK_ALLY_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    redact_handlers()  # no credential in any line, whichever library wrote it
     return logging.getLogger(name)
 
 

@@ -22,7 +22,7 @@ from typing import TypeVar
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from activities.codex import CodexActivities
+from activities.codex import HEARTBEAT_FLUSH, CodexActivities
 from ally import names
 from ally.channels import Channel
 from ally.channels.console import ConsoleChannel, ConsoleEvent
@@ -148,7 +148,12 @@ async def eventually(probe: Callable[[], T | None], *, within: float = 30.0, wha
 def codex_workers(client: Client, runtime: CodexRuntime, host: str, discovery_queue: str) -> list[Worker]:
     codex = CodexActivities(runtime, RuntimeLocation(host=host, task_queue=names.runtime_queue(host)))
     return [
-        Worker(client, task_queue=names.runtime_queue(host), activities=codex.pinned()),
+        Worker(
+            client,
+            task_queue=names.runtime_queue(host),
+            activities=codex.pinned(),
+            max_heartbeat_throttle_interval=HEARTBEAT_FLUSH,  # as workers/runtime.py
+        ),
         Worker(client, task_queue=discovery_queue, activities=[codex.locate_runtime]),
     ]
 

@@ -492,6 +492,36 @@ async def test_a_killed_child_is_restarted_and_its_thread_resumes(host: Host) ->
 
 
 @pytest.mark.faults
+async def test_an_answer_meant_for_a_dead_runtime_never_answers_a_new_runtimes_request(
+    tmp_path: Path, model: ScriptedModelServer
+) -> None:
+    """A restarted runtime worker counts its children from 1 again and Codex numbers requests from
+    0 again: an approval given for the old process's request must not approve the new one's."""
+    home = write_codex_home(tmp_path / "codex-home", model.base_url)
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    keys = []
+    for life in ("before", "after"):
+        runtime = codex_runtime(home, tmp_path)
+        await runtime.start()
+        host = Host(runtime, model, home, workspace)
+        try:
+            model.push(RunCommand(cmd=f"touch {life}.txt"))
+            thread_id = await host.new_thread()
+            turn_id = await runtime.start_turn(thread_id, text(f"touch {life}"))
+            keys.append((await first_request(host, thread_id, turn_id)).key)
+            if life == "after":
+                with pytest.raises(UnknownRequest) as stale:
+                    await runtime.answer_request(keys[0], {"decision": "accept"})
+                assert stale.value.reason == "restarted"
+                assert runtime.health().pending_requests == 1  # the new request still waits
+        finally:
+            await runtime.stop()
+    assert keys[0] != keys[1]
+    assert not (workspace / "after.txt").exists()
+
+
+@pytest.mark.faults
 async def test_a_call_in_flight_when_the_child_dies_fails_with_runtime_restarted(host: Host) -> None:
     host.model.push(Say(text="persisted"))
     thread_id = await host.new_thread()

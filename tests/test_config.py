@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import subprocess
 import sys
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ally.config import ConfigError, load_config
+from ally.redaction import RedactingFormatter, redact
 
 
 def run_ally(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -91,3 +94,52 @@ def test_config_errors_never_echo_a_secret(tmp_path: Path) -> None:
         load_config(path, environ={})
     assert "feishu.app_secret" in str(caught.value)
     assert "s3cr3t-value" not in str(caught.value)
+
+
+def test_a_bad_environment_value_is_blamed_on_the_variable_not_the_file(tmp_path: Path) -> None:
+    write_config(tmp_path, "[temporal]\nport = 7233\n")
+    result = run_ally(tmp_path, "config", env={"WORK_ALLY_TEMPORAL__PORT": "seven"})
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("ally: config error: WORK_ALLY_TEMPORAL__PORT: temporal.port")
+    assert "config.toml" not in line
+    # The same mistake in the file names the file.
+    write_config(tmp_path, "[temporal]\nport = 'seven'\n")
+    result = run_ally(tmp_path, "config")
+    assert str(tmp_path / "config.toml") in result.stderr
+    assert "WORK_ALLY_" not in result.stderr
+
+
+def test_list_keys_are_settable_from_the_environment_as_json_or_comma_separated(tmp_path: Path) -> None:
+    result = run_ally(
+        tmp_path,
+        "config",
+        "--json",
+        env={"WORK_ALLY_ACCESS__CHATS": "oc_a, oc_b", "WORK_ALLY_ACCESS__APPROVERS": '["ou_x"]'},
+    )
+    assert result.returncode == 0, result.stderr
+    access = json.loads(result.stdout)["access"]
+    assert access["chats"] == ["oc_a", "oc_b"]
+    assert access["approvers"] == ["ou_x"]
+    rules = '[{"action": "deny", "command_prefix": "git push"}]'
+    config = load_config(tmp_path / "absent.toml", environ={"WORK_ALLY_POLICY__RULES": rules})
+    assert [rule.command_prefix for rule in config.policy.rules] == ["git push"]
+
+    result = run_ally(tmp_path, "config", env={"WORK_ALLY_ACCESS__CHATS": "[oc_a"})
+    assert result.returncode == 2
+    assert "WORK_ALLY_ACCESS__CHATS" in result.stderr and "comma-separated" in result.stderr
+
+
+def test_credentials_in_any_log_line_are_masked_traceback_included() -> None:
+    url = "wss://msg-frontier.feishu.cn/ws/v2?fpid=1&access_key=ak123secret&service_id=7&ticket=t-987-zz"
+    record = logging.LogRecord("Lark", logging.INFO, __file__, 1, "connected to %s", (url,), None)
+    try:
+        raise RuntimeError(f"GET {url} failed; body {{'app_secret': 'S3CRET', 'verification_token': 'vt1'}}")
+    except RuntimeError:
+        record.exc_info = sys.exc_info()
+    line = RedactingFormatter("%(name)s: %(message)s").format(record)
+    for secret in ("ak123secret", "t-987-zz", "S3CRET", "vt1"):
+        assert secret not in line
+    assert "access_key=<redacted>&service_id=7&ticket=<redacted>" in line
+    assert "fpid=1" in line  # what is not a credential stays readable
+    assert redact("Authorization: Bearer t-abc.def") == "Authorization: Bearer <redacted>"

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,8 +17,10 @@ from temporalio.client import Client
 from ally import names
 from ally.config import AllyConfig
 from ally.console_chat import ConsoleChat
+from ally.inbound import MAX_MESSAGE_BYTES
 from dev.model_server import RunCommand, Say
 from tests.stack import codex_workers, eventually, running_stack
+from tests.test_up import start_up
 
 pytestmark = pytest.mark.codex
 
@@ -55,3 +60,37 @@ async def test_ally_chat_runs_its_chats_workflows_and_takes_an_approval_inline(
         assert answers == ["codex> Wrote it."]
         assert target.read_text().strip() == "yes"
         await client.get_workflow_handle(names.conversation_id(console.chat.chat_id)).terminate("test over")
+
+
+@pytest.mark.faults
+def test_ally_chat_refuses_an_oversized_or_invalid_line_in_words_and_stays_open(tmp_path: Path) -> None:
+    up = start_up(tmp_path / "ally-home", "--demo")
+    chat = subprocess.Popen(
+        [sys.executable, "-m", "ally", "chat"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=up.env,
+    )
+    try:
+        assert chat.stdin is not None and chat.stdout is not None
+        chat.stdin.write(b"z" * (MAX_MESSAGE_BYTES + 10) + b"\n")  # more than a message may be
+        chat.stdin.write(b"caf\xe9 au lait\n")  # Latin-1, not UTF-8
+        chat.stdin.write(b"still there?\n")
+        chat.stdin.flush()
+        printed: list[str] = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not any("You said: still there?" in line for line in printed):
+            printed.append(chat.stdout.readline().decode(errors="replace").rstrip())
+        chat.stdin.close()
+        assert chat.wait(timeout=30) == 0
+        shown = "\n".join(printed)
+        assert "Traceback" not in shown
+        assert "ally> This message is too large to send on" in shown
+        assert "ally> This message is not valid text" in shown
+        assert "codex> (demo model) You said: still there?" in shown  # the chat stayed open
+    finally:
+        if chat.poll() is None:
+            chat.kill()
+        up.process.terminate()
+        up.process.wait(timeout=60)

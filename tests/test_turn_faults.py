@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,15 @@ from temporalio.client import Client, WorkflowHandle
 
 from ally import names
 from ally.channels.console import ConsoleChannel, ConsoleEvent
-from ally.contracts import RuntimeLocation
+from ally.contracts import Decision, RuntimeLocation
+from ally.decisions import submit_decision
 from ally.processes import die_with_parent_hook, free_local_port
 from ally.temporal_server import dev_server_command
-from dev.model_server import Hang, Say
+from ally.turns_report import pending_approvals
+from dev.model_server import Hang, RunCommand, Say
 from tests.processes import temporal_when_up
-from tests.stack import codex_workers, eventually, running_stack
+from tests.stack import PERSON, Stack, codex_workers, eventually, running_stack
+from workflows.turn import EXPIRED_RUNTIME_GONE, RUN_TURN_HEARTBEAT
 
 pytestmark = [pytest.mark.codex, pytest.mark.faults]
 
@@ -127,6 +131,163 @@ async def test_kill_9_of_the_runtime_worker_mid_turn_ends_honestly_and_the_next_
                 lambda: stack.replies(chat, tone="answer"), within=60, what="the next answer"
             )
             assert [a.text for a in answers] == ["back in business"]
+
+
+async def _mid_turn(stack: Stack, turn: WorkflowHandle[Any, Any]) -> None:
+    """Until Codex works on the turn and `run_turn` has heartbeated it (what the UI shows)."""
+    await eventually(lambda: stack.model.received(), what="the turn to reach the model")
+    for _ in range(600):
+        pending = (await turn.describe()).raw_description.pending_activities
+        if any(a.heartbeat_details.payloads for a in pending):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("run_turn never reported the submitted turn")
+
+
+async def test_a_killed_runtime_worker_is_told_to_the_chat_within_5_seconds(
+    client: Client, tmp_path: Path
+) -> None:
+    async with running_stack(client, tmp_path, with_runtime_worker=False) as stack:
+        home = tmp_path / "ally-home"
+        home.mkdir()
+        location = RuntimeLocation(host=stack.host, task_queue=stack.pinned_queue)
+        chat = stack.chat()
+        stack.model.push(Hang(seconds=120))
+        with runtime_worker_process(client, home, stack.runtime.codex_home, stack.host) as worker:
+            await wait_polled(client, stack.pinned_queue)
+            message = await stack.send(chat, "a long job", runtime=location)
+            await _mid_turn(stack, stack.turn_handle(chat, message))
+            os.killpg(worker.pid, signal.SIGKILL)
+            killed = asyncio.get_running_loop().time()
+            worker.wait()
+        await asyncio.sleep(1.0)  # `ally up` restarts a dead part after 1 s
+        with runtime_worker_process(client, home, stack.runtime.codex_home, stack.host):
+            problem = await eventually(
+                lambda: stack.replies(chat, tone="problem"), within=30, what="an honest message"
+            )
+            told_after = asyncio.get_running_loop().time() - killed
+        assert "restarted" in problem[0].text and "/retry" in problem[0].text
+        assert told_after < 5.0, f"told {told_after:.1f} s after the kill"
+
+
+async def test_a_stalled_runtime_worker_that_misses_its_heartbeats_raises_no_false_alarm(
+    client: Client, tmp_path: Path
+) -> None:
+    """A slow machine: the worker freezes longer than the heartbeat timeout mid-turn. The retry
+    finds the turn still running on the same worker and follows it on; the person gets the answer
+    and nothing else."""
+    async with running_stack(client, tmp_path, with_runtime_worker=False) as stack:
+        home = tmp_path / "ally-home"
+        home.mkdir()
+        location = RuntimeLocation(host=stack.host, task_queue=stack.pinned_queue)
+        chat = stack.chat()
+        stack.model.push(Hang(seconds=8, then=Say(text="slow but fine")))
+        with runtime_worker_process(client, home, stack.runtime.codex_home, stack.host) as worker:
+            await wait_polled(client, stack.pinned_queue)
+            message = await stack.send(chat, "a long job", runtime=location)
+            turn = stack.turn_handle(chat, message)
+            await _mid_turn(stack, turn)
+            os.kill(worker.pid, signal.SIGSTOP)  # the worker only; Codex goes on working
+            await asyncio.sleep(RUN_TURN_HEARTBEAT.total_seconds() + 2)
+            os.kill(worker.pid, signal.SIGCONT)
+            result = await turn.result()
+            await asyncio.sleep(1.0)  # room for a late second message, if one were coming
+        assert result.status == "completed"
+        assert [(r.tone, r.text) for r in stack.replies(chat)] == [("answer", "slow but fine")]
+        attempts = [
+            event.activity_task_started_event_attributes.attempt
+            async for event in turn.fetch_history_events()
+            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+        ]
+        assert attempts[0] > 1  # the stall did cost run_turn's first attempt: a retry followed on
+        assert len([r for r in stack.model.received() if "a long job" in str(r)]) == 1
+
+
+async def test_approving_right_after_the_runtime_died_says_at_once_that_nothing_waits_any_more(
+    client: Client, tmp_path: Path
+) -> None:
+    """Two chats wait for approval when the runtime worker is killed. One is approved from the
+    terminal half a second later, the other once the kill is noticed: neither is reported as
+    approved, both cards say the request expired because the runtime restarted, nothing ran."""
+    async with running_stack(client, tmp_path, with_runtime_worker=False) as stack:
+        home = tmp_path / "ally-home"
+        home.mkdir()
+        location = RuntimeLocation(host=stack.host, task_queue=stack.pinned_queue)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("WORK_ALLY_", "TEMPORAL_"))}
+        env.update(
+            WORK_ALLY_HOME=str(home / "cli"),
+            WORK_ALLY_TEMPORAL__ADDRESS=client.service_client.config.target_host,
+        )
+        early, late = stack.chat(), stack.chat()
+        targets = {chat.chat_id: stack.workspace / f"{chat.chat_id}.txt" for chat in (early, late)}
+        with runtime_worker_process(client, home, stack.runtime.codex_home, stack.host) as worker:
+            await wait_polled(client, stack.pinned_queue)
+            for chat in (early, late):
+                stack.model.push(RunCommand(cmd=f"touch {targets[chat.chat_id]}"))
+                await stack.send(chat, "touch it", runtime=location)
+                await eventually(partial(stack.approvals, chat), what="the approval card")
+            listed = {row.workflow_id: row.id for row in await pending_approvals(client)}
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+        early_id = listed[stack.approvals(early)[0].turn_workflow_id]
+        await asyncio.sleep(0.5)
+        terminal = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ally",
+            "approvals",
+            "--decide",
+            early_id,
+            "--with",
+            "y",
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        await asyncio.sleep(RUN_TURN_HEARTBEAT.total_seconds() + 0.5)  # the kill shows by now
+        prompt = stack.approvals(late)[0]
+        decision = Decision(key=prompt.request.key, decision="accept", operator=PERSON)
+        started = asyncio.get_running_loop().time()
+        receipt = await submit_decision(client, prompt.turn_workflow_id, decision)
+        assert asyncio.get_running_loop().time() - started < 1.0
+        assert receipt.status == "expired" and "not answering" in receipt.detail
+
+        with runtime_worker_process(client, home, stack.runtime.codex_home, stack.host):
+            out, _ = await asyncio.wait_for(terminal.communicate(), 60)
+            for chat in (early, late):
+                await eventually(partial(stack.replies, chat, tone="problem"), what="the turn's end")
+        printed = out.decode()
+        assert terminal.returncode == 1, printed
+        assert "expired" in printed and "not answering" in printed and "decided" not in printed
+        cards = [e.outcome for e in stack.events if e.outcome is not None]
+        assert {outcome.chat.chat_id: outcome.decision for outcome in cards} == {
+            early.chat_id: EXPIRED_RUNTIME_GONE,
+            late.chat_id: EXPIRED_RUNTIME_GONE,
+        }
+        assert not any(target.exists() for target in targets.values())
+
+
+async def test_a_runtime_that_never_comes_back_closes_the_open_approval_card(
+    client: Client, tmp_path: Path
+) -> None:
+    async with running_stack(client, tmp_path, with_runtime_worker=False) as stack:
+        home = tmp_path / "ally-home"
+        home.mkdir()
+        location = RuntimeLocation(host=stack.host, task_queue=stack.pinned_queue)
+        chat = stack.chat()
+        stack.model.push(RunCommand(cmd="touch never"))
+        with runtime_worker_process(client, home, stack.runtime.codex_home, stack.host) as worker:
+            await wait_polled(client, stack.pinned_queue)
+            await stack.send(chat, "touch it", runtime=location)
+            await eventually(partial(stack.approvals, chat), what="the approval card")
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+        # No worker polls the host's queue again: after its schedule-to-start timeout the turn ends.
+        problem = await eventually(
+            partial(stack.replies, chat, tone="problem"), within=90, what="the honest message"
+        )
+        assert "did not answer" in problem[0].text
+        cards = [e.outcome for e in stack.events if e.outcome is not None]
+        assert [outcome.decision for outcome in cards] == ["expired: the Codex runtime stopped answering"]
 
 
 async def test_a_message_sent_while_no_runtime_runs_is_answered_after_retry_once_one_is_up(

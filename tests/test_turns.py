@@ -127,22 +127,25 @@ async def settled_history_length(handle: WorkflowHandle[Any, Any]) -> int:
         await asyncio.sleep(0.5)
 
 
-async def test_stop_during_an_approval_wait_interrupts_and_the_card_says_so(
+async def test_stop_during_an_approval_wait_interrupts_calmly_and_the_card_says_so(
     client: Client, tmp_path: Path
 ) -> None:
     async with running_stack(client, tmp_path) as stack:
         target = stack.workspace / "stopped.txt"
         stack.model.push(RunCommand(cmd=f"touch {target}"))
         chat = stack.chat()
-        await stack.send(chat, "touch it")
+        message = await stack.send(chat, "touch it")
         await eventually(lambda: stack.approvals(chat), what="an approval card")
         await stack.send(chat, "/stop")
-        problem = await eventually(lambda: stack.replies(chat, tone="problem"), what="the stop outcome")
-        assert problem[0].text.startswith("Stopped.")
+        await stack.turn_handle(chat, message).result()
+        # A stop the person asked for is news, not a problem: no red card, no dangling space.
+        assert stack.replies(chat, tone="problem") == []
+        stopped = [r.text for r in stack.replies(chat, tone="notice") if r.text.startswith("Stopped")]
+        assert stopped == ["Stopped."]
         closed = await eventually(
             lambda: [e.outcome for e in stack.events if e.outcome is not None], what="the card update"
         )
-        assert "interrupted" in closed[0].decision
+        assert closed[0].decision == "not needed any more: the turn was stopped"
         assert not target.exists()
 
 

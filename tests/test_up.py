@@ -197,6 +197,98 @@ def test_ally_up_with_feishu_answers_a_message_over_the_long_connection(home: Pa
         )
         assert "(demo model) You said: hello over feishu" in json.dumps(reply.content, ensure_ascii=False)
 
+        # The SDK logs the connection URL; its access_key and ticket are credentials.
+        logs = "".join(log.read_text(errors="replace") for log in (home / "logs").glob("*.log"))
+        issued = fake.long_connection.credentials_issued
+        assert issued and not [secret for secret in issued if secret in logs]
+        assert "access_key=<redacted>" in logs and "ticket=<redacted>" in logs
+        assert fake.app_secret not in logs
+
         up.process.send_signal(signal.SIGTERM)
         assert up.process.wait(timeout=60) == 0
         assert wait_gone(up.marker) == {}
+
+
+def run_up_expecting_failure(home: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("WORK_ALLY_", "TEMPORAL_"))}
+    full.update(
+        WORK_ALLY_HOME=str(home),
+        WORK_ALLY_TEMPORAL__PORT=str(free_local_port()),
+        WORK_ALLY_TEMPORAL__UI_PORT=str(free_local_port()),
+        WORK_ALLY_CODEX__HOME=str(home / "codex-home"),
+        **env,
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "ally", "up"], capture_output=True, text=True, env=full, timeout=120
+    )
+
+
+@pytest.mark.codex
+@pytest.mark.faults
+def test_a_missing_or_broken_codex_binary_is_one_line_with_the_cause_and_the_fix(
+    home: Path, tmp_path: Path
+) -> None:
+    missing = run_up_expecting_failure(home, {"WORK_ALLY_CODEX__BINARY": str(tmp_path / "no-codex")})
+    assert missing.returncode == 1
+    assert "Traceback" not in missing.stdout + missing.stderr
+    assert missing.stderr.strip().splitlines() == [
+        f"ally: cannot start the Codex runtime: codex.binary {tmp_path / 'no-codex'} does not exist; "
+        "fix codex.binary or unset it"
+    ]
+    assert processes_with_env(f"WORK_ALLY_HOME={home}") == {}  # nothing was started
+
+    # A binary that is there but dies at once: the runtime worker's own one-line reason.
+    broken = tmp_path / "broken-codex"
+    broken.write_text("#!/bin/sh\necho 'this is not codex' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    died = run_up_expecting_failure(home, {"WORK_ALLY_CODEX__BINARY": str(broken)})
+    assert died.returncode == 1
+    assert "Traceback" not in died.stdout + died.stderr
+    (line,) = died.stderr.strip().splitlines()
+    assert line.startswith("ally: runtime-worker exited at start: cannot start the Codex runtime: ")
+    assert str(broken) in line and "runtime-worker.log" in line
+    assert wait_gone(f"WORK_ALLY_HOME={home}") == {}
+
+
+def _runtime_worker_pid(home: Path) -> int | None:
+    state = home / "run" / "runtime-worker.json"
+    try:
+        return int(json.loads(state.read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+@pytest.mark.codex
+@pytest.mark.faults
+def test_the_restart_backoff_starts_over_once_a_part_has_been_healthy(home: Path) -> None:
+    healthy_after = 10.0  # well above a worker's start-up, even on a slow machine
+    up = start_up(
+        home,
+        env={
+            "WORK_ALLY_SUPERVISOR__RESTART_BACKOFF_SECONDS": "0.5, 1, 1.5, 2",
+            "WORK_ALLY_SUPERVISOR__HEALTHY_AFTER_SECONDS": str(healthy_after),
+        },
+    )
+    assert up.process.stdout is not None
+
+    def kill_the_runtime_worker() -> str:
+        pid = _runtime_worker_pid(home)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        line = ""
+        while "restarting in" not in line:
+            line = up.process.stdout.readline()  # type: ignore[union-attr]
+            assert line, "ally up stopped talking"
+        deadline = time.monotonic() + 60
+        while _runtime_worker_pid(home) in (None, pid):  # back, and polling
+            assert time.monotonic() < deadline, "the runtime worker did not come back"
+            time.sleep(0.1)
+        return line.split("restarting in ")[1].strip()
+
+    quick = [kill_the_runtime_worker() for _ in range(3)]  # a crash loop climbs the backoff
+    assert quick == ["0.5s", "1s", "1.5s"]
+    time.sleep(healthy_after + 0.5)
+    assert kill_the_runtime_worker() == "0.5s"  # healthy for a while: a fresh failure
+    up.process.send_signal(signal.SIGTERM)
+    assert up.process.wait(timeout=60) == 0
+    assert wait_gone(up.marker) == {}

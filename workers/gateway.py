@@ -16,6 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ally.clean_exit import run_process
 from ally.config import load_config
 from ally.feishu import FEISHU_CHATS_QUEUE
 from ally.feishu.channel import FeishuChannel
@@ -89,4 +90,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_process(main)

@@ -8,13 +8,14 @@ writer lock (notes/codex-app-server.md §1).
 
 from __future__ import annotations
 
-import asyncio
+import sys
 
 from temporalio.worker import Worker
 
-from activities.codex import CodexActivities
-from ally.codex.binary import find_codex_binary
-from ally.codex.runtime import CodexRuntime
+from activities.codex import HEARTBEAT_FLUSH, CodexActivities
+from ally.clean_exit import run_process
+from ally.codex.binary import CodexBinaryNotFound, find_codex_binary
+from ally.codex.runtime import CodexRuntime, CodexStartFailed
 from ally.config import load_config
 from ally.contracts import RuntimeLocation
 from ally.names import RUNTIME_DISCOVERY_QUEUE, runtime_queue
@@ -26,12 +27,17 @@ MAX_CONCURRENT_ACTIVITIES = 200
 
 
 async def main() -> None:
-    configure_logging("runtime-worker")
+    log = configure_logging("runtime-worker")
     config = load_config()
     codex_home = config.codex.resolved_home()
     codex_home.mkdir(parents=True, exist_ok=True)  # codex exits at once without its home dir
-    runtime = CodexRuntime(find_codex_binary(config.codex.binary), codex_home)
-    await runtime.start()
+    try:
+        runtime = CodexRuntime(find_codex_binary(config.codex.binary), codex_home)
+        await runtime.start()
+    except (CodexBinaryNotFound, CodexStartFailed) as error:
+        # One line with the cause and the fix: `ally up` shows it as the reason this part died.
+        log.error("cannot start the Codex runtime: %s", error)
+        sys.exit(2)
     try:
         client = await connect(config)
         host = config.runtime.host
@@ -41,6 +47,7 @@ async def main() -> None:
             task_queue=runtime_queue(host),
             activities=codex.pinned(),
             max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
+            max_heartbeat_throttle_interval=HEARTBEAT_FLUSH,
         )
         discovery = Worker(client, task_queue=RUNTIME_DISCOVERY_QUEUE, activities=[codex.locate_runtime])
         await serve_until_signalled(
@@ -51,4 +58,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_process(main)

@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Literal
 
 from pydantic import BaseModel
+from pydantic_core import to_json
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair, WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ChildWorkflowError
@@ -40,6 +41,10 @@ HELD_LIMIT = 20
 QUEUE_NOTICE_AFTER_S = 3.0
 QUEUE_NOTICE_AGAIN_S = 30.0
 QUEUE_NOTICES_PATCH = "coalesced-queue-notices"  # before it, each queued message had its notice
+# Temporal refuses a payload over 2 MB: what continue-as-new carries, and a turn's result that
+# returns the steers Codex never took, stay well inside that (docs/operations.md "Limits").
+CARRY_MAX_BYTES = 1536 * 1024
+STEER_MAX_BYTES = 32 * 1024
 HELP = """Commands:
 /stop: interrupt the running turn (queued messages stay)
 /new: start a fresh Codex thread with the next message
@@ -193,7 +198,11 @@ class ConversationWorkflow:
                 await self._finish_turn()  # first, so that /status reports the finished turn
             await self._run_commands()
             await self._forward_steers()
-            if self._between_turns() and workflow.info().is_continue_as_new_suggested():
+            if (
+                self._between_turns()
+                and workflow.info().is_continue_as_new_suggested()
+                and self._state_fits_one_payload()
+            ):
                 # Only between turns: a parent continuing-as-new would terminate its running child.
                 # The queue travels in the state; nothing else is pending in memory once the
                 # notices are out and the handlers done.
@@ -286,6 +295,12 @@ class ConversationWorkflow:
             message = self.steers.pop(0)
             if self.child is None:
                 self.s.queue.append(message)
+                continue
+            if len(to_json(message.text)) > STEER_MAX_BYTES:
+                # A steer Codex never took comes back in the turn's result, and several large ones
+                # would not fit that one payload: a long text runs as a turn of its own.
+                self.s.queue.append(message)
+                self._tell(message, "Too long to steer the running turn; it runs next, as a turn of its own.")
                 continue
             await self.child.signal(TurnWorkflow.steer, message.text)
             self.steered.append(message)
@@ -410,6 +425,11 @@ class ConversationWorkflow:
         if self.s.chat.chat_type != "group":
             return True
         return person_id in self.s.approvers or person_id == names.LOCAL_OPERATOR
+
+    def _state_fits_one_payload(self) -> bool:
+        """Continue-as-new carries the state in one payload (at most 2 MB): with large messages
+        queued, wait until the queue has drained instead of failing the workflow task forever."""
+        return len(self.s.model_dump_json()) <= CARRY_MAX_BYTES
 
     def _between_turns(self) -> bool:
         return self.child is None and not (self.commands or self.steers)

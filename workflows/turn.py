@@ -69,8 +69,13 @@ DELIVERY_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     non_retryable_error_types=["PermanentDeliveryError"],
 )
-RUN_TURN_HEARTBEAT = timedelta(seconds=10)
-RUN_TURN_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1))
+# A killed runtime worker shows up as missed heartbeats: the retry then reads the turn back on the
+# restarted worker and the person is told within seconds. A live worker that merely missed its
+# beats (a stalled machine) loses nothing: the retry finds the turn still running on the same
+# worker and follows it on (activities/codex.py), so a short timeout costs an attempt, never an
+# alarm; the attempts allow for a few such stalls in one long turn (docs/operations.md).
+RUN_TURN_HEARTBEAT = timedelta(seconds=3)
+RUN_TURN_RETRY = RetryPolicy(maximum_attempts=6, initial_interval=timedelta(milliseconds=200))
 # Feishu emoji_type names (case-sensitive): on the person's message while the turn runs, and after.
 WORKING_EMOJI = "OnIt"
 DONE_EMOJI = "DONE"
@@ -130,6 +135,7 @@ class DecisionRecord(BaseModel):
     decided_by: str
     decided_at: str
     by_policy: bool = False  # a rule, the chat's mode or a session grant decided, not a person
+    key: str = ""  # the request's key: whoever decided can see what became of the decision
 
 
 class TurnView(BaseModel):
@@ -262,7 +268,7 @@ class TurnWorkflow:
             )
         await self._close_unanswered_requests(outcome)
         self._set_state("delivering")
-        tone: Literal["answer", "problem"] = "answer" if outcome.status == "completed" else "problem"
+        tone = reply_tone(outcome, stopped=self.stop_requested)
         if await self._finish(reply_text(outcome), tone=tone, done=outcome.status == "completed"):
             self._set_state("done" if outcome.status == "completed" else "failed")
         return TurnResult(
@@ -412,9 +418,10 @@ class TurnWorkflow:
             )
             shown: str = decision.decision or "answered"
         except ActivityError:
-            shown = "expired: the Codex runtime restarted and no longer waits for it"
+            shown = EXPIRED_RUNTIME_GONE
         self.decisions.append(
             DecisionRecord(
+                key=pending.request.key,
                 kind=pending.request.kind,
                 what=_what(pending.request),
                 decision=shown,
@@ -449,17 +456,18 @@ class TurnWorkflow:
             except ActivityError:
                 self.unsteered.append(text)  # Codex had finished: the conversation runs it next
 
-    async def _close_unanswered_requests(self, outcome: TurnOutcome) -> None:
-        """A turn that ended (stop, crash) with a card still open: say so on the card."""
+    async def _close_unanswered_requests(self, outcome: TurnOutcome | None) -> None:
+        """A turn that ended (stop, crash) with a card still open: say on the card what happened.
+        `None`: the host stopped answering altogether."""
         for pending in self.requests.values():
             if pending.decision is None:
                 pending.decision = Decision(key=pending.request.key, decision="cancel", operator=WORK_ALLY)
-                await self._show_decision(
-                    pending, f"not needed any more: the turn was {outcome.status}", "work-ally"
-                )
+                await self._show_decision(pending, _why_closed(outcome, self.stop_requested), "work-ally")
 
     async def _host_lost(self, error: ActivityError) -> TurnResult:
         workflow.logger.warning("runtime host lost: %s", error)
+        if workflow.patched("close-cards-on-host-lost"):
+            await self._close_unanswered_requests(None)  # else their buttons would stay forever
         self._set_state("failed")
         lost = (
             "The Codex runtime on this machine did not answer, so this turn was interrupted. "
@@ -483,7 +491,7 @@ class TurnWorkflow:
             summary=f"react {emoji}",
         )
 
-    async def _finish(self, text: str, *, tone: Literal["answer", "problem"], done: bool) -> bool:
+    async def _finish(self, text: str, *, tone: Literal["answer", "notice", "problem"], done: bool) -> bool:
         """The turn's last message, with the "working" emoji taken off (and a done emoji on a
         completed turn) in the same delivery. An emoji that failed must never cost the answer."""
         working: ReactionRef | None = None
@@ -640,13 +648,37 @@ def codex_answer(request: CodexRequest, decision: Decision) -> dict[str, object]
 def reply_text(outcome: TurnOutcome) -> str:
     if outcome.status == "completed":
         return outcome.final_text or "(Codex finished without a written answer.)"
+    if outcome.input_refused:
+        return outcome.error or "Codex did not accept this message."  # /retry would fail the same way
     if outcome.runtime_restarted:
         return "The Codex runtime restarted, so this turn was interrupted. Send /retry to run it again."
     if outcome.status == "interrupted":
-        return "Stopped. " + (
-            f"Before stopping, Codex said:\n\n{outcome.final_text}" if outcome.final_text else ""
-        )
+        said = f"\n\nBefore stopping, Codex said:\n\n{outcome.final_text}" if outcome.final_text else ""
+        return "Stopped." + said
     return f"This turn failed: {outcome.error or 'no reason given'}. Send /retry to try again."
+
+
+def reply_tone(outcome: TurnOutcome, *, stopped: bool) -> Literal["answer", "notice", "problem"]:
+    """A stop the person asked for is news, not a problem."""
+    if outcome.status == "completed":
+        return "answer"
+    if outcome.status == "interrupted" and stopped and not outcome.runtime_restarted:
+        return "notice"
+    return "problem"
+
+
+EXPIRED_RUNTIME_GONE = "expired: the Codex runtime restarted, so Codex no longer waits for it"
+
+
+def _why_closed(outcome: TurnOutcome | None, stopped: bool) -> str:
+    """What an approval card left open says once its turn is over."""
+    if outcome is None:
+        return "expired: the Codex runtime stopped answering"
+    if outcome.runtime_restarted:
+        return EXPIRED_RUNTIME_GONE
+    if outcome.status == "interrupted":
+        return f"not needed any more: the turn was {'stopped' if stopped else 'interrupted'}"
+    return f"not needed any more: the turn {'ended' if outcome.status == 'completed' else 'failed'}"
 
 
 WORK_ALLY = Person(id="work-ally", name="work-ally")

@@ -16,6 +16,11 @@ class PermanentDeliveryError(Exception):
     """The chat rejected the message for good (bad content, bot removed): retrying cannot help."""
 
 
+class TransientDeliveryError(Exception):
+    """The chat could not be reached this time (a 5xx, a timeout): retrying the same delivery,
+    with the same idempotency key, is safe and expected to work."""
+
+
 class RetryLaterError(Exception):
     """The chat asked us to wait (a rate limit): retry the same delivery after `retry_after_s`.
 

@@ -34,6 +34,25 @@ class CodexRejected(CodexRuntimeError):
         self.data = data
 
 
+class InputRejected(CodexRejected):
+    """Codex refused a turn's input as invalid (JSON-RPC -32602), e.g. longer than it takes:
+    `data` = {"input_error_code": "input_too_large", "max_chars": 1048576, "actual_chars": …}.
+    The same input fails the same way every time: not a lost host, nothing to retry."""
+
+    @property
+    def too_long(self) -> tuple[int, int] | None:
+        """(characters sent, most Codex takes) when the input was too long."""
+        data = self.data if isinstance(self.data, dict) else {}
+        actual, limit = data.get("actual_chars"), data.get("max_chars")
+        if (
+            data.get("input_error_code") == "input_too_large"
+            and isinstance(actual, int)
+            and isinstance(limit, int)
+        ):
+            return actual, limit
+        return None
+
+
 class TurnNotActive(CodexRejected):
     """steer/interrupt of a turn that is not the thread's active turn (it ended, or another runs)."""
 

@@ -58,7 +58,7 @@ class PendingRequest(BaseModel):
     """Codex waits on an answer to this; give it with `CodexRuntime.answer_request(key, result)`."""
 
     event: Literal["pending_request"] = "pending_request"
-    key: str  # "<generation>:<server request id>": unique across child restarts
+    key: str  # "<runtime instance>.<generation>:<server request id>": unique across restarts of both
     method: str
     kind: RequestKind
     thread_id: str

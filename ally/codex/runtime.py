@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from ally.codex.errors import (
     CodexRejected,
     CodexRuntimeError,
     CodexUnresponsive,
+    InputRejected,
     InvalidAnswer,
     RuntimeNotRunning,
     RuntimeRestarted,
@@ -61,6 +63,7 @@ __all__ = [  # the runtime's public surface, so activities import from one place
     "CodexRuntimeError",
     "CodexStartFailed",
     "CodexUnresponsive",
+    "InputRejected",
     "InvalidAnswer",
     "ItemCompleted",
     "PendingRequest",
@@ -112,6 +115,8 @@ _RESULTS: dict[RequestKind, type[BaseModel]] = {
 }
 
 _LOADING_METHODS = frozenset({"thread/start", "thread/resume", "thread/fork"})
+# Calls that carry what a person wrote: -32602 there means Codex refuses that text (too long).
+_INPUT_METHODS = frozenset({"turn/start", "turn/steer"})
 
 # What thread/turns/list answers for a thread whose rollout is not written yet (see _turns_page).
 _NOT_MATERIALIZED = (
@@ -164,6 +169,10 @@ class CodexRuntime:
         self._loaded: dict[str, str] = {}  # thread id -> its model, for threads loaded in this child
         self._thread_locks: dict[str, asyncio.Lock] = {}
         self._pending: dict[str, _Pending] = {}
+        # In every request key: a runtime that restarted (a new worker process) counts generations
+        # from 1 again, and without it a stale answer to "1:0" would answer a new child's "1:0",
+        # a request of another turn that nobody has seen.
+        self._instance = uuid.uuid4().hex[:8]
         self._version: str | None = None
         self._version_mismatch: str | None = None
 
@@ -488,10 +497,15 @@ class CodexRuntime:
         # once lets it run before we return, so the answer is on the wire when the caller resumes.
         await asyncio.sleep(0)
 
+    def _request_key(self, generation: int, request_id: object) -> str:
+        return f"{self._instance}.{generation}:{request_id}"
+
     def _why_not_pending(self, key: str, pending: _Pending | None) -> str:
         if pending is not None:
             return "answered"
-        generation, _, _ = key.partition(":")
+        instance, _, generation = key.partition(":")[0].rpartition(".")
+        if instance != self._instance:
+            return "restarted"  # asked in an earlier life of this runtime (another process)
         if generation.isdigit() and int(generation) < self._generation:
             return "restarted"
         return "resolved" if generation == str(self._generation) else "unknown"
@@ -518,7 +532,7 @@ class CodexRuntime:
             return
         self._journal.record(method, params)
         if method == "serverRequest/resolved":
-            key = f"{generation}:{params.get('requestId')}"
+            key = self._request_key(generation, params.get("requestId"))
             if (pending := self._pending.pop(key, None)) is not None:
                 if not pending.future.done():
                     pending.future.cancel()  # cleared by Codex (interrupt): answering is pointless
@@ -546,7 +560,7 @@ class CodexRuntime:
         kind = REQUEST_KINDS.get(method)
         if kind is None:
             raise JsonRpcError(METHOD_NOT_FOUND, f"work-ally does not handle {method}")
-        key = f"{generation}:{request_id}"
+        key = self._request_key(generation, request_id)
         if (known := self._pending.get(key)) is not None:
             # thread/resume in a live child re-sends a pending request with its id (notes §7).
             return await asyncio.shield(known.future)
@@ -610,6 +624,8 @@ def _raise_rejected(method: str, error: JsonRpcError) -> NoReturn:
         raise ThreadNotFound(method, error.code, message, error.data) from error
     if "no active turn" in message or "expected active turn id" in message:
         raise TurnNotActive(method, error.code, message, error.data) from error
+    if error.code == INVALID_PARAMS and method in _INPUT_METHODS:
+        raise InputRejected(method, error.code, message, error.data) from error
     raise CodexRejected(method, error.code, message, error.data) from error
 
 

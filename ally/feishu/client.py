@@ -45,7 +45,7 @@ from lark_oapi.core.exception import ObtainAccessTokenException
 from lark_oapi.core.token.manager import TokenManager
 from pydantic import BaseModel
 
-from ally.channels import PermanentDeliveryError, RetryLaterError
+from ally.channels import PermanentDeliveryError, RetryLaterError, TransientDeliveryError
 from ally.config import FeishuConfig
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class FeishuApiError(Exception):
         self.log_id = log_id
 
 
-class FeishuUnavailable(FeishuApiError):
+class FeishuUnavailable(FeishuApiError, TransientDeliveryError):
     """Transport trouble, a 5xx or an unknown error: retry (with the same idempotency key)."""
 
 

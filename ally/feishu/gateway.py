@@ -79,7 +79,7 @@ from ally.feishu.events import (
     Recalled,
 )
 from ally.feishu.inbound import Ignored, MessageReader
-from ally.inbound import hand_over
+from ally.inbound import MessageRefused, hand_over
 from ally.shortcuts import parse_decisions
 from workflows.conversation import ConversationState, ConversationWorkflow
 from workflows.turn import TurnWorkflow
@@ -362,13 +362,17 @@ class FeishuGateway:
                 log.info("message %s refused: %s", message.message_id, verdict.reason)
                 await self._say(message.chat, message.message_id, "Sorry, you may not ask me things here.")
             else:
-                await hand_over(self.client, message, self.new_state(message.chat))
-                self.handed_over += 1
-                log.info(
-                    "message %s handed over to %s",
-                    message.message_id,
-                    names.conversation_id(message.chat.chat_id),
-                )
+                try:
+                    await hand_over(self.client, message, self.new_state(message.chat))
+                    self.handed_over += 1
+                    log.info(
+                        "message %s handed over to %s",
+                        message.message_id,
+                        names.conversation_id(message.chat.chat_id),
+                    )
+                except MessageRefused as refused:  # too large, or not valid text
+                    log.info("message %s refused: %s", message.message_id, refused)
+                    await self._say(message.chat, message.message_id, str(refused))
         self._remember(envelope.header.event_id)
 
     async def _decide_by_text(self, message: InboundMessage) -> bool:
@@ -385,7 +389,7 @@ class FeishuGateway:
             decision = Decision(key=request.key, decision=word, operator=message.sender)
             receipt = await submit_decision(self.client, turn_workflow_id, decision)
             log.info("text decision %s on %s: %s", word, request.key, receipt.status)
-            if receipt.status in ("rejected", "closed"):
+            if receipt.status in ("rejected", "closed", "expired"):
                 refused.append(receipt.detail)
         if refused:
             await self._say(message.chat, message.message_id, "Not applied: " + "; ".join(refused))

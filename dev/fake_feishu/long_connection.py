@@ -76,6 +76,7 @@ class LongConnectionPeer:
         self._lock = threading.Lock()
         self._received: list[ReceivedFrame] = []
         self.connection_paths: list[str] = []
+        self.credentials_issued: list[str] = []  # access keys and tickets handed out in URLs
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -125,10 +126,18 @@ class LongConnectionPeer:
             await self._server.wait_closed()
 
     def url(self) -> str:
-        """A fresh connection URL; `device_id` and `service_id` are required by the client (notes §6)."""
+        """A fresh connection URL; `device_id` and `service_id` are required by the client (notes §6).
+        Like Feishu's, it carries credentials for the connection (`access_key`, `ticket`): the SDK
+        logs this URL, so whoever writes its logs must mask them."""
         if not self._port:
             raise RuntimeError("the long-connection peer is not started; call FakeFeishu.start()")
-        return f"ws://{self._host}:{self._port}/ws?device_id={uuid.uuid4().hex}&service_id={self.service_id}"
+        access_key, ticket = uuid.uuid4().hex, str(uuid.uuid4())
+        with self._lock:
+            self.credentials_issued += [access_key, ticket]
+        return (
+            f"ws://{self._host}:{self._port}/ws?device_id={uuid.uuid4().hex}&access_key={access_key}"
+            f"&service_id={self.service_id}&ticket={ticket}"
+        )
 
     @property
     def received(self) -> list[ReceivedFrame]:
