@@ -70,7 +70,11 @@ def setup_env(home: Path) -> dict[str, str]:
         WORK_ALLY_TEMPORAL__PORT=str(free_local_port()),
         WORK_ALLY_TEMPORAL__UI_PORT=str(free_local_port()),
         PYTHONUNBUFFERED="1",
+        # Codex makes no sandbox helper links for a CODEX_HOME inside the temporary directory, and
+        # doctor rightly fails that (docs/operations.md, "The sandbox"): the test dir is not "temp".
+        TMPDIR=str(home.parent / "tmp"),
     )
+    (home.parent / "tmp").mkdir(parents=True, exist_ok=True)
     return env
 
 
