@@ -38,7 +38,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
@@ -58,14 +58,13 @@ from lark_oapi.ws.const import HEADER_BIZ_RT, HEADER_MESSAGE_ID, HEADER_SEQ, HEA
 from lark_oapi.ws.enum import MessageType
 from lark_oapi.ws.model import Response as AckFrame
 from pydantic import BaseModel, ValidationError
-from temporalio.client import Client, WorkflowQueryFailedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client
 
 from ally import names
 from ally.access import AccessConfig, may_prompt
+from ally.chat_client import ChatClient, DecisionReceipt, MessageRefused
 from ally.config import FeishuConfig
 from ally.contracts import ChatRef, CodexRequest, Decision, InboundMessage, Person, Reply
-from ally.decisions import DecisionReceipt, submit_decision
 from ally.feishu import cards, events
 from ally.feishu.channel import FeishuChannel
 from ally.feishu.client import FeishuApiError
@@ -79,10 +78,8 @@ from ally.feishu.events import (
     Recalled,
 )
 from ally.feishu.inbound import Ignored, MessageReader
-from ally.inbound import MessageRefused, hand_over
 from ally.shortcuts import parse_decisions
-from workflows.conversation import ConversationState, ConversationWorkflow
-from workflows.turn import TurnWorkflow
+from workflows.conversation import ConversationState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -177,6 +174,7 @@ class FeishuGateway:
     ) -> None:
         """Build it on the gateway's event loop: the handlers hand their work to that loop."""
         self.client = client
+        self.chats = ChatClient(client)
         self.channel = channel
         self.reader = reader
         self.new_state = new_state
@@ -279,20 +277,11 @@ class FeishuGateway:
             # A queued message is dropped from the queue; a running turn keeps running (/stop).
             event = envelope.event
             self._run(
-                self._recall(event.chat_id, event.message_id),
+                self.chats.recall(event.chat_id, event.message_id),
                 ACK_BUDGET_S,
                 f"recall {event.message_id}",
                 deferrable=True,
             )
-
-    async def _recall(self, chat_id: str, message_id: str) -> None:
-        handle = self.client.get_workflow_handle_for(ConversationWorkflow.run, names.conversation_id(chat_id))
-        try:
-            await handle.signal(ConversationWorkflow.recall, message_id)
-        except RPCError as error:
-            if error.status != RPCStatusCode.NOT_FOUND:
-                raise
-            log.info("recall of %s in %s: no conversation there", message_id, chat_id)
 
     def on_bot_added(self, data: Any) -> None:
         envelope = _validated(Envelope[ChatMembership], data, "bot added")
@@ -363,7 +352,7 @@ class FeishuGateway:
                 await self._say(message.chat, message.message_id, "Sorry, you may not ask me things here.")
             else:
                 try:
-                    await hand_over(self.client, message, self.new_state(message.chat))
+                    await self.chats.hand_over(message, self.new_state(message.chat))
                     self.handed_over += 1
                     log.info(
                         "message %s handed over to %s",
@@ -387,7 +376,7 @@ class FeishuGateway:
         for index, word in sorted(choice.items()):
             turn_workflow_id, request = waiting[index - 1]
             decision = Decision(key=request.key, decision=word, operator=message.sender)
-            receipt = await submit_decision(self.client, turn_workflow_id, decision)
+            receipt = await self.chats.decide(turn_workflow_id, decision)
             log.info("text decision %s on %s: %s", word, request.key, receipt.status)
             if receipt.status in ("rejected", "closed", "expired"):
                 refused.append(receipt.detail)
@@ -397,28 +386,14 @@ class FeishuGateway:
 
     async def waiting_requests(self, chat_id: str) -> list[tuple[str, CodexRequest]]:
         """Approvals (not questions) waiting in this chat's running turn, in the order they were asked."""
-        try:
-            view = await self.client.get_workflow_handle_for(
-                ConversationWorkflow.run, names.conversation_id(chat_id)
-            ).query(ConversationWorkflow.view, rpc_timeout=timedelta(seconds=2))
-        except (RPCError, WorkflowQueryFailedError) as error:
-            log.info("no conversation view for %s: %s", chat_id, error)
-            return []
-        if view.running_turn_id is None:
-            return []
-        try:
-            turn = await self.client.get_workflow_handle(view.running_turn_id).query(
-                TurnWorkflow.view, rpc_timeout=timedelta(seconds=2)
-            )
-        except (RPCError, WorkflowQueryFailedError):
-            return []
-        return [(view.running_turn_id, r) for r in turn.pending if r.kind != "user_input"]
+        waiting = await self.chats.waiting(chat_id)
+        return [(row.workflow_id, row.request) for row in waiting if row.request.kind != "user_input"]
 
     async def _decide_from_card(self, click: CardClick, value: cards.CardValue) -> dict[str, Any]:
         # A name not cached yet must not cost the 3 s answer: an id-only operator is fine.
         operator = await self.reader.person(click.operator.open_id, timeout_s=0.8)
         decision = _decision_of(value, click, operator)
-        receipt = await submit_decision(self.client, value.turn_workflow_id, decision)
+        receipt = await self.chats.decide(value.turn_workflow_id, decision)
         log.info("card decision on %s by %s: %s", value.key, operator.id, receipt.status)
         return self._card_answer(receipt, decision, click.context.open_message_id)
 
@@ -449,7 +424,7 @@ class FeishuGateway:
         turn_workflow_id, key = target
         operator = await self.reader.person(reaction.user_id.open_id)
         decision = Decision(key=key, decision="accept", operator=operator)
-        receipt = await submit_decision(self.client, turn_workflow_id, decision)
+        receipt = await self.chats.decide(turn_workflow_id, decision)
         log.info("reaction approval of %s by %s: %s", key, operator.id, receipt.status)
 
     async def _card_decision(self, message_id: str) -> tuple[str, str] | None:
