@@ -24,7 +24,7 @@ from ally import names
 from ally.access import AccessConfig
 from ally.chat_client import ChatClient
 from ally.contracts import Decision, Person
-from ally.feishu.gateway import WebhookServer
+from ally.feishu.webhook import WebhookServer
 from dev.fake_feishu import (
     bot_added_event,
     card_action_event,
