@@ -18,7 +18,7 @@ from temporalio.worker import Worker
 
 from ally.channels.console import ConsoleChannel, ConsoleEvent
 from ally.chat_client import ChatClient
-from ally.contracts import Decision, Person, Reply, SentMessage
+from ally.contracts import ChatRef, Decision, InboundMessage, Person, Reply, SentMessage
 from ally.names import decision_update_id
 from ally.turns_report import running_turns
 from dev.model_server import Hang, RunCommand, Say, Stream
@@ -131,10 +131,7 @@ async def test_stop_during_an_approval_wait_interrupts_calmly_and_the_card_says_
 ) -> None:
     async with running_stack(client, tmp_path) as stack:
         target = stack.workspace / "stopped.txt"
-        stack.model.push(RunCommand(cmd=f"touch {target}"))
-        chat = stack.chat()
-        message = await stack.send(chat, "touch it")
-        await eventually(lambda: stack.approvals(chat), what="an approval card")
+        chat, message = await waiting_to_touch(stack, target)
         await stack.send(chat, "/stop")
         await stack.turn_handle(chat, message).result()
         # A stop the person asked for is news, not a problem: no red card, no dangling space.
@@ -152,12 +149,8 @@ async def test_a_chat_stopped_from_outside_ends_its_waiting_turn_like_a_typed_st
     client: Client, tmp_path: Path
 ) -> None:
     async with running_stack(client, tmp_path) as stack:
-        target = stack.workspace / "stopped-from-outside.txt"
-        stack.model.push(RunCommand(cmd=f"touch {target}"))
-        chat = stack.chat()
-        message = await stack.send(chat, "touch it")
-        await eventually(lambda: stack.approvals(chat), what="an approval card")
         chats = ChatClient(client)
+        chat, message = await waiting_to_touch(stack, stack.workspace / "stopped-from-outside.txt")
         assert [row.request.kind for row in await chats.waiting(chat.chat_id)] == ["command"]
         assert await chats.stop(chat.chat_id)
         await stack.turn_handle(chat, message).result()
@@ -165,7 +158,16 @@ async def test_a_chat_stopped_from_outside_ends_its_waiting_turn_like_a_typed_st
         assert stopped == ["Stopped."]
         assert await chats.waiting(chat.chat_id) == []
         assert not await chats.stop(chat.chat_id)  # nothing runs any more
-        assert not target.exists()
+        assert not (stack.workspace / "stopped-from-outside.txt").exists()
+
+
+async def waiting_to_touch(stack: Stack, target: Path) -> tuple[ChatRef, InboundMessage]:
+    """A chat whose turn waits for approval to `touch target`: the chat and the message."""
+    stack.model.push(RunCommand(cmd=f"touch {target}"))
+    chat = stack.chat()
+    message = await stack.send(chat, "touch it")
+    await eventually(lambda: stack.approvals(chat), what="an approval card")
+    return chat, message
 
 
 async def test_twenty_messages_while_a_turn_runs_are_all_answered_in_order(
