@@ -157,17 +157,17 @@ def approvals(
     config = _config()
     import getpass
 
+    from ally.chat_client import ChatClient, WaitingRequest, matching
     from ally.contracts import Decision, Person
-    from ally.decisions import submit_decision
     from ally.names import LOCAL_OPERATOR
     from ally.shortcuts import WORDS
     from ally.temporal_client import connect
-    from ally.turns_report import PendingRow, decision_history, matching, pending_approvals
+    from ally.turns_report import decision_history
 
     def emit(document: Any) -> None:
         typer.echo(json.dumps(document, indent=2))
 
-    def listing(rows: list[PendingRow]) -> list[str]:
+    def listing(rows: list[WaitingRequest]) -> list[str]:
         if not rows:
             return ["Nothing is waiting for a decision."]
         lines = []
@@ -177,7 +177,7 @@ def approvals(
             lines.append(f"{row.id}  [{request.kind}] {what}  (chat {row.chat}, {row.workflow_id})")
         return lines
 
-    def refuse(reason: str, rows: list[PendingRow]) -> int:
+    def refuse(reason: str, rows: list[WaitingRequest]) -> int:
         if as_json:
             emit(
                 {"status": "refused", "detail": reason, "waiting": [r.model_dump(mode="json") for r in rows]}
@@ -203,7 +203,8 @@ def approvals(
                 line = f"{r.decided_at}  {r.decision:<16} {r.kind:<12} {r.what}  by {r.decided_by}"
                 typer.echo(f"{line}  (chat {entry.chat})")
             return 0
-        rows = await pending_approvals(client)
+        chats = ChatClient(client)
+        rows = await chats.waiting_everywhere()
         if decide is None:
             if as_json:
                 emit([row.model_dump(mode="json") for row in rows])
@@ -227,7 +228,7 @@ def approvals(
         operator = Person(id=LOCAL_OPERATOR, name=getpass.getuser())
         decision = Decision(key=row.request.key, decision=WORDS[word], operator=operator)
         # A terminal can wait a moment to learn whether Codex took the answer, not just the turn.
-        receipt = await submit_decision(client, row.workflow_id, decision, confirm_within=CONFIRM_S)
+        receipt = await chats.decide(row.workflow_id, decision, confirm_within=CONFIRM_S)
         if as_json:
             emit({"id": row.id, **receipt.model_dump(mode="json")})
         else:

@@ -17,10 +17,10 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from ally.channels.console import ConsoleChannel, ConsoleEvent
+from ally.chat_client import ChatClient, WaitingRequest, refusal
 from ally.config import AllyConfig
 from ally.contracts import ApprovalPrompt, Decision, InboundMessage, Person
-from ally.decisions import submit_decision
-from ally.inbound import console_chat, hand_over, new_conversation, refusal
+from ally.inbound import console_chat, new_conversation
 from ally.shortcuts import parse_decisions
 from workers.chat import chat_worker
 
@@ -28,12 +28,13 @@ from workers.chat import chat_worker
 class ConsoleChat:
     def __init__(self, client: Client, config: AllyConfig, out: Callable[[str], None]) -> None:
         self.client = client
+        self.chats = ChatClient(client)
         self.config = config
         self.out = out
         self.chat = console_chat(config.runtime.host)
         user = getpass.getuser()
         self.person = Person(id=f"console:{user}", name=user)
-        self.pending: list[ApprovalPrompt] = []
+        self.prompts_open = 0  # only to number what is printed; decisions go by what the turn says
         # This terminal serves its chat: the conversation and its turns run here, beside the
         # channel that prints them. Closed mid-turn, the chat waits for the next `ally chat`.
         self.worker = chat_worker(client, ConsoleChannel(self._show), self.chat.worker_queue)
@@ -57,31 +58,32 @@ class ConsoleChat:
             self.out(f"ally> Could not pass that on ({error.message}). Is `ally up` running?")
 
     async def _handle(self, line: str) -> None:
-        if self.pending and self.pending[0].request.kind == "user_input":
-            await self._answer_question(self.pending[0], line)
+        waiting = await self.chats.waiting(self.chat.chat_id)
+        if waiting and waiting[0].request.kind == "user_input":
+            await self._answer_question(waiting[0], line)
             return
-        decisions = parse_decisions(line, len(self.pending))
+        decisions = parse_decisions(line, len(waiting))
         if decisions:
             for index, word in decisions.items():
-                prompt = self.pending[index - 1]
-                decision = Decision(key=prompt.request.key, decision=word, operator=self.person)
-                receipt = await submit_decision(self.client, prompt.turn_workflow_id, decision)
+                row = waiting[index - 1]
+                decision = Decision(key=row.request.key, decision=word, operator=self.person)
+                receipt = await self.chats.decide(row.workflow_id, decision)
                 if receipt.status != "decided":
                     self.out(f"  ({receipt.status}: {receipt.detail})")
             return
         message = InboundMessage(
             message_id=f"console-{uuid.uuid4()}", chat=self.chat, sender=self.person, text=line
         )
-        await hand_over(self.client, message, new_conversation(self.config, self.chat))
+        await self.chats.hand_over(message, new_conversation(self.config, self.chat))
 
-    async def _answer_question(self, prompt: ApprovalPrompt, line: str) -> None:
+    async def _answer_question(self, row: WaitingRequest, line: str) -> None:
         answers: dict[str, list[str]] = {}
-        for question in prompt.request.questions:
+        for question in row.request.questions:
             labels = [str(option.get("label", "")) for option in question.get("options") or []]
             picked = labels[int(line) - 1] if line.isdigit() and 0 < int(line) <= len(labels) else line
             answers[str(question.get("id", ""))] = [picked]
-        decision = Decision(key=prompt.request.key, answers=answers, operator=self.person)
-        receipt = await submit_decision(self.client, prompt.turn_workflow_id, decision)
+        decision = Decision(key=row.request.key, answers=answers, operator=self.person)
+        receipt = await self.chats.decide(row.workflow_id, decision)
         if receipt.status != "decided":
             self.out(f"  ({receipt.status}: {receipt.detail})")
 
@@ -91,10 +93,10 @@ class ConsoleChat:
             first, *rest = event.reply.text.splitlines() or [""]
             self.out("\n".join([speaker + first, *(" " * len(speaker) + line for line in rest)]))
         elif event.prompt is not None:
-            self.pending.append(event.prompt)
-            self.out(describe_request(event.prompt, len(self.pending)))
+            self.prompts_open += 1
+            self.out(describe_request(event.prompt, self.prompts_open))
         elif event.outcome is not None:
-            self.pending = [p for p in self.pending if p.request.key != event.outcome.request.key]
+            self.prompts_open = max(self.prompts_open - 1, 0)
             self.out(f"ally> {event.outcome.decision} (by {event.outcome.decided_by})")
 
 

@@ -7,7 +7,6 @@ turn's `view` query, so what the terminal shows is what the Temporal UI shows.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
@@ -16,7 +15,6 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.service import RPCError
 
 from ally import names
-from ally.contracts import CodexRequest
 from workflows.turn import DecisionRecord, TurnWorkflow
 
 
@@ -27,31 +25,6 @@ class TurnRow(BaseModel):
     started: datetime
     running_s: float
     ui_link: str | None
-
-
-class PendingRow(BaseModel):
-    id: str  # stable while the request waits: `ally approvals --decide <id>`
-    workflow_id: str
-    chat: str
-    number: int
-    request: CodexRequest
-
-
-REQUEST_ID_LENGTH = 8
-
-
-def request_id(workflow_id: str, key: str) -> str:
-    """A short id for one waiting request that does not move when others are decided (a position
-    would: deciding "2" after "1" was gone once declined the wrong chat's command). Codex's own
-    request keys repeat across turns, so the turn is part of it."""
-    digest = hashlib.sha256(f"{workflow_id}\n{key}".encode()).hexdigest()
-    return digest[:REQUEST_ID_LENGTH]
-
-
-def matching(rows: list[PendingRow], wanted: str) -> list[PendingRow]:
-    """The waiting requests whose id starts with `wanted` (case-insensitive)."""
-    prefix = wanted.strip().lower()
-    return [row for row in rows if prefix and row.id.startswith(prefix)]
 
 
 def ui_link(ui: str | None, namespace: str, workflow_id: str) -> str | None:
@@ -76,24 +49,6 @@ async def running_turns(client: Client, *, ui: str | None) -> list[TurnRow]:
             )
         )
     return sorted(rows, key=lambda row: row.started)
-
-
-async def pending_approvals(client: Client) -> list[PendingRow]:
-    rows: list[PendingRow] = []
-    for turn in await running_turns(client, ui=None):
-        with contextlib.suppress(RPCError):  # ended between the listing and the query
-            view = await client.get_workflow_handle(turn.workflow_id).query(TurnWorkflow.view)
-            rows += [
-                PendingRow(
-                    id=request_id(turn.workflow_id, request.key),
-                    workflow_id=turn.workflow_id,
-                    chat=turn.chat,
-                    number=i,
-                    request=request,
-                )
-                for i, request in enumerate(view.pending, start=1)
-            ]
-    return rows
 
 
 class HistoryRow(BaseModel):

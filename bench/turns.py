@@ -39,11 +39,12 @@ from temporalio.client import Client
 
 from ally import names
 from ally.channels.console import ConsoleChannel, ConsoleEvent
+from ally.chat_client import ChatClient
 from ally.codex.binary import find_codex_binary
 from ally.codex.runtime import CodexRuntime, TurnEnded, TurnInput
 from ally.config import AllyConfig, data_dir, load_config
 from ally.contracts import ChatRef, InboundMessage, Person
-from ally.inbound import hand_over, new_conversation, thread_settings
+from ally.inbound import new_conversation, thread_settings
 from ally.processes import free_local_port, spawn_group, stop_group
 from ally.run_state import read_part_states
 from ally.temporal_client import connect
@@ -173,7 +174,7 @@ class BridgeClock:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.waiters[message.message_id] = waiter
         self.sent[message.message_id] = time.perf_counter()
-        await hand_over(self.client, message, new_conversation(self.config, chat))
+        await ChatClient(self.client).hand_over(message, new_conversation(self.config, chat))
         await asyncio.wait_for(waiter, 60)
         if until_closed:
             await self.client.get_workflow_handle(names.turn_id(chat.chat_id, message.message_id)).result()

@@ -26,6 +26,7 @@ from activities.codex import HEARTBEAT_FLUSH, CodexActivities
 from ally import names
 from ally.channels import Channel
 from ally.channels.console import ConsoleChannel, ConsoleEvent
+from ally.chat_client import ChatClient
 from ally.codex.binary import find_codex_binary
 from ally.codex.runtime import CodexRuntime
 from ally.contracts import (
@@ -37,7 +38,6 @@ from ally.contracts import (
     RuntimeLocation,
     ThreadSettings,
 )
-from ally.inbound import hand_over
 from dev.model_server import ScriptedModelServer, write_codex_home
 from workers.chat import chat_worker
 from workflows.conversation import ConversationState, ConversationWorkflow
@@ -110,7 +110,7 @@ class Stack:
             message_id=message_id or f"m-{uuid.uuid4().hex[:10]}", chat=chat, sender=sender, text=text
         )
         self.chats.add(chat.chat_id)
-        await hand_over(self.client, message, self.conversation(chat, **conversation))
+        await ChatClient(self.client).hand_over(message, self.conversation(chat, **conversation))
         return message
 
     def replies(self, chat: ChatRef, *, tone: str | None = None) -> list[Reply]:

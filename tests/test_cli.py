@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
+from ally.chat_client import ChatClient
 from ally.contracts import ChatRef, Decision, InboundMessage, Person
-from ally.decisions import submit_decision
-from ally.turns_report import pending_approvals
 from dev.model_server import RunCommand, Say
 from tests.processes import temporal_when_up
 from tests.stack import Stack, eventually, running_stack
@@ -126,7 +125,7 @@ async def test_every_json_option_prints_exactly_one_document(client: Client, tmp
         prompt = (await eventually(lambda: stack.approvals(decided), what="the first approval"))[0]
         operator = Person(id="ou_alice", name="Alice")
         decision = Decision(key=prompt.request.key, decision="accept", operator=operator)
-        assert (await submit_decision(client, prompt.turn_workflow_id, decision)).status == "decided"
+        assert (await ChatClient(client).decide(prompt.turn_workflow_id, decision)).status == "decided"
         await eventually(lambda: stack.replies(decided, tone="answer"), what="the first answer")
         await stack.send(waiting, "run it too")
         await eventually(lambda: stack.approvals(waiting), what="the second approval")
@@ -184,7 +183,8 @@ async def test_each_command_run_50_times_against_a_stack_with_waiting_approvals_
         async def waiting_id(seen: set[str]) -> str:
             # Found in-process: the listing's own 50 runs are `read_only` below.
             for _ in range(600):
-                fresh = [row.id for row in await pending_approvals(temporal) if row.id not in seen]
+                waiting = await ChatClient(temporal).waiting_everywhere()
+                fresh = [row.id for row in waiting if row.id not in seen]
                 if fresh:
                     return fresh[0]
                 await asyncio.sleep(0.1)

@@ -15,9 +15,9 @@ import pytest
 from temporalio.client import Client
 
 from ally import names
+from ally.chat_client import MAX_MESSAGE_BYTES
 from ally.config import AllyConfig
 from ally.console_chat import ConsoleChat
-from ally.inbound import MAX_MESSAGE_BYTES
 from dev.model_server import RunCommand, Say
 from tests.stack import codex_workers, eventually, running_stack
 from tests.test_up import start_up

@@ -20,7 +20,7 @@ from temporalio.client import Client
 from ally import names
 from ally.access import AccessConfig
 from ally.feishu.channel import ApprovalCards
-from ally.feishu.gateway import WebhookServer
+from ally.feishu.webhook import WebhookServer
 from dev.fake_feishu import Reaction as FakeReaction
 from dev.fake_feishu import (
     card_action_event,

@@ -22,9 +22,9 @@ from temporalio.service import RPCError
 
 from ally import names
 from ally.access import AccessConfig
+from ally.chat_client import ChatClient
 from ally.contracts import Decision, Person
-from ally.decisions import submit_decision
-from ally.feishu.gateway import WebhookServer
+from ally.feishu.webhook import WebhookServer
 from dev.fake_feishu import (
     bot_added_event,
     card_action_event,
@@ -436,7 +436,7 @@ async def test_an_approval_card_refused_for_good_leaves_the_request_to_the_termi
         fs.fake.add_bot("oc_dm_gone")
         operator = Person(id=names.LOCAL_OPERATOR, name="terminal")
         decision = Decision(key=key, decision="accept", operator=operator)
-        receipt = await submit_decision(client, turn_id, decision)  # as `ally approvals --decide`
+        receipt = await ChatClient(client).decide(turn_id, decision)  # as `ally approvals --decide`
         assert receipt.status == "decided"
         (answer,) = await fs.wait_for_replies(question)
         assert card_markdown(answer) == "Touched." and target.exists()

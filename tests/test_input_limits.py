@@ -12,8 +12,8 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
+from ally.chat_client import MAX_MESSAGE_BYTES
 from ally.contracts import Reply
-from ally.inbound import MAX_MESSAGE_BYTES
 from tests.feishu_stack import card_markdown, feishu_stack
 from tests.stack import eventually, running_stack
 from workflows.turn import TurnResult

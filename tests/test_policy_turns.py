@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
+from ally.chat_client import ChatClient
 from ally.console_chat import describe_request
 from ally.contracts import Decision, Person
-from ally.decisions import submit_decision
 from ally.policy import PolicyConfig, Rule
 from ally.turns_report import decision_history
 from dev.model_server import RunCommand, Say
@@ -176,7 +176,7 @@ async def test_in_trusted_mode_work_inside_runs_and_a_network_command_reaches_a_
         assert "asked you because: network access (curl)" in describe_request(asked[0], 1)
 
         no = Decision(key=asked[0].request.key, decision="decline", operator=PERSON)
-        assert (await submit_decision(client, asked[0].turn_workflow_id, no)).status == "decided"
+        assert (await ChatClient(client).decide(asked[0].turn_workflow_id, no)).status == "decided"
         answer = await eventually(lambda: stack.replies(chat, tone="answer"), what="the answer")
         assert answer[0].text == "Made it; did not fetch."
         result = await stack.turn_handle(chat, message).result()

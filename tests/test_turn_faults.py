@@ -24,11 +24,10 @@ from temporalio.client import Client, WorkflowHandle
 
 from ally import names
 from ally.channels.console import ConsoleChannel, ConsoleEvent
+from ally.chat_client import ChatClient
 from ally.contracts import Decision, RuntimeLocation
-from ally.decisions import submit_decision
 from ally.processes import die_with_parent_hook, free_local_port
 from ally.temporal_server import dev_server_command
-from ally.turns_report import pending_approvals
 from dev.model_server import Hang, RunCommand, Say
 from tests.processes import temporal_when_up
 from tests.stack import PERSON, Stack, codex_workers, eventually, running_stack
@@ -226,7 +225,7 @@ async def test_approving_right_after_the_runtime_died_says_at_once_that_nothing_
                 stack.model.push(RunCommand(cmd=f"touch {targets[chat.chat_id]}"))
                 await stack.send(chat, "touch it", runtime=location)
                 await eventually(partial(stack.approvals, chat), what="the approval card")
-            listed = {row.workflow_id: row.id for row in await pending_approvals(client)}
+            listed = {row.workflow_id: row.id for row in await ChatClient(client).waiting_everywhere()}
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
         early_id = listed[stack.approvals(early)[0].turn_workflow_id]
@@ -247,7 +246,7 @@ async def test_approving_right_after_the_runtime_died_says_at_once_that_nothing_
         prompt = stack.approvals(late)[0]
         decision = Decision(key=prompt.request.key, decision="accept", operator=PERSON)
         started = asyncio.get_running_loop().time()
-        receipt = await submit_decision(client, prompt.turn_workflow_id, decision)
+        receipt = await ChatClient(client).decide(prompt.turn_workflow_id, decision)
         assert asyncio.get_running_loop().time() - started < 1.0
         assert receipt.status == "expired" and "not answering" in receipt.detail
 

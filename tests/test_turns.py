@@ -17,10 +17,10 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.worker import Worker
 
 from ally.channels.console import ConsoleChannel, ConsoleEvent
-from ally.contracts import Decision, Person, Reply, SentMessage
-from ally.decisions import submit_decision
+from ally.chat_client import ChatClient
+from ally.contracts import ChatRef, Decision, InboundMessage, Person, Reply, SentMessage
 from ally.names import decision_update_id
-from ally.turns_report import pending_approvals, running_turns
+from ally.turns_report import running_turns
 from dev.model_server import Hang, RunCommand, Say, Stream
 from tests.stack import PERSON, Stack, eventually, running_stack
 from workflows.turn import TurnWorkflow
@@ -71,8 +71,8 @@ async def test_an_approved_command_runs_and_a_double_click_decides_once(
 
         decision = Decision(key=prompt.request.key, decision="accept", operator=PERSON)
         first, second = await asyncio.gather(
-            submit_decision(client, prompt.turn_workflow_id, decision),
-            submit_decision(client, prompt.turn_workflow_id, decision),
+            ChatClient(client).decide(prompt.turn_workflow_id, decision),
+            ChatClient(client).decide(prompt.turn_workflow_id, decision),
         )
         assert first.status == second.status == "decided"
         await eventually(lambda: stack.replies(chat, tone="answer"), what="the final reply")
@@ -103,8 +103,7 @@ async def test_someone_who_may_not_decide_is_refused_without_a_trace(client: Cli
                 Decision(key=prompt.request.key, decision="accept", operator=outsider),
                 id=decision_update_id(prompt.request.key, outsider.id),
             )
-        receipt = await submit_decision(
-            client,
+        receipt = await ChatClient(client).decide(
             prompt.turn_workflow_id,
             Decision(key=prompt.request.key, decision="accept", operator=outsider),
         )
@@ -132,10 +131,7 @@ async def test_stop_during_an_approval_wait_interrupts_calmly_and_the_card_says_
 ) -> None:
     async with running_stack(client, tmp_path) as stack:
         target = stack.workspace / "stopped.txt"
-        stack.model.push(RunCommand(cmd=f"touch {target}"))
-        chat = stack.chat()
-        message = await stack.send(chat, "touch it")
-        await eventually(lambda: stack.approvals(chat), what="an approval card")
+        chat, message = await waiting_to_touch(stack, target)
         await stack.send(chat, "/stop")
         await stack.turn_handle(chat, message).result()
         # A stop the person asked for is news, not a problem: no red card, no dangling space.
@@ -147,6 +143,31 @@ async def test_stop_during_an_approval_wait_interrupts_calmly_and_the_card_says_
         )
         assert closed[0].decision == "not needed any more: the turn was stopped"
         assert not target.exists()
+
+
+async def test_a_chat_stopped_from_outside_ends_its_waiting_turn_like_a_typed_stop(
+    client: Client, tmp_path: Path
+) -> None:
+    async with running_stack(client, tmp_path) as stack:
+        chats = ChatClient(client)
+        chat, message = await waiting_to_touch(stack, stack.workspace / "stopped-from-outside.txt")
+        assert [row.request.kind for row in await chats.waiting(chat.chat_id)] == ["command"]
+        assert await chats.stop(chat.chat_id)
+        await stack.turn_handle(chat, message).result()
+        stopped = [r.text for r in stack.replies(chat, tone="notice") if r.text.startswith("Stopped")]
+        assert stopped == ["Stopped."]
+        assert await chats.waiting(chat.chat_id) == []
+        assert not await chats.stop(chat.chat_id)  # nothing runs any more
+        assert not (stack.workspace / "stopped-from-outside.txt").exists()
+
+
+async def waiting_to_touch(stack: Stack, target: Path) -> tuple[ChatRef, InboundMessage]:
+    """A chat whose turn waits for approval to `touch target`: the chat and the message."""
+    stack.model.push(RunCommand(cmd=f"touch {target}"))
+    chat = stack.chat()
+    message = await stack.send(chat, "touch it")
+    await eventually(lambda: stack.approvals(chat), what="an approval card")
+    return chat, message
 
 
 async def test_twenty_messages_while_a_turn_runs_are_all_answered_in_order(
@@ -251,7 +272,7 @@ async def test_ally_turns_and_ally_approvals_show_a_turn_waiting_for_a_decision(
         assert turns[0].chat == chat.chat_id
         assert turns[0].ui_link == f"http://ui/namespaces/default/workflows/{quote(turn_id, safe='')}"
 
-        pending = [p for p in await pending_approvals(client) if p.workflow_id == turn_id]
+        pending = [p for p in await ChatClient(client).waiting_everywhere() if p.workflow_id == turn_id]
         assert [(p.request.kind, "echo listed" in (p.request.command or "")) for p in pending] == [
             ("command", True)
         ]

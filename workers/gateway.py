@@ -21,8 +21,10 @@ from ally.config import load_config
 from ally.feishu import FEISHU_CHATS_QUEUE
 from ally.feishu.channel import FeishuChannel
 from ally.feishu.client import FeishuApi
-from ally.feishu.gateway import FeishuGateway, LongConnection, WebhookServer
+from ally.feishu.gateway import FeishuGateway
 from ally.feishu.inbound import MessageReader
+from ally.feishu.long_connection import LongConnection
+from ally.feishu.webhook import WebhookServer
 from ally.inbound import new_conversation, thread_settings
 from ally.temporal_client import connect
 from ally.worker_process import configure_logging, serve_until_signalled

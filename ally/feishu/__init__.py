@@ -2,8 +2,12 @@
 
 One module per concern, in the order a message travels:
 
-    gateway.py   events in (long connection or webhook), handed over to Temporal in < 3 s
+    long_connection.py, webhook.py   the transports; acks.py   what they share with the handlers
+    gateway.py   the SDK's event dispatcher: each event validated and its work started in < 3 s
+    intake.py    messages: read, access checked, handed over in arrival order per chat
+    decisions.py card clicks, text shortcuts ("y", "1 y 2 n") and approving reactions
     inbound.py   a Feishu message event -> `InboundMessage` (or why it is ignored)
+    events.py    the subscribed events as pydantic models
     channel.py   `FeishuChannel`: replies, approval cards and their updates, as delivery activities
     cards.py     card JSON 2.0: answers split under Feishu's size limit, approval and decided cards
     client.py    the `lark.Client` call layer: rate limits, token expiry, permanent vs retryable errors

@@ -27,7 +27,7 @@ from ally.names import chunk_key
 log = logging.getLogger(__name__)
 
 CARDS_KEPT = 2000
-THREADS_KEPT = 5000
+TOPICS_KEPT = 5000
 # Feishu allows 5 messages a second per chat (notes §5); a long answer's cards go out a bit slower.
 PACE_S = 0.25
 
@@ -61,14 +61,38 @@ class FeishuChannel:
         self.api = api
         self.pace_s = pace_s
         self.approvals = ApprovalCards()
-        self._threads: OrderedDict[str, str] = OrderedDict()
+        self._topics: OrderedDict[str, str] = OrderedDict()  # message id -> its Feishu topic ("" if none)
 
-    def remember_thread(self, message_id: str, thread_id: str) -> None:
+    # --- what the gateway asks -------------------------------------------------------------------
+
+    def remember_topic(self, message_id: str, topic_id: str) -> None:
         """The gateway tells us which topic an inbound message is in, so replies need no lookup."""
-        self._threads[message_id] = thread_id
-        self._threads.move_to_end(message_id)
-        while len(self._threads) > THREADS_KEPT:
-            self._threads.popitem(last=False)
+        self._topics[message_id] = topic_id
+        self._topics.move_to_end(message_id)
+        while len(self._topics) > TOPICS_KEPT:
+            self._topics.popitem(last=False)
+
+    def approval_card(self, message_id: str) -> ApprovalCard | None:
+        """The approval this process sent as `message_id`, while it is still remembered."""
+        return self.approvals.get(message_id)
+
+    async def card_decisions(self, message_id: str) -> list[cards.DecisionValue]:
+        """The decision buttons of the card `message_id`, read back from Feishu (an approval sent
+        before a restart); none for any other message. Raises `FeishuApiError` or `ValueError`."""
+        message = await self.api.get_message(message_id)
+        if message.msg_type != "interactive":
+            return []
+        return cards.decision_values(json.loads(message.content))
+
+    async def notice(self, chat: ChatRef, reply_to: str, text: str, key: str) -> bool:
+        """A short notice from the gateway itself (not from a turn); False, logged, if it failed."""
+        reply = Reply(chat=chat, reply_to=reply_to, text=text, idempotency_key=key, tone="notice")
+        try:
+            await self.send_reply(reply)
+        except Exception as error:
+            log.warning("could not tell %s: %s", chat.chat_id, error)
+            return False
+        return True
 
     # --- the Channel protocol --------------------------------------------------------------------
 
@@ -153,10 +177,10 @@ class FeishuChannel:
     async def _in_thread(self, message_id: str) -> bool:
         """Whether `message_id` sits in a topic: then the reply goes there too (`reply_in_thread`);
         a top-level message must not get one, or Feishu starts a new topic from it."""
-        if message_id not in self._threads:
+        if message_id not in self._topics:
             try:
-                self.remember_thread(message_id, (await self.api.get_message(message_id)).thread_id)
+                self.remember_topic(message_id, (await self.api.get_message(message_id)).thread_id)
             except FeishuApiError as error:
                 log.info("cannot tell whether %s is in a topic (%s); replying in place", message_id, error)
                 return False
-        return bool(self._threads[message_id])
+        return bool(self._topics[message_id])

@@ -89,7 +89,7 @@ class Emoji(_Model):
     emoji_type: str = ""
 
 
-class Reaction(_Model):
+class ReactionEvent(_Model):
     message_id: str
     reaction_type: Emoji = Emoji()
     operator_type: str = "user"

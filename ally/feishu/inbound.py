@@ -82,7 +82,7 @@ class Ignored:
 @dataclass(frozen=True)
 class Normalised:
     message: InboundMessage
-    thread_id: str  # the topic/thread the message sits in ("" at top level): replies stay there
+    topic_id: str  # the topic/thread the message sits in ("" at top level): replies stay there
 
 
 class MessageReader:
@@ -176,7 +176,7 @@ class MessageReader:
             quoted=quoted,
             attachment_only=attachment_only,
         )
-        return Normalised(message=inbound, thread_id=message.thread_id)
+        return Normalised(message=inbound, topic_id=message.thread_id)
 
     async def _quote(self, parent_id: str, message_id: str, bot_id: str, images: list[str]) -> str:
         """The quoted message as a blockquote for Codex; its images are attached to this message."""
