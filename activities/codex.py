@@ -33,6 +33,7 @@ from ally.codex.runtime import (
 from ally.contracts import (
     AnswerRequestInput,
     CodexRequest,
+    Decision,
     RuntimeLocation,
     StartTurnInput,
     SteerTurnInput,
@@ -131,8 +132,9 @@ class CodexActivities:
 
     @activity.defn(name="answer_request")
     async def answer_request(self, request: AnswerRequestInput) -> None:
+        """Answer Codex in its own terms: the turn sends the neutral decision and the request."""
         try:
-            await self.runtime.answer_request(request.key, request.result)
+            await self.runtime.answer_request(request.key, _answer_of(request))
         except UnknownRequest as error:
             # Handled by the workflow (the card says the request expired): one log line, no trace.
             raise ApplicationError(
@@ -304,3 +306,30 @@ def _as_codex_request(event: PendingRequest) -> CodexRequest:
         fields["permissions"] = event.params.get("permissions") or {}
     fields["additional_permissions"] = event.params.get("additionalPermissions") or {}
     return CodexRequest.model_validate(fields)
+
+
+def _answer_of(request: AnswerRequestInput) -> dict[str, Any]:
+    if request.result is not None:  # scheduled before an upgrade, with the answer already built
+        return request.result
+    if request.request is None or request.decision is None:
+        raise ApplicationError(
+            "an answer needs the request and its decision", type="BadAnswer", non_retryable=True
+        )
+    return wire_answer(request.request, request.decision)
+
+
+def wire_answer(request: CodexRequest, decision: Decision) -> dict[str, Any]:
+    """The JSON-RPC result Codex expects for each kind of request (notes/codex-app-server.md §6)."""
+    if request.kind == "user_input":
+        return {"answers": {qid: {"answers": answers} for qid, answers in decision.answers.items()}}
+    if request.kind == "permissions":
+        granted = decision.decision in ("accept", "acceptForSession")
+        scope = "session" if decision.decision == "acceptForSession" else "turn"
+        # Granting = handing back what was asked for; {} denies it all (notes/codex-app-server.md §6).
+        return {"permissions": request.permissions if granted else {}, "scope": scope}
+    if request.kind == "elicitation":
+        action = {"accept": "accept", "acceptForSession": "accept", "decline": "decline"}.get(
+            decision.decision or "", "cancel"
+        )
+        return {"action": action, "content": None}
+    return {"decision": decision.decision or "decline"}

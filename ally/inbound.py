@@ -19,8 +19,8 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from ally import names
 from ally.config import AllyConfig, data_dir
-from ally.contracts import ChatRef, InboundMessage, ThreadSettings
-from workflows.conversation import ChatConfig, ConversationState, ConversationWorkflow, Inbound
+from ally.contracts import ChatConfig, ChatRef, ConversationState, Inbound, InboundMessage, ThreadSettings
+from workflows.conversation import ConversationWorkflow
 
 MAX_MESSAGE_BYTES = 1536 * 1024
 

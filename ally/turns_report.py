@@ -16,8 +16,8 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.service import RPCError
 
 from ally import names
-from ally.contracts import CodexRequest
-from workflows.turn import DecisionRecord, TurnWorkflow
+from ally.contracts import CodexRequest, DecisionRecord
+from workflows.turn import TurnWorkflow
 
 
 class TurnRow(BaseModel):

@@ -31,17 +31,19 @@ from ally.codex.runtime import CodexRuntime
 from ally.contracts import (
     ApprovalPrompt,
     ChatRef,
+    ConversationState,
     InboundMessage,
     Person,
     Reply,
     RuntimeLocation,
     ThreadSettings,
+    TurnResult,
 )
 from ally.inbound import hand_over
 from dev.model_server import ScriptedModelServer, write_codex_home
 from workers.chat import chat_worker
-from workflows.conversation import ConversationState, ConversationWorkflow
-from workflows.turn import TurnResult, TurnWorkflow
+from workflows.conversation import ConversationWorkflow
+from workflows.turn import TurnWorkflow
 
 T = TypeVar("T")
 # `WORK_ALLY_RECORD_HISTORIES=tests/histories dev/test -k …` saves every workflow history a test

@@ -21,10 +21,9 @@ from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
 from ally import policy_legacy
-from ally.contracts import CodexRequest
+from ally.contracts import CodexRequest, TurnInput
 from ally.policy import Mode, evaluate
 from workers.chat import WORKFLOWS
-from workflows.turn import TurnInput
 
 HISTORIES = Path(__file__).parent / "histories"
 CORPUS = sorted(HISTORIES.glob("*.json"))

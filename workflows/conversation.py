@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
 
-from pydantic import BaseModel
 from pydantic_core import to_json
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair, WorkflowIDReusePolicy
@@ -22,9 +20,20 @@ from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from ally import names
-    from ally.contracts import ChatRef, InboundMessage, Reply, RuntimeLocation, ThreadSettings
-    from ally.policy import Mode, PolicyConfig, SessionGrants
-    from workflows.turn import TurnInput, TurnResult, TurnWorkflow
+    from ally.contracts import (
+        ConversationState,
+        ConversationView,
+        HeldAttachment,
+        Inbound,
+        InboundMessage,
+        Reply,
+        RuntimeLocation,
+        SessionGrants,
+        TurnInput,
+        TurnOrigin,
+        TurnResult,
+    )
+    from workflows.turn import TurnWorkflow
 
 AUTOMATIC_SHOWN = 10
 RAISE_AUTONOMY_REFUSED = (
@@ -60,66 +69,11 @@ HELP = """Commands:
 /help: this list"""
 
 
-class HeldAttachment(BaseModel):
-    """A group image or file kept for its sender's next request (see `HELD_FOR_S`)."""
-
-    message: InboundMessage
-    held_at: float  # workflow time it arrived
-
-
-class ConversationState(BaseModel):
-    """Everything a conversation carries across continue-as-new."""
-
-    chat: ChatRef
-    settings: ThreadSettings
-    discovery_queue: str = names.RUNTIME_DISCOVERY_QUEUE
-    thread_id: str | None = None
-    runtime: RuntimeLocation | None = None
-    busy_policy: Literal["queue", "steer"] = "queue"
-    approvers: list[str] = []
-    queue: list[InboundMessage] = []
-    seen: list[str] = []
-    last_message: InboundMessage | None = None
-    turns: int = 0
-    notices: int = 0  # numbers each notice, so its idempotency key is never reused
-    policy: PolicyConfig = PolicyConfig()
-    mode: Mode | None = None  # this chat's autonomy; None = the policy's default
-    grants: SessionGrants = SessionGrants()  # "approve for session" answers in the current thread
-    automatic: list[str] = []  # the latest decisions the policy took on its own, for /status
-    held: list[HeldAttachment] = []  # attachments waiting for their sender's next request
-    unannounced: list[str] = []  # ids of queued messages not told their position yet
-    announce_at: float | None = None  # workflow time the next queue notice is due
-    last_announced: float | None = None  # workflow time of the last queue notice
-
-
-class ChatConfig(BaseModel):
-    """What this machine's configuration says about a chat now. Every hand-over carries it, so an
-    edited config.toml reaches chats whose conversations were started before the edit."""
-
-    settings: ThreadSettings
-    policy: PolicyConfig = PolicyConfig()
-    approvers: list[str] = []
-
-
-class Inbound(BaseModel):
-    message: InboundMessage
-    config: ChatConfig | None = None
-
-
 @dataclass
 class Notice:
     to: InboundMessage
     text: str
     while_queued: bool = False  # a queue position: worth sending only while the message still waits
-
-
-class ConversationView(BaseModel):
-    thread_id: str | None
-    running: str | None
-    running_turn_id: str | None
-    queued: list[str]
-    busy_policy: str
-    turns: int
 
 
 @workflow.defn
@@ -238,6 +192,7 @@ class ConversationWorkflow:
             TurnWorkflow.run,
             TurnInput(
                 message=message,
+                origin=TurnOrigin(message_id=message.message_id, sender=message.sender),
                 runtime=self.s.runtime,
                 thread_id=self.s.thread_id,
                 settings=self.s.settings,

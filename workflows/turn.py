@@ -38,20 +38,23 @@ with workflow.unsafe.imports_passed_through():
         ApprovalPrompt,
         CodexRequest,
         Decision,
+        DecisionRecord,
         FinalReply,
-        InboundMessage,
+        PendingRequest,
         Person,
+        PolicyQuestion,
         Reaction,
         ReactionRef,
         Reply,
-        RuntimeLocation,
         SentMessage,
         StartTurnInput,
         SteerTurnInput,
-        ThreadSettings,
+        TurnInput,
         TurnOutcome,
+        TurnResult,
+        TurnView,
+        Verdict,
     )
-    from ally.policy import Mode, PolicyConfig, PolicyQuestion, SessionGrants, Verdict
     from ally.policy import remember as remember_grant
     from ally.policy_legacy import evaluate as evaluate_legacy_policy
 
@@ -91,60 +94,6 @@ POLICY_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(millis
 CHAT_CALL_FAILED = (ActivityError, ApplicationError, TemporalTimeoutError)
 # Before this patch a refused reply (bot removed from the chat) failed the whole turn.
 UNDELIVERED_PATCH = "undelivered-local-reply"
-
-
-class TurnInput(BaseModel):
-    message: InboundMessage
-    runtime: RuntimeLocation
-    thread_id: str | None
-    settings: ThreadSettings
-    approvers: list[str] = []  # besides the sender, who may decide this turn's approvals
-    approval_timeout_s: float = 30 * 60
-    reminder_after_s: float = 10 * 60
-    policy: PolicyConfig = PolicyConfig()
-    mode: Mode = "ask"
-    grants: SessionGrants = SessionGrants()  # "approve for session" answers in this thread so far
-
-
-class TurnResult(BaseModel):
-    thread_id: str | None
-    turn_id: str | None
-    status: str  # completed | interrupted | failed | host_lost
-    runtime_restarted: bool = False
-    grants: SessionGrants = SessionGrants()
-    decisions: list[DecisionRecord] = []
-    unsteered: list[str] = []  # steers that reached the turn only after Codex had finished it
-
-
-class PendingRequest(BaseModel):
-    request: CodexRequest
-    shown_at: float
-    card_message_id: str | None = None
-    decision: Decision | None = None
-    answered: bool = False
-    reminded: bool = False
-    asked_because: str | None = None  # why the policy left it to a person, for the card
-
-
-class DecisionRecord(BaseModel):
-    """One line of the audit trail: who (or which rule) decided what, and when."""
-
-    kind: str
-    what: str
-    decision: str
-    decided_by: str
-    decided_at: str
-    by_policy: bool = False  # a rule, the chat's mode or a session grant decided, not a person
-    key: str = ""  # the request's key: whoever decided can see what became of the decision
-
-
-class TurnView(BaseModel):
-    state: str
-    thread_id: str | None
-    turn_id: str | None
-    pending: list[CodexRequest]
-    steers: int
-    decisions: list[DecisionRecord] = []
 
 
 @workflow.defn
@@ -413,7 +362,7 @@ class TurnWorkflow:
         try:
             await self._on_host(
                 "answer_request",
-                AnswerRequestInput(key=pending.request.key, result=codex_answer(pending.request, decision)),
+                AnswerRequestInput(key=pending.request.key, request=pending.request, decision=decision),
                 summary=f"answer {pending.request.kind}: {decision.decision or 'input'}",
             )
             shown: str = decision.decision or "answered"
@@ -626,23 +575,6 @@ def _what(request: CodexRequest) -> str:
     if request.command:
         return f"`{request.command}`"
     return request.reason or request.kind.replace("_", " ")
-
-
-def codex_answer(request: CodexRequest, decision: Decision) -> dict[str, object]:
-    """The JSON-RPC result Codex expects for each kind of request (notes/codex-app-server.md §6)."""
-    if request.kind == "user_input":
-        return {"answers": {qid: {"answers": answers} for qid, answers in decision.answers.items()}}
-    if request.kind == "permissions":
-        granted = decision.decision in ("accept", "acceptForSession")
-        scope = "session" if decision.decision == "acceptForSession" else "turn"
-        # Granting = handing back what was asked for; {} denies it all (notes/codex-app-server.md §6).
-        return {"permissions": request.permissions if granted else {}, "scope": scope}
-    if request.kind == "elicitation":
-        action = {"accept": "accept", "acceptForSession": "accept", "decline": "decline"}.get(
-            decision.decision or "", "cancel"
-        )
-        return {"action": action, "content": None}
-    return {"decision": decision.decision or "decline"}
 
 
 def reply_text(outcome: TurnOutcome) -> str:

@@ -64,7 +64,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from ally import names
 from ally.access import AccessConfig, may_prompt
 from ally.config import FeishuConfig
-from ally.contracts import ChatRef, CodexRequest, Decision, InboundMessage, Person, Reply
+from ally.contracts import ChatRef, CodexRequest, ConversationState, Decision, InboundMessage, Person, Reply
 from ally.decisions import DecisionReceipt, submit_decision
 from ally.feishu import cards, events
 from ally.feishu.channel import FeishuChannel
@@ -81,7 +81,7 @@ from ally.feishu.events import (
 from ally.feishu.inbound import Ignored, MessageReader
 from ally.inbound import MessageRefused, hand_over
 from ally.shortcuts import parse_decisions
-from workflows.conversation import ConversationState, ConversationWorkflow
+from workflows.conversation import ConversationWorkflow
 from workflows.turn import TurnWorkflow
 
 log = logging.getLogger(__name__)
