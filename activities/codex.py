@@ -40,6 +40,7 @@ from ally.contracts import (
     TurnOutcome,
     TurnProgress,
 )
+from workflows.turn import TurnWorkflow
 
 # A dead worker is noticed when its heartbeats stop (workflows/turn.py RUN_TURN_HEARTBEAT, 3 s):
 # one a second, and the worker sends each at once (its throttle, `HEARTBEAT_FLUSH`, would
@@ -134,7 +135,7 @@ class CodexActivities:
     async def answer_request(self, request: AnswerRequestInput) -> None:
         """Answer Codex in its own terms: the turn sends the neutral decision and the request."""
         try:
-            await self.runtime.answer_request(request.key, _answer_of(request))
+            await self.runtime.answer_request(request.key, answer_of(request))
         except UnknownRequest as error:
             # Handled by the workflow (the card says the request expired): one log line, no trace.
             raise ApplicationError(
@@ -181,7 +182,7 @@ class CodexActivities:
         caller = activity.client().get_workflow_handle(workflow_id)
         async for event in self.runtime.watch_turn(progress.thread_id, progress.turn_id):
             if isinstance(event, PendingRequest):
-                await caller.signal("codex_request", _as_codex_request(event))
+                await caller.signal(TurnWorkflow.agent_request, _as_codex_request(event))
             elif isinstance(event, ItemCompleted):
                 progress.last_item = f"{event.item_type}:{event.item_id}"
             elif isinstance(event, TurnEnded):
@@ -308,7 +309,7 @@ def _as_codex_request(event: PendingRequest) -> CodexRequest:
     return CodexRequest.model_validate(fields)
 
 
-def _answer_of(request: AnswerRequestInput) -> dict[str, Any]:
+def answer_of(request: AnswerRequestInput) -> dict[str, Any]:
     if request.result is not None:  # scheduled before an upgrade, with the answer already built
         return request.result
     if request.request is None or request.decision is None:

@@ -87,7 +87,7 @@ async def hand_over(
         new_state,
         id=names.conversation_id(message.chat.chat_id),
         task_queue=message.chat.worker_queue,  # the worker that serves this chat runs its workflows
-        start_signal="inbound",
+        start_signal=ConversationWorkflow.inbound.__name__,  # the signal is named for its method
         start_signal_args=[Inbound(message=message, config=chat_config)],
         search_attributes=TypedSearchAttributes([SearchAttributePair(names.CHAT, message.chat.chat_id)]),
         static_summary=f"conversation {message.chat.chat_id}",

@@ -19,6 +19,8 @@ from temporalio.common import RetryPolicy, SearchAttributePair, WorkflowIDReuseP
 from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.channel import ChannelActivities
+    from activities.runtime import locate_runtime
     from ally import names
     from ally.contracts import (
         ConversationState,
@@ -27,7 +29,6 @@ with workflow.unsafe.imports_passed_through():
         Inbound,
         InboundMessage,
         Reply,
-        RuntimeLocation,
         SessionGrants,
         TurnInput,
         TurnOrigin,
@@ -174,9 +175,8 @@ class ConversationWorkflow:
         if self.s.runtime is None:
             try:
                 self.s.runtime = await workflow.execute_activity(
-                    "locate_runtime",
+                    locate_runtime,
                     task_queue=self.s.discovery_queue,
-                    result_type=RuntimeLocation,
                     schedule_to_start_timeout=timedelta(seconds=30),
                     start_to_close_timeout=timedelta(seconds=10),
                     retry_policy=RetryPolicy(maximum_attempts=3),
@@ -418,8 +418,8 @@ class ConversationWorkflow:
         back a turn started meanwhile until it landed. On this workflow's own queue (the chat's
         worker) it is dispatched eagerly all the same."""
         self.s.notices += 1
-        await workflow.execute_activity(
-            "send_reply",
+        await workflow.execute_activity_method(
+            ChannelActivities.send_reply,
             Reply(
                 chat=self.s.chat,
                 reply_to=to.message_id,
