@@ -31,10 +31,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from ally.contracts import ApprovalPrompt, CodexRequest
+from ally.contracts import ApprovalPrompt, CodexRequest, DecisionWord
 
 Tone = Literal["answer", "notice", "problem"]
-DecisionWord = Literal["accept", "acceptForSession", "decline", "cancel"]
 
 CARD_BUDGET_BYTES = 25 * 1024  # Feishu refuses cards over 30 KB (230025/230099); keep a margin
 FRAME_RESERVE_BYTES = 2 * 1024  # header, summary, config and element wrappers around the markdown
