@@ -21,18 +21,18 @@ from temporalio.service import RPCError
 
 from ally.codex.runtime import (
     CodexRuntime,
+    InputPart,
     InputRejected,
     ItemCompleted,
-    PendingRequest,
+    RequestPending,
     RuntimeRestarted,
     ThreadNotFound,
     TurnEnded,
-    TurnInput,
     UnknownRequest,
 )
 from ally.contracts import (
+    AgentRequest,
     AnswerRequestInput,
-    CodexRequest,
     Decision,
     RuntimeLocation,
     StartTurnInput,
@@ -170,8 +170,8 @@ class CodexActivities:
             # whose store is gone) cannot be resumed, so the chat continues on a fresh thread.
             activity.logger.warning("thread %s cannot be resumed; starting a new one", request.thread_id)
             thread_id = await self.runtime.ensure_thread(None, request.settings)
-        inputs = [TurnInput(type="text", text=request.text)]
-        inputs += [TurnInput(type="localImage", path=path) for path in request.local_images]
+        inputs = [InputPart(type="text", text=request.text)]
+        inputs += [InputPart(type="localImage", path=path) for path in request.local_images]
         try:
             turn_id = await self.runtime.start_turn(thread_id, inputs, plan_mode=request.plan_mode)
         except InputRejected as error:
@@ -181,8 +181,8 @@ class CodexActivities:
     async def _follow(self, workflow_id: str, progress: TurnProgress) -> None:
         caller = activity.client().get_workflow_handle(workflow_id)
         async for event in self.runtime.watch_turn(progress.thread_id, progress.turn_id):
-            if isinstance(event, PendingRequest):
-                await caller.signal(TurnWorkflow.agent_request, _as_codex_request(event))
+            if isinstance(event, RequestPending):
+                await caller.signal(TurnWorkflow.agent_request, _as_agent_request(event))
             elif isinstance(event, ItemCompleted):
                 progress.last_item = f"{event.item_type}:{event.item_id}"
             elif isinstance(event, TurnEnded):
@@ -300,13 +300,13 @@ async def _heartbeat_forever(progress: TurnProgress) -> None:
         activity.heartbeat(progress)
 
 
-def _as_codex_request(event: PendingRequest) -> CodexRequest:
+def _as_agent_request(event: RequestPending) -> AgentRequest:
     """The runtime's view of a waiting request, trimmed to the contract the workflow keeps."""
-    fields = event.model_dump(include=set(CodexRequest.model_fields))
+    fields = event.model_dump(include=set(AgentRequest.model_fields))
     if event.kind == "permissions":
         fields["permissions"] = event.params.get("permissions") or {}
     fields["additional_permissions"] = event.params.get("additionalPermissions") or {}
-    return CodexRequest.model_validate(fields)
+    return AgentRequest.model_validate(fields)
 
 
 def answer_of(request: AnswerRequestInput) -> dict[str, Any]:
@@ -319,7 +319,7 @@ def answer_of(request: AnswerRequestInput) -> dict[str, Any]:
     return wire_answer(request.request, request.decision)
 
 
-def wire_answer(request: CodexRequest, decision: Decision) -> dict[str, Any]:
+def wire_answer(request: AgentRequest, decision: Decision) -> dict[str, Any]:
     """The JSON-RPC result Codex expects for each kind of request (notes/codex-app-server.md §6)."""
     if request.kind == "user_input":
         return {"answers": {qid: {"answers": answers} for qid, answers in decision.answers.items()}}

@@ -19,7 +19,7 @@ import posixpath
 import re
 from typing import Any, Literal
 
-from ally.contracts import CodexRequest
+from ally.contracts import AgentRequest
 from ally.contracts.policy import (  # the models live with the contracts; importers find them here too
     CommandGrant as CommandGrant,
 )
@@ -68,7 +68,7 @@ MODE_SUMMARIES = {
 }
 
 
-def remember(grants: SessionGrants, request: CodexRequest) -> SessionGrants:
+def remember(grants: SessionGrants, request: AgentRequest) -> SessionGrants:
     """The grants after a person answered `acceptForSession` to `request`.
 
     Commands are remembered as the exact text with its cwd: any looser normal form would equate
@@ -86,13 +86,13 @@ def remember(grants: SessionGrants, request: CodexRequest) -> SessionGrants:
     return grants
 
 
-def _command_grant(request: CodexRequest) -> CommandGrant:
+def _command_grant(request: AgentRequest) -> CommandGrant:
     cwd = _normal(request.cwd) if request.cwd is not None else None
     return CommandGrant(command=(request.command or "").strip(), cwd=cwd)
 
 
 def evaluate(
-    request: CodexRequest,
+    request: AgentRequest,
     *,
     policy: PolicyConfig,
     mode: Mode,
@@ -132,7 +132,7 @@ def evaluate(
 
 
 def _command_verdict(
-    request: CodexRequest,
+    request: AgentRequest,
     script: Script | None,
     classes: set[PathClass],
     policy: PolicyConfig,
@@ -205,7 +205,7 @@ def _allows_part(rule: Rule, part: Command, writes: bool, classes: set[PathClass
     return not want or (not writes and part.texts[: len(want)] == want)
 
 
-def _denies(rule: Rule, request: CodexRequest, script: Script | None, classes: set[PathClass]) -> bool:
+def _denies(rule: Rule, request: AgentRequest, script: Script | None, classes: set[PathClass]) -> bool:
     if request.kind not in rule.kinds or not _paths_fit(rule, classes, every=False):
         return False
     if not rule.command_prefix:
@@ -251,7 +251,7 @@ def classify(path: str | None, workspace: str) -> PathClass:
     return "inside" if inside(path, workspace) else "outside"
 
 
-def _file_paths(request: CodexRequest) -> list[str]:
+def _file_paths(request: AgentRequest) -> list[str]:
     """Every path a file change touches, its grant root included; [] when the diff is missing.
 
     The runtime renders each change of the fileChange item as a "*** <kind> <path>" header
@@ -263,7 +263,7 @@ def _file_paths(request: CodexRequest) -> list[str]:
     return [*changed, request.cwd] if changed and request.cwd else changed  # cwd here = grantRoot
 
 
-def _path_classes(request: CodexRequest, workspace: str) -> set[PathClass]:
+def _path_classes(request: AgentRequest, workspace: str) -> set[PathClass]:
     if request.kind == "file_change":
         paths = _file_paths(request)
         return {classify(p, workspace) for p in paths} if paths else {"outside"}  # unknown: outside

@@ -16,7 +16,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.service import RPCError
 
 from ally import names
-from ally.contracts import CodexRequest, DecisionRecord
+from ally.contracts import AgentRequest, DecisionRecord
 from workflows.turn import TurnWorkflow
 
 
@@ -34,7 +34,7 @@ class PendingRow(BaseModel):
     workflow_id: str
     chat: str
     number: int
-    request: CodexRequest
+    request: AgentRequest
 
 
 REQUEST_ID_LENGTH = 8

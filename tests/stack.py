@@ -131,7 +131,7 @@ class Stack:
 
     def turn_handle(self, chat: ChatRef, message: InboundMessage) -> WorkflowHandle[TurnWorkflow, TurnResult]:
         return self.client.get_workflow_handle_for(
-            TurnWorkflow.run, names.turn_id(chat.chat_id, message.message_id)
+            TurnWorkflow.run, names.turn_workflow_id(chat.chat_id, message.message_id)
         )
 
 

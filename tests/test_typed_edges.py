@@ -17,7 +17,7 @@ from temporalio import activity
 
 from activities import runtime
 from activities.codex import CodexActivities, answer_of
-from ally.contracts import AnswerRequestInput, CodexRequest, Decision, Person, TurnInput
+from ally.contracts import AgentRequest, AnswerRequestInput, Decision, Person, TurnInput
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLS_BY_NAME = {
@@ -142,7 +142,7 @@ def test_an_answer_scheduled_before_the_upgrade_still_reaches_the_host_as_it_was
 
 def test_the_host_answers_a_permissions_request_in_codex_terms() -> None:
     asked = {"network": {"enabled": True}}
-    request = CodexRequest(key="1:8", kind="permissions", method="m", thread_id="t", permissions=asked)
+    request = AgentRequest(key="1:8", kind="permissions", method="m", thread_id="t", permissions=asked)
     person = Person(id="ou_alice")
     for word, granted, scope in (("acceptForSession", asked, "session"), ("decline", {}, "turn")):
         decision = Decision(key="1:8", decision=word, operator=person)

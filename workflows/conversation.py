@@ -134,7 +134,7 @@ class ConversationWorkflow:
         return ConversationView(
             thread_id=self.state.thread_id,
             running=self.current.text[:80] if self.current else None,
-            running_turn_id=names.turn_id(self.state.chat.chat_id, self.current.message_id)
+            running_turn_workflow_id=names.turn_workflow_id(self.state.chat.chat_id, self.current.message_id)
             if self.current
             else None,
             queued=[m.text[:80] for m in self.state.queue],
@@ -203,7 +203,7 @@ class ConversationWorkflow:
                 mode=self.state.mode or self.state.policy.mode,
                 grants=self.state.grants,
             ),
-            id=names.turn_id(self.state.chat.chat_id, message.message_id),
+            id=names.turn_workflow_id(self.state.chat.chat_id, message.message_id),
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             static_summary=f"{self.state.chat.chat_id}: {message.text[:60]}",
             # Born "running": the turn need not spend a history event saying so.
@@ -396,9 +396,8 @@ class ConversationWorkflow:
         lines = [f"Thread: {self.state.thread_id or '(new with the next message)'}"]
         if self.current is not None:
             lines.append(f"Running: {self.current.text[:80]}")
-            lines.append(
-                f"Turn: {names.turn_id(self.state.chat.chat_id, self.current.message_id)} (Temporal UI)"
-            )
+            turn = names.turn_workflow_id(self.state.chat.chat_id, self.current.message_id)
+            lines.append(f"Turn: {turn} (Temporal UI)")
         else:
             lines.append("Running: nothing")
         lines.append(f"Queued: {len(self.state.queue)}")

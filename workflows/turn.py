@@ -37,10 +37,10 @@ with workflow.unsafe.imports_passed_through():
     from activities.policy import evaluate_policy
     from ally import names
     from ally.contracts import (
+        AgentRequest,
         AnswerRequestInput,
         ApprovalOutcome,
         ApprovalPrompt,
-        CodexRequest,
         Decision,
         DecisionRecord,
         FinalReply,
@@ -134,7 +134,7 @@ class TurnWorkflow:
     # --- what the outside world can tell a running turn ------------------------------------------
 
     @workflow.signal(name="codex_request")  # the name recorded histories carry
-    def agent_request(self, request: CodexRequest) -> None:
+    def agent_request(self, request: AgentRequest) -> None:
         """From `run_turn` on the host: the agent is waiting for an answer."""
         if request.key not in self.requests:
             self.requests[request.key] = PendingRequest(request=request, shown_at=workflow.time())
@@ -304,7 +304,7 @@ class TurnWorkflow:
             await self._send(declined, tone="notice", part=f"policy:{len(self.decisions)}")
         return True
 
-    async def _verdict(self, request: CodexRequest) -> Verdict:
+    async def _verdict(self, request: AgentRequest) -> Verdict:
         if not workflow.patched(POLICY_PATCH):
             return evaluate_legacy_policy(
                 request,
@@ -570,7 +570,7 @@ class TurnWorkflow:
         self.state = state
         updates = [names.TURN_STATE.value_set(state)]
         if self.thread_id:
-            updates.append(names.CODEX_THREAD.value_set(self.thread_id))
+            updates.append(names.AGENT_THREAD.value_set(self.thread_id))
         workflow.upsert_search_attributes(updates)
         workflow.set_current_details(
             f"**{state}**" + (f" · thread `{self.thread_id}`" if self.thread_id else "")
@@ -581,7 +581,7 @@ def _duration(seconds: float) -> str:
     return f"{max(seconds, 0):.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
-def _what(request: CodexRequest) -> str:
+def _what(request: AgentRequest) -> str:
     if request.command:
         return f"`{request.command}`"
     return request.reason or request.kind.replace("_", " ")

@@ -1,6 +1,6 @@
 """The shapes `CodexRuntime` takes and gives: thread settings, turn inputs, turn events, snapshots.
 
-Field names follow `ally.contracts` (CodexRequest) so activities convert by name; thread settings,
+Field names follow `ally.contracts` (AgentRequest) so activities convert by name; thread settings,
 request kinds and end states are the contracts' own. These
 are ours, not Codex's: the generated wire models live in `ally.codex.protocol`.
 """
@@ -22,16 +22,16 @@ TurnStatus = Literal["inProgress", "completed", "interrupted", "failed"]
 RuntimeState = Literal["running", "restarting", "stopped"]
 
 
-class TurnInput(BaseModel):
-    """One part of a user message: `TurnInput(type="text", text=…)` or
-    `TurnInput(type="localImage", path=…)` (an image file on the runtime host, absolute path)."""
+class InputPart(BaseModel):
+    """One part of a user message: `InputPart(type="text", text=…)` or
+    `InputPart(type="localImage", path=…)` (an image file on the runtime host, absolute path)."""
 
     type: Literal["text", "localImage"] = "text"
     text: str = ""
     path: str = ""
 
     @model_validator(mode="after")
-    def _has_its_field(self) -> TurnInput:
+    def _has_its_field(self) -> InputPart:
         if self.type == "localImage" and not self.path:
             raise ValueError("a localImage input needs a path")
         return self
@@ -46,7 +46,7 @@ class TurnInput(BaseModel):
 # --- what watch_turn yields ---------------------------------------------------------------------
 
 
-class PendingRequest(BaseModel):
+class RequestPending(BaseModel):
     """Codex waits on an answer to this; give it with `CodexRuntime.answer_request(key, result)`."""
 
     event: Literal["pending_request"] = "pending_request"
@@ -89,7 +89,7 @@ class TurnEnded(BaseModel):
 
 
 TurnEvent = Annotated[
-    PendingRequest | RequestResolved | ItemCompleted | TurnEnded, Field(discriminator="event")
+    RequestPending | RequestResolved | ItemCompleted | TurnEnded, Field(discriminator="event")
 ]
 
 

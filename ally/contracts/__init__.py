@@ -2,7 +2,7 @@
 
 Start here to read the system: a chat's message becomes a turn (`TurnInput`, workflows/turn.py) of
 its conversation (`ConversationState`, workflows/conversation.py); the turn asks an agent runtime
-host to run it (`StartTurnInput` -> `TurnOutcome`), forwards each `CodexRequest` the agent waits on
+host to run it (`StartTurnInput` -> `TurnOutcome`), forwards each `AgentRequest` the agent waits on
 to the chat or the policy, and sends the agent their `Decision`.
 
     agent.py      the agent's side: thread settings, requests, decisions, outcomes
@@ -18,13 +18,13 @@ client package (ally/codex/): the runtime host translates to and from its wire f
 from __future__ import annotations
 
 from ally.contracts.agent import (
+    AgentRequest as AgentRequest,
+)
+from ally.contracts.agent import (
     AnswerRequestInput as AnswerRequestInput,
 )
 from ally.contracts.agent import (
     ApprovalPolicy as ApprovalPolicy,
-)
-from ally.contracts.agent import (
-    CodexRequest as CodexRequest,
 )
 from ally.contracts.agent import (
     Decision as Decision,

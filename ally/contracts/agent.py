@@ -1,5 +1,5 @@
 """The agent's side of a turn, in words that fit any agent runtime: where it runs, what a turn asks
-of it, what it waits on (an `CodexRequest`), how a person or rule answers (a `Decision`), how the
+of it, what it waits on (an `AgentRequest`), how a person or rule answers (a `Decision`), how the
 turn ended. The runtime host translates these to and from its own wire format (for Codex:
 activities/codex.py and ally/codex/); nothing here knows that format.
 """
@@ -55,7 +55,7 @@ class TurnProgress(BaseModel):
     last_item: str | None = None
 
 
-class CodexRequest(BaseModel):
+class AgentRequest(BaseModel):
     """A request (approval, question) the agent is waiting on, forwarded to the turn workflow."""
 
     key: str
@@ -111,7 +111,7 @@ class AnswerRequestInput(BaseModel):
     """
 
     key: str
-    request: CodexRequest | None = None
+    request: AgentRequest | None = None
     decision: Decision | None = None
     result: dict[str, Any] | None = None  # the old shape: the agent's answer, built by the workflow
 

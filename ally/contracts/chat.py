@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from ally.contracts.agent import CodexRequest, Person
+from ally.contracts.agent import AgentRequest, Person
 
 
 class ChatRef(BaseModel):
@@ -56,7 +56,7 @@ class ApprovalPrompt(BaseModel):
     chat: ChatRef
     reply_to: str | None
     turn_workflow_id: str  # where a click on the card sends its decision
-    request: CodexRequest
+    request: AgentRequest
     idempotency_key: str
     expires_in_s: float
     asked_because: str | None = None  # why the policy did not decide it: "network access (curl)"
@@ -65,7 +65,7 @@ class ApprovalPrompt(BaseModel):
 class ApprovalOutcome(BaseModel):
     chat: ChatRef
     message_id: str
-    request: CodexRequest
+    request: AgentRequest
     decision: str
     decided_by: str  # a person's name, or the rule that decided
     decided_at: str

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from ally.contracts.agent import CodexRequest
+from ally.contracts.agent import AgentRequest
 
 Mode = Literal["ask", "read_only", "trusted"]
 RuleKind = Literal["command", "file_change", "permissions", "elicitation"]
@@ -102,7 +102,7 @@ class SessionGrants(BaseModel):
 class PolicyQuestion(BaseModel):
     """What the turn workflow asks the policy about one request (the `evaluate_policy` local activity)."""
 
-    request: CodexRequest
+    request: AgentRequest
     policy: PolicyConfig
     mode: Mode
     workspace: str

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, model_validator
 
 from ally import names
-from ally.contracts.agent import CodexRequest, Decision, Person, RuntimeLocation, ThreadSettings
+from ally.contracts.agent import AgentRequest, Decision, Person, RuntimeLocation, ThreadSettings
 from ally.contracts.chat import ChatRef, InboundMessage
 from ally.contracts.policy import Mode, PolicyConfig, SessionGrants
 
@@ -58,7 +58,7 @@ class TurnInput(BaseModel):
 class PendingRequest(BaseModel):
     """A request the turn workflow holds: shown, decided, answered (workflow state, never a payload)."""
 
-    request: CodexRequest
+    request: AgentRequest
     shown_at: float
     card_message_id: str | None = None
     decision: Decision | None = None
@@ -93,7 +93,7 @@ class TurnView(BaseModel):
     state: str
     thread_id: str | None
     turn_id: str | None
-    pending: list[CodexRequest]
+    pending: list[AgentRequest]
     steers: int
     decisions: list[DecisionRecord] = []
 
@@ -150,7 +150,7 @@ class Inbound(BaseModel):
 class ConversationView(BaseModel):
     thread_id: str | None
     running: str | None
-    running_turn_id: str | None
+    running_turn_workflow_id: str | None
     queued: list[str]
     busy_policy: str
     turns: int

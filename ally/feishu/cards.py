@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from ally.contracts import ApprovalPrompt, CodexRequest, DecisionWord
+from ally.contracts import AgentRequest, ApprovalPrompt, DecisionWord
 
 Tone = Literal["answer", "notice", "problem"]
 
@@ -408,7 +408,7 @@ def approval_card(prompt: ApprovalPrompt) -> dict[str, Any]:
     return _card(elements, title=title, template="orange", summary=title)
 
 
-def decided_card(request: CodexRequest, decision: str, decided_by: str, decided_at: str) -> dict[str, Any]:
+def decided_card(request: AgentRequest, decision: str, decided_by: str, decided_at: str) -> dict[str, Any]:
     """The approval card once decided: the request as it was asked, and who decided what, when."""
     shown, template = DECIDED.get(decision, (decision, "grey"))
     who = escape_mentions(decided_by)
@@ -437,7 +437,7 @@ def decision_values(card: Any) -> list[DecisionValue]:
     return found
 
 
-def _request_elements(request: CodexRequest) -> list[dict[str, Any]]:
+def _request_elements(request: AgentRequest) -> list[dict[str, Any]]:
     lines: list[str] = []
     if request.command:
         lines.append(code_block(request.command, "bash"))

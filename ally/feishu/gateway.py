@@ -64,7 +64,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from ally import names
 from ally.access import AccessConfig, may_prompt
 from ally.config import FeishuConfig
-from ally.contracts import ChatRef, CodexRequest, ConversationState, Decision, InboundMessage, Person, Reply
+from ally.contracts import AgentRequest, ChatRef, ConversationState, Decision, InboundMessage, Person, Reply
 from ally.decisions import DecisionReceipt, submit_decision
 from ally.feishu import cards, events
 from ally.feishu.channel import FeishuChannel
@@ -395,7 +395,7 @@ class FeishuGateway:
             await self._say(message.chat, message.message_id, "Not applied: " + "; ".join(refused))
         return True
 
-    async def waiting_requests(self, chat_id: str) -> list[tuple[str, CodexRequest]]:
+    async def waiting_requests(self, chat_id: str) -> list[tuple[str, AgentRequest]]:
         """Approvals (not questions) waiting in this chat's running turn, in the order they were asked."""
         try:
             view = await self.client.get_workflow_handle_for(
@@ -404,15 +404,15 @@ class FeishuGateway:
         except (RPCError, WorkflowQueryFailedError) as error:
             log.info("no conversation view for %s: %s", chat_id, error)
             return []
-        if view.running_turn_id is None:
+        if view.running_turn_workflow_id is None:
             return []
         try:
-            turn = await self.client.get_workflow_handle(view.running_turn_id).query(
+            turn = await self.client.get_workflow_handle(view.running_turn_workflow_id).query(
                 TurnWorkflow.view, rpc_timeout=timedelta(seconds=2)
             )
         except (RPCError, WorkflowQueryFailedError):
             return []
-        return [(view.running_turn_id, r) for r in turn.pending if r.kind != "user_input"]
+        return [(view.running_turn_workflow_id, r) for r in turn.pending if r.kind != "user_input"]
 
     async def _decide_from_card(self, click: CardClick, value: cards.CardValue) -> dict[str, Any]:
         # A name not cached yet must not cost the 3 s answer: an id-only operator is fine.
