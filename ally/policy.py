@@ -19,28 +19,7 @@ import posixpath
 import re
 from typing import Any, Literal
 
-from ally.contracts import AgentRequest
-from ally.contracts.policy import (  # the models live with the contracts; importers find them here too
-    CommandGrant as CommandGrant,
-)
-from ally.contracts.policy import (
-    Mode as Mode,
-)
-from ally.contracts.policy import (
-    PolicyConfig as PolicyConfig,
-)
-from ally.contracts.policy import (
-    PolicyQuestion as PolicyQuestion,
-)
-from ally.contracts.policy import (
-    Rule as Rule,
-)
-from ally.contracts.policy import (
-    SessionGrants as SessionGrants,
-)
-from ally.contracts.policy import (
-    Verdict as Verdict,
-)
+from ally.contracts import AgentRequest, CommandGrant, Mode, PolicyConfig, Rule, SessionGrants, Verdict
 from ally.effects import (
     HARMLESS,
     PERSON,

@@ -14,8 +14,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
-from ally.contracts import AgentRequest
-from ally.policy import CommandGrant, PolicyConfig, Rule, SessionGrants, Verdict
+from ally.contracts import AgentRequest, CommandGrant, PolicyConfig, Rule, SessionGrants, Verdict
 
 Mode = Literal["ask", "read_only", "trusted"]
 PathClass = Literal["inside", "outside"]

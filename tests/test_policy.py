@@ -15,17 +15,8 @@ from pydantic import ValidationError
 
 import ally.policy as policy_module
 from ally.codex.models import RequestKind
-from ally.contracts import AgentRequest
-from ally.policy import (
-    Mode,
-    PolicyConfig,
-    Rule,
-    SessionGrants,
-    Verdict,
-    classify,
-    evaluate,
-    remember,
-)
+from ally.contracts import AgentRequest, Mode, PolicyConfig, Rule, SessionGrants, Verdict
+from ally.policy import classify, evaluate, remember
 from ally.shell import parse_script
 
 WS = "/home/me/project"

@@ -12,9 +12,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ally.console_chat import describe_request
-from ally.contracts import AgentRequest, ApprovalPrompt, ChatRef
+from ally.contracts import (
+    AgentRequest,
+    ApprovalPrompt,
+    ChatRef,
+    Mode,
+    PolicyConfig,
+    Rule,
+    SessionGrants,
+    Verdict,
+)
 from ally.feishu.cards import approval_card, card_content
-from ally.policy import Mode, PolicyConfig, Rule, SessionGrants, Verdict, evaluate, remember
+from ally.policy import evaluate, remember
 
 WS = "/home/me/project"
 AUTONOMOUS: tuple[Mode, ...] = ("read_only", "trusted")

@@ -21,8 +21,8 @@ from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
 from ally import policy_legacy
-from ally.contracts import AgentRequest, TurnInput
-from ally.policy import Mode, evaluate
+from ally.contracts import AgentRequest, Mode, TurnInput
+from ally.policy import evaluate
 from workers.chat import WORKFLOWS
 
 HISTORIES = Path(__file__).parent / "histories"
