@@ -1,4 +1,4 @@
-"""One chat: its Codex thread, its host, its queue, its commands. Runs one turn at a time.
+"""One chat: its agent thread, its host, its queue, its commands. Runs one turn at a time.
 
 Started (or signalled) by signal-with-start from the gateway for every inbound message. Temporal
 does not de-duplicate signals, so recent message ids are remembered here; each turn is a child
@@ -52,7 +52,7 @@ QUEUE_NOTICE_AFTER_S = 3.0
 QUEUE_NOTICE_AGAIN_S = 30.0
 QUEUE_NOTICES_PATCH = "coalesced-queue-notices"  # before it, each queued message had its notice
 # Temporal refuses a payload over 2 MB: what continue-as-new carries, and a turn's result that
-# returns the steers Codex never took, stay well inside that (docs/operations.md "Limits").
+# returns the steers the agent never took, stay well inside that (docs/operations.md "Limits").
 CARRY_MAX_BYTES = 1536 * 1024
 STEER_MAX_BYTES = 32 * 1024
 HELP = """Commands:
@@ -252,7 +252,7 @@ class ConversationWorkflow:
                 self.state.queue.append(message)
                 continue
             if len(to_json(message.text)) > STEER_MAX_BYTES:
-                # A steer Codex never took comes back in the turn's result, and several large ones
+                # A steer the agent never took comes back in the turn's result, and several large ones
                 # would not fit that one payload: a long text runs as a turn of its own.
                 self.state.queue.append(message)
                 self._tell(message, "Too long to steer the running turn; it runs next, as a turn of its own.")

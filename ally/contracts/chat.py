@@ -34,7 +34,7 @@ class InboundMessage(BaseModel):
     text: str
     local_images: list[str] = []
     reply_to: str | None = None  # the channel message a reply should answer (thread-aware)
-    quoted: str = ""  # the message this one quotes, as a blockquote Codex reads before the text
+    quoted: str = ""  # the message this one quotes, as a blockquote the agent reads before the text
     # A group image or file sent without an @-mention (it cannot carry one): the conversation keeps
     # it for the sender's next request instead of running a turn for it.
     attachment_only: bool = False

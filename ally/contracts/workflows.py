@@ -86,7 +86,7 @@ class TurnResult(BaseModel):
     runtime_restarted: bool = False
     grants: SessionGrants = SessionGrants()
     decisions: list[DecisionRecord] = []
-    unsteered: list[str] = []  # steers that reached the turn only after Codex had finished it
+    unsteered: list[str] = []  # steers that reached the turn only after the agent had finished it
 
 
 class TurnView(BaseModel):
