@@ -108,6 +108,8 @@ ChatCall = Callable[[ChannelActivities, A], Awaitable[R]]
 
 
 class HostCall(TypedDict):
+    """The options of every call pinned to the host whose agent process holds the thread."""
+
     task_queue: str
     schedule_to_start_timeout: timedelta
     start_to_close_timeout: timedelta
