@@ -21,24 +21,26 @@ from temporalio.service import RPCError
 
 from ally.codex.runtime import (
     CodexRuntime,
+    InputPart,
     InputRejected,
     ItemCompleted,
-    PendingRequest,
+    RequestPending,
     RuntimeRestarted,
     ThreadNotFound,
     TurnEnded,
-    TurnInput,
     UnknownRequest,
 )
 from ally.contracts import (
+    AgentRequest,
     AnswerRequestInput,
-    CodexRequest,
+    Decision,
     RuntimeLocation,
     StartTurnInput,
     SteerTurnInput,
     TurnOutcome,
     TurnProgress,
 )
+from workflows.turn import TurnWorkflow
 
 # A dead worker is noticed when its heartbeats stop (workflows/turn.py RUN_TURN_HEARTBEAT, 3 s):
 # one a second, and the worker sends each at once (its throttle, `HEARTBEAT_FLUSH`, would
@@ -131,8 +133,9 @@ class CodexActivities:
 
     @activity.defn(name="answer_request")
     async def answer_request(self, request: AnswerRequestInput) -> None:
+        """Answer Codex in its own terms: the turn sends the neutral decision and the request."""
         try:
-            await self.runtime.answer_request(request.key, request.result)
+            await self.runtime.answer_request(request.key, answer_of(request))
         except UnknownRequest as error:
             # Handled by the workflow (the card says the request expired): one log line, no trace.
             raise ApplicationError(
@@ -167,8 +170,8 @@ class CodexActivities:
             # whose store is gone) cannot be resumed, so the chat continues on a fresh thread.
             activity.logger.warning("thread %s cannot be resumed; starting a new one", request.thread_id)
             thread_id = await self.runtime.ensure_thread(None, request.settings)
-        inputs = [TurnInput(type="text", text=request.text)]
-        inputs += [TurnInput(type="localImage", path=path) for path in request.local_images]
+        inputs = [InputPart(type="text", text=request.text)]
+        inputs += [InputPart(type="localImage", path=path) for path in request.local_images]
         try:
             turn_id = await self.runtime.start_turn(thread_id, inputs, plan_mode=request.plan_mode)
         except InputRejected as error:
@@ -178,8 +181,8 @@ class CodexActivities:
     async def _follow(self, workflow_id: str, progress: TurnProgress) -> None:
         caller = activity.client().get_workflow_handle(workflow_id)
         async for event in self.runtime.watch_turn(progress.thread_id, progress.turn_id):
-            if isinstance(event, PendingRequest):
-                await caller.signal("codex_request", _as_codex_request(event))
+            if isinstance(event, RequestPending):
+                await caller.signal(TurnWorkflow.agent_request, _as_agent_request(event))
             elif isinstance(event, ItemCompleted):
                 progress.last_item = f"{event.item_type}:{event.item_id}"
             elif isinstance(event, TurnEnded):
@@ -297,10 +300,37 @@ async def _heartbeat_forever(progress: TurnProgress) -> None:
         activity.heartbeat(progress)
 
 
-def _as_codex_request(event: PendingRequest) -> CodexRequest:
+def _as_agent_request(event: RequestPending) -> AgentRequest:
     """The runtime's view of a waiting request, trimmed to the contract the workflow keeps."""
-    fields = event.model_dump(include=set(CodexRequest.model_fields))
+    fields = event.model_dump(include=set(AgentRequest.model_fields))
     if event.kind == "permissions":
         fields["permissions"] = event.params.get("permissions") or {}
     fields["additional_permissions"] = event.params.get("additionalPermissions") or {}
-    return CodexRequest.model_validate(fields)
+    return AgentRequest.model_validate(fields)
+
+
+def answer_of(request: AnswerRequestInput) -> dict[str, Any]:
+    if request.result is not None:  # scheduled before an upgrade, with the answer already built
+        return request.result
+    if request.request is None or request.decision is None:
+        raise ApplicationError(
+            "an answer needs the request and its decision", type="BadAnswer", non_retryable=True
+        )
+    return wire_answer(request.request, request.decision)
+
+
+def wire_answer(request: AgentRequest, decision: Decision) -> dict[str, Any]:
+    """The JSON-RPC result Codex expects for each kind of request (notes/codex-app-server.md §6)."""
+    if request.kind == "user_input":
+        return {"answers": {qid: {"answers": answers} for qid, answers in decision.answers.items()}}
+    if request.kind == "permissions":
+        granted = decision.decision in ("accept", "acceptForSession")
+        scope = "session" if decision.decision == "acceptForSession" else "turn"
+        # Granting = handing back what was asked for; {} denies it all (notes/codex-app-server.md §6).
+        return {"permissions": request.permissions if granted else {}, "scope": scope}
+    if request.kind == "elicitation":
+        action = {"accept": "accept", "acceptForSession": "accept", "decline": "decline"}.get(
+            decision.decision or "", "cancel"
+        )
+        return {"action": action, "content": None}
+    return {"decision": decision.decision or "decline"}

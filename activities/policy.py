@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from ally.policy import PolicyQuestion, Verdict, evaluate
+from ally.contracts import PolicyQuestion, Verdict
+from ally.policy import evaluate
 
 
 @activity.defn(name="evaluate_policy")

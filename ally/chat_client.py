@@ -41,17 +41,20 @@ from temporalio.exceptions import FailureError
 from temporalio.service import RPCError, RPCStatusCode
 
 from ally import names
-from ally.contracts import CodexRequest, Decision, InboundMessage
-from ally.names import decision_update_id
-from ally.turns_report import running_turns
-from workflows.conversation import (
+from ally.contracts import (
+    AgentRequest,
     ChatConfig,
     ConversationState,
     ConversationView,
-    ConversationWorkflow,
+    Decision,
     Inbound,
+    InboundMessage,
+    TurnView,
 )
-from workflows.turn import EXPIRED_RUNTIME_GONE, RUN_TURN_HEARTBEAT, TurnView, TurnWorkflow
+from ally.names import decision_update_id
+from ally.turns_report import running_turns
+from workflows.conversation import ConversationWorkflow
+from workflows.turn import EXPIRED_RUNTIME_GONE, RUN_TURN_HEARTBEAT, TurnWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +80,7 @@ class WaitingRequest(BaseModel):
     workflow_id: str  # the turn's
     chat: str
     number: int  # its place among its turn's waiting requests, from 1
-    request: CodexRequest
+    request: AgentRequest
 
 
 def refusal(text: str) -> str | None:
@@ -132,7 +135,7 @@ class ChatClient:
             new_state,
             id=names.conversation_id(message.chat.chat_id),
             task_queue=message.chat.worker_queue,  # the worker that serves this chat runs its workflows
-            start_signal="inbound",
+            start_signal=ConversationWorkflow.inbound.__name__,  # the signal is named for its method
             start_signal_args=[Inbound(message=message, config=chat_config)],
             search_attributes=TypedSearchAttributes([SearchAttributePair(names.CHAT, message.chat.chat_id)]),
             static_summary=f"conversation {message.chat.chat_id}",
@@ -190,15 +193,15 @@ class ChatClient:
         except (RPCError, WorkflowQueryFailedError) as error:
             log.info("no conversation view for %s: %s", chat_id, error)
             return []
-        if view.running_turn_id is None:
+        if view.running_turn_workflow_id is None:
             return []
         try:
-            turn = await self.client.get_workflow_handle(view.running_turn_id).query(
+            turn = await self.client.get_workflow_handle(view.running_turn_workflow_id).query(
                 TurnWorkflow.view, rpc_timeout=timeout
             )
         except (RPCError, WorkflowQueryFailedError):
             return []
-        return _rows(view.running_turn_id, chat_id, turn)
+        return _rows(view.running_turn_workflow_id, chat_id, turn)
 
     async def waiting_everywhere(self) -> list[WaitingRequest]:
         """What waits for a decision in every running turn, oldest turn first."""
@@ -224,9 +227,9 @@ class ChatClient:
         handle = self.client.get_workflow_handle_for(ConversationWorkflow.run, names.conversation_id(chat_id))
         try:
             view = await handle.query(ConversationWorkflow.view)
-            if view.running_turn_id is None:
+            if view.running_turn_workflow_id is None:
                 return False
-            await self.client.get_workflow_handle(view.running_turn_id).signal(TurnWorkflow.stop)
+            await self.client.get_workflow_handle(view.running_turn_workflow_id).signal(TurnWorkflow.stop)
         except (RPCError, WorkflowQueryFailedError) as error:
             log.info("stop in %s: no running turn reached: %s", chat_id, error)
             return False

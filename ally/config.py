@@ -20,7 +20,7 @@ from typing import Any, Literal, get_origin
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from ally.access import AccessConfig
-from ally.policy import PolicyConfig
+from ally.contracts import PolicyConfig
 
 ENV_PREFIX = "WORK_ALLY_"
 HOME_ENV = "WORK_ALLY_HOME"

@@ -8,8 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ally.config import AllyConfig, data_dir
-from ally.contracts import ChatRef, ThreadSettings
-from workflows.conversation import ConversationState
+from ally.contracts import ChatRef, ConversationState, ThreadSettings
 
 
 def thread_settings(config: AllyConfig) -> ThreadSettings:

@@ -25,9 +25,9 @@ def runtime_queue(host: str) -> str:
 
 # Custom search attributes, registered on the embedded dev server at start and in tests.
 CHAT = SearchAttributeKey.for_keyword("AllyChat")
-CODEX_THREAD = SearchAttributeKey.for_keyword("AllyThread")
+AGENT_THREAD = SearchAttributeKey.for_keyword("AllyThread")
 TURN_STATE = SearchAttributeKey.for_keyword("AllyTurnState")
-SEARCH_ATTRIBUTES = (CHAT, CODEX_THREAD, TURN_STATE)
+SEARCH_ATTRIBUTES = (CHAT, AGENT_THREAD, TURN_STATE)
 
 
 # The person at this machine's terminal (`ally approvals`, `ally chat`): trusted to decide any
@@ -39,7 +39,7 @@ def conversation_id(chat: str) -> str:
     return f"chat:{chat}"
 
 
-def turn_id(chat: str, message: str) -> str:
+def turn_workflow_id(chat: str, message: str) -> str:
     """One turn per inbound message: Feishu redeliveries map to the same workflow id."""
     return f"turn:{chat}:{message}"
 

@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import posixpath
 import re
-import shlex
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
-
-from ally.contracts import CodexRequest
+from ally.contracts import AgentRequest, CommandGrant, Mode, PolicyConfig, Rule, SessionGrants, Verdict
 from ally.effects import (
     HARMLESS,
     PERSON,
@@ -38,12 +35,8 @@ from ally.effects import normal as _normal
 from ally.effects import resolve as _resolve
 from ally.shell import Command, Script, parse_script
 
-Mode = Literal["ask", "read_only", "trusted"]
-RuleKind = Literal["command", "file_change", "permissions", "elicitation"]
 PathClass = Literal["inside", "outside"]
 
-# Rules cannot name user_input (only a person can write the answers) or other (unknown methods).
-_PATH_KINDS = {"command", "file_change", "permissions"}  # kinds whose requests carry paths
 _QUIET = {"/dev/null", "/dev/stdout", "/dev/stderr"}  # writing there changes no file
 # The most each mode runs on its own (ally/effects.py levels); ask runs nothing on its own.
 MODE_LEVELS: dict[str, int] = {"ask": -1, "read_only": READS, "trusted": WORKSPACE}
@@ -54,88 +47,7 @@ MODE_SUMMARIES = {
 }
 
 
-class Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    action: Literal["allow", "deny"]
-    command_prefix: str | None = Field(None, description='Leading words of a command, e.g. "git status".')
-    paths: Literal["inside_workspace", "outside_workspace"] | None = None
-    kinds: list[RuleKind] = Field(["command"], min_length=1)
-
-    @field_validator("command_prefix")
-    @classmethod
-    def _plain_words(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            words = shlex.split(value)
-        except ValueError as e:
-            raise ValueError(f"cannot be split into words ({e})") from None
-        if not words or any(c in word for word in words for c in ";&|()<>`$\n"):
-            raise ValueError("must be plain command words without shell operators, e.g. 'git status'")
-        return value
-
-    @field_validator("kinds")
-    @classmethod
-    def _matchers_fit_kinds(cls, kinds: list[RuleKind], info: ValidationInfo) -> list[RuleKind]:
-        if info.data.get("command_prefix") and kinds != ["command"]:
-            raise ValueError('a rule with command_prefix applies to kind "command" only')
-        if info.data.get("paths") and not set(kinds) <= _PATH_KINDS:
-            raise ValueError(f"a rule with paths applies to {', '.join(sorted(_PATH_KINDS))} only")
-        return kinds
-
-    @property
-    def prefix_words(self) -> tuple[str, ...]:
-        return tuple(shlex.split(self.command_prefix)) if self.command_prefix else ()
-
-    def describe(self) -> str:
-        parts = [f'command_prefix "{self.command_prefix}"'] if self.command_prefix else []
-        parts += [f"paths {self.paths}"] if self.paths else []
-        parts += [f"kinds {', '.join(self.kinds)}"] if self.kinds != ["command"] else []
-        return ", ".join(parts) or "any command"
-
-
-class PolicyConfig(BaseModel):
-    """The `[policy]` section of config.toml."""
-
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-
-    mode: Mode = Field("ask", description="Default autonomy of a chat: ask, read_only or trusted.")
-    rules: list[Rule] = []
-    reminder_after_minutes: float = Field(10, gt=0, description="Remind the chat of an open approval.")
-    decline_after_minutes: float = Field(30, gt=0, description="Decline an approval nobody answered.")
-
-    @field_validator("decline_after_minutes")
-    @classmethod
-    def _after_reminder(cls, value: float, info: ValidationInfo) -> float:
-        reminder = info.data.get("reminder_after_minutes")
-        if reminder is not None and value <= reminder:
-            raise ValueError(f"must be later than reminder_after_minutes ({reminder:g})")
-        return value
-
-
-class Verdict(BaseModel):
-    decision: Literal["accept", "decline"] | None  # None: ask a person
-    rule: str  # what decided, for /status; with None, why a person is asked ("network access (curl)")
-
-
-class CommandGrant(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    command: str
-    cwd: str | None
-
-
-class SessionGrants(BaseModel):
-    """What people approved "for this session" in one thread; the workflow keeps it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    commands: tuple[CommandGrant, ...] = ()
-    paths: tuple[str, ...] = ()  # lexically normalized file paths
-
-
-def remember(grants: SessionGrants, request: CodexRequest) -> SessionGrants:
+def remember(grants: SessionGrants, request: AgentRequest) -> SessionGrants:
     """The grants after a person answered `acceptForSession` to `request`.
 
     Commands are remembered as the exact text with its cwd: any looser normal form would equate
@@ -153,24 +65,13 @@ def remember(grants: SessionGrants, request: CodexRequest) -> SessionGrants:
     return grants
 
 
-def _command_grant(request: CodexRequest) -> CommandGrant:
+def _command_grant(request: AgentRequest) -> CommandGrant:
     cwd = _normal(request.cwd) if request.cwd is not None else None
     return CommandGrant(command=(request.command or "").strip(), cwd=cwd)
 
 
-class PolicyQuestion(BaseModel):
-    """What the turn workflow asks the policy about one request (the `evaluate_policy` local activity)."""
-
-    request: CodexRequest
-    policy: PolicyConfig
-    mode: Mode
-    workspace: str
-    grants: SessionGrants = SessionGrants()
-    group: bool = False  # a group chat: automatic approval never covers places outside the workspace
-
-
 def evaluate(
-    request: CodexRequest,
+    request: AgentRequest,
     *,
     policy: PolicyConfig,
     mode: Mode,
@@ -210,7 +111,7 @@ def evaluate(
 
 
 def _command_verdict(
-    request: CodexRequest,
+    request: AgentRequest,
     script: Script | None,
     classes: set[PathClass],
     policy: PolicyConfig,
@@ -283,7 +184,7 @@ def _allows_part(rule: Rule, part: Command, writes: bool, classes: set[PathClass
     return not want or (not writes and part.texts[: len(want)] == want)
 
 
-def _denies(rule: Rule, request: CodexRequest, script: Script | None, classes: set[PathClass]) -> bool:
+def _denies(rule: Rule, request: AgentRequest, script: Script | None, classes: set[PathClass]) -> bool:
     if request.kind not in rule.kinds or not _paths_fit(rule, classes, every=False):
         return False
     if not rule.command_prefix:
@@ -329,7 +230,7 @@ def classify(path: str | None, workspace: str) -> PathClass:
     return "inside" if inside(path, workspace) else "outside"
 
 
-def _file_paths(request: CodexRequest) -> list[str]:
+def _file_paths(request: AgentRequest) -> list[str]:
     """Every path a file change touches, its grant root included; [] when the diff is missing.
 
     The runtime renders each change of the fileChange item as a "*** <kind> <path>" header
@@ -341,7 +242,7 @@ def _file_paths(request: CodexRequest) -> list[str]:
     return [*changed, request.cwd] if changed and request.cwd else changed  # cwd here = grantRoot
 
 
-def _path_classes(request: CodexRequest, workspace: str) -> set[PathClass]:
+def _path_classes(request: AgentRequest, workspace: str) -> set[PathClass]:
     if request.kind == "file_change":
         paths = _file_paths(request)
         return {classify(p, workspace) for p in paths} if paths else {"outside"}  # unknown: outside

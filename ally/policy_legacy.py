@@ -14,8 +14,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
-from ally.contracts import CodexRequest
-from ally.policy import CommandGrant, PolicyConfig, Rule, SessionGrants, Verdict
+from ally.contracts import AgentRequest, CommandGrant, PolicyConfig, Rule, SessionGrants, Verdict
 
 Mode = Literal["ask", "read_only", "trusted"]
 PathClass = Literal["inside", "outside"]
@@ -36,13 +35,13 @@ def _describe(rule: Rule) -> str:
     return ", ".join(parts) or "any command"
 
 
-def _command_grant(request: CodexRequest) -> CommandGrant:
+def _command_grant(request: AgentRequest) -> CommandGrant:
     cwd = _normal(request.cwd) if request.cwd is not None else None
     return CommandGrant(command=(request.command or "").strip(), cwd=cwd)
 
 
 def evaluate(
-    request: CodexRequest, *, policy: PolicyConfig, mode: Mode, workspace: str, grants: SessionGrants
+    request: AgentRequest, *, policy: PolicyConfig, mode: Mode, workspace: str, grants: SessionGrants
 ) -> Verdict:
     """Decide `request` for a chat in `mode`, whose Codex thread works in `workspace` (an absolute path).
 
@@ -70,7 +69,7 @@ def evaluate(
 
 
 def _allow_command(
-    request: CodexRequest,
+    request: AgentRequest,
     parsed: ParsedCommand | None,
     classes: set[PathClass],
     policy: PolicyConfig,
@@ -116,7 +115,7 @@ def _allows_part(rule: Rule, part: tuple[str, ...], writes: bool, classes: set[P
     return not want or (not writes and part[: len(want)] == want)
 
 
-def _denies(rule: Rule, request: CodexRequest, parsed: ParsedCommand | None, classes: set[PathClass]) -> bool:
+def _denies(rule: Rule, request: AgentRequest, parsed: ParsedCommand | None, classes: set[PathClass]) -> bool:
     if request.kind not in rule.kinds or not _paths_fit(rule, classes, every=False):
         return False
     if not rule.command_prefix:
@@ -166,7 +165,7 @@ def classify(path: str | None, workspace: str) -> PathClass:
     return "inside" if resolved == root or resolved.startswith(root.rstrip("/") + "/") else "outside"
 
 
-def _file_paths(request: CodexRequest) -> list[str]:
+def _file_paths(request: AgentRequest) -> list[str]:
     """Every path a file change touches, its grant root included; [] when the diff is missing.
 
     The runtime renders each change of the fileChange item as a "*** <kind> <path>" header
@@ -178,7 +177,7 @@ def _file_paths(request: CodexRequest) -> list[str]:
     return [*changed, request.cwd] if changed and request.cwd else changed  # cwd here = grantRoot
 
 
-def _path_classes(request: CodexRequest, workspace: str) -> set[PathClass]:
+def _path_classes(request: AgentRequest, workspace: str) -> set[PathClass]:
     if request.kind == "file_change":
         paths = _file_paths(request)
         return {classify(p, workspace) for p in paths} if paths else {"outside"}  # unknown: outside

@@ -7,9 +7,8 @@ whole reply made of shortcuts counts: "yes, but first check the tests" is a mess
 from __future__ import annotations
 
 import re
-from typing import Literal
 
-DecisionWord = Literal["accept", "acceptForSession", "decline", "cancel"]
+from ally.contracts import DecisionWord
 
 WORDS: dict[str, DecisionWord] = {
     "y": "accept",

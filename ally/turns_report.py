@@ -15,7 +15,8 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.service import RPCError
 
 from ally import names
-from workflows.turn import DecisionRecord, TurnWorkflow
+from ally.contracts import DecisionRecord
+from workflows.turn import TurnWorkflow
 
 
 class TurnRow(BaseModel):

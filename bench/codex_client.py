@@ -27,7 +27,7 @@ from typing import Any
 from ally.codex.binary import find_codex_binary
 from ally.codex.process import OPT_OUT_NOTIFICATIONS, CodexProcess
 from ally.codex.rpc import STREAM_LIMIT
-from ally.codex.runtime import CodexRuntime, ThreadSettings, TurnEnded, TurnInput
+from ally.codex.runtime import CodexRuntime, InputPart, ThreadSettings, TurnEnded
 from dev.model_server import write_codex_home
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,7 +178,7 @@ async def turns(binary: Path, base: Path, model: ModelServerProcess, count: int)
     thread_id = await runtime.ensure_thread(None, settings)
 
     async def runtime_turn() -> None:
-        turn_id = await runtime.start_turn(thread_id, [TurnInput(text="hello")])
+        turn_id = await runtime.start_turn(thread_id, [InputPart(text="hello")])
         async for event in runtime.watch_turn(thread_id, turn_id):
             if isinstance(event, TurnEnded):
                 return
@@ -223,7 +223,7 @@ async def memory(binary: Path, base: Path, model: ModelServerProcess, checkpoint
     for goal in sorted(checkpoints):
         while loaded < goal:
             thread_id = await runtime.ensure_thread(None, ThreadSettings(cwd=str(workspace)))
-            turn_id = await runtime.start_turn(thread_id, [TurnInput(text="hello")])
+            turn_id = await runtime.start_turn(thread_id, [InputPart(text="hello")])
             async for event in runtime.watch_turn(thread_id, turn_id):
                 if isinstance(event, TurnEnded):
                     break

@@ -41,7 +41,7 @@ from ally import names
 from ally.channels.console import ConsoleChannel, ConsoleEvent
 from ally.chat_client import ChatClient
 from ally.codex.binary import find_codex_binary
-from ally.codex.runtime import CodexRuntime, TurnEnded, TurnInput
+from ally.codex.runtime import CodexRuntime, InputPart, TurnEnded
 from ally.config import AllyConfig, data_dir, load_config
 from ally.contracts import ChatRef, InboundMessage, Person
 from ally.inbound import new_conversation, thread_settings
@@ -124,7 +124,7 @@ class Run:
 
 async def raw_turn(runtime: CodexRuntime, thread_id: str, text: str) -> float:
     started = time.perf_counter()
-    turn_id = await runtime.start_turn(thread_id, [TurnInput(type="text", text=text)])
+    turn_id = await runtime.start_turn(thread_id, [InputPart(type="text", text=text)])
     async for event in runtime.watch_turn(thread_id, turn_id):
         if isinstance(event, TurnEnded):
             break
@@ -177,7 +177,9 @@ class BridgeClock:
         await ChatClient(self.client).hand_over(message, new_conversation(self.config, chat))
         await asyncio.wait_for(waiter, 60)
         if until_closed:
-            await self.client.get_workflow_handle(names.turn_id(chat.chat_id, message.message_id)).result()
+            await self.client.get_workflow_handle(
+                names.turn_workflow_id(chat.chat_id, message.message_id)
+            ).result()
         return (self.done[message.message_id] - self.sent[message.message_id]) * 1000
 
 

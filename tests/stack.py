@@ -32,16 +32,18 @@ from ally.codex.runtime import CodexRuntime
 from ally.contracts import (
     ApprovalPrompt,
     ChatRef,
+    ConversationState,
     InboundMessage,
     Person,
     Reply,
     RuntimeLocation,
     ThreadSettings,
+    TurnResult,
 )
 from dev.model_server import ScriptedModelServer, write_codex_home
 from workers.chat import chat_worker
-from workflows.conversation import ConversationState, ConversationWorkflow
-from workflows.turn import TurnResult, TurnWorkflow
+from workflows.conversation import ConversationWorkflow
+from workflows.turn import TurnWorkflow
 
 T = TypeVar("T")
 # `WORK_ALLY_RECORD_HISTORIES=tests/histories dev/test -k …` saves every workflow history a test
@@ -129,7 +131,7 @@ class Stack:
 
     def turn_handle(self, chat: ChatRef, message: InboundMessage) -> WorkflowHandle[TurnWorkflow, TurnResult]:
         return self.client.get_workflow_handle_for(
-            TurnWorkflow.run, names.turn_id(chat.chat_id, message.message_id)
+            TurnWorkflow.run, names.turn_workflow_id(chat.chat_id, message.message_id)
         )
 
 

@@ -24,14 +24,14 @@ import pytest_asyncio
 from ally.codex.binary import find_codex_binary
 from ally.codex.runtime import (
     CodexRuntime,
+    InputPart,
     ItemCompleted,
-    PendingRequest,
+    RequestPending,
     RequestResolved,
     RuntimeRestarted,
     ThreadSettings,
     TurnEnded,
     TurnEvent,
-    TurnInput,
     TurnNotActive,
     UnknownRequest,
 )
@@ -95,30 +95,30 @@ def codex_runtime(home: Path, tmp_path: Path, **options: Any) -> CodexRuntime:
     return CodexRuntime(find_codex_binary(), home, env={"HOME": str(tmp_path)}, **options)
 
 
-def text(value: str) -> list[TurnInput]:
-    return [TurnInput(type="text", text=value)]
+def text(value: str) -> list[InputPart]:
+    return [InputPart(type="text", text=value)]
 
 
 async def follow(
     host: Host,
     thread_id: str,
     turn_id: str,
-    answer: Callable[[PendingRequest], dict[str, Any]] | None = None,
+    answer: Callable[[RequestPending], dict[str, Any]] | None = None,
 ) -> list[TurnEvent]:
     """Every event of the turn up to TurnEnded, answering each pending request with `answer`."""
     events: list[TurnEvent] = []
     async with asyncio.timeout(TURN_TIMEOUT_S):
         async for event in host.runtime.watch_turn(thread_id, turn_id):
             events.append(event)
-            if isinstance(event, PendingRequest) and answer is not None:
+            if isinstance(event, RequestPending) and answer is not None:
                 await host.runtime.answer_request(event.key, answer(event))
     return events
 
 
-async def first_request(host: Host, thread_id: str, turn_id: str) -> PendingRequest:
+async def first_request(host: Host, thread_id: str, turn_id: str) -> RequestPending:
     async with asyncio.timeout(TURN_TIMEOUT_S):
         async for event in host.runtime.watch_turn(thread_id, turn_id):
-            if isinstance(event, PendingRequest):
+            if isinstance(event, RequestPending):
                 return event
     raise AssertionError("the turn ended without asking anything")
 
@@ -226,7 +226,7 @@ async def test_an_accepted_command_runs(host: Host) -> None:
 
     events = await follow(host, thread_id, turn_id, answer=lambda _: {"decision": "accept"})
 
-    [request] = [e for e in events if isinstance(e, PendingRequest)]
+    [request] = [e for e in events if isinstance(e, RequestPending)]
     assert request.kind == "command"
     assert request.method == "item/commandExecution/requestApproval"
     assert "echo approved > approved.txt" in (request.command or "")
@@ -332,7 +332,7 @@ async def test_plan_mode_does_not_carry_over_to_the_next_turn(host: Host) -> Non
     turn_id = await host.runtime.start_turn(thread_id, text("just do it"))
     events = await follow(host, thread_id, turn_id)
 
-    assert not [e for e in events if isinstance(e, PendingRequest)]
+    assert not [e for e in events if isinstance(e, RequestPending)]
     [*_, last] = host.model.received()
     assert any("unavailable in Default mode" in output for output in tool_outputs(last))
 
@@ -437,7 +437,7 @@ async def test_a_server_request_the_runtime_cannot_show_is_refused_at_once(tmp_p
         async with asyncio.timeout(TURN_TIMEOUT_S):
             events = [event async for event in runtime.watch_turn(thread_id, turn_id)]
 
-        assert not [e for e in events if isinstance(e, PendingRequest)]
+        assert not [e for e in events if isinstance(e, RequestPending)]
         assert final_event(events).status == "completed"
         assert model.outputs, "Codex told the model the tool call failed, and the turn went on"
         assert runtime.health().pending_requests == 0

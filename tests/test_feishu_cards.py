@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ally.contracts import ApprovalPrompt, ChatRef, CodexRequest
+from ally.contracts import AgentRequest, ApprovalPrompt, ChatRef
 from ally.feishu import cards
 
 pytestmark = pytest.mark.feishu
@@ -118,16 +118,16 @@ def test_agent_text_cannot_mention_anyone() -> None:
     assert content.replace("\u200b", "") == text  # looks the same to the reader
 
 
-def request(**fields: object) -> CodexRequest:
+def request(**fields: object) -> AgentRequest:
     base: dict[str, object] = {
         "key": "req-1",
         "kind": "command",
         "method": "item/commandExecution/requestApproval",
     }
-    return CodexRequest.model_validate({"thread_id": "th_1", **base, **fields})
+    return AgentRequest.model_validate({"thread_id": "th_1", **base, **fields})
 
 
-def prompt(req: CodexRequest) -> ApprovalPrompt:
+def prompt(req: AgentRequest) -> ApprovalPrompt:
     return ApprovalPrompt(
         chat=CHAT,
         reply_to="om_question",

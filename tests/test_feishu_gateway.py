@@ -130,7 +130,7 @@ async def test_a_clicked_approval_runs_the_command_and_the_card_shows_who_approv
         shown = json.dumps(patched[-1], ensure_ascii=False)
         assert "Approved" in shown and "Alice" in shown and "UTC" in shown
         assert _button_values(patched[-1]) == []  # no buttons left to click
-        turn = client.get_workflow_handle(names.turn_id("oc_dm_alice", question))
+        turn = client.get_workflow_handle(names.turn_workflow_id("oc_dm_alice", question))
         await turn.result()
         history = await turn.fetch_history()
         accepted = [

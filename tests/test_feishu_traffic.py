@@ -88,7 +88,7 @@ async def test_a_bot_removed_mid_turn_leaves_the_turn_undelivered_and_the_thread
         fs.fake.remove_bot("oc_team")  # while Codex works on it
         await fs.deliver(bot_added_event("oc_team", removed=True, app_id=fs.fake.app_id))
 
-        turn = client.get_workflow_handle_for(TurnWorkflow.run, names.turn_id("oc_team", question))
+        turn = client.get_workflow_handle_for(TurnWorkflow.run, names.turn_workflow_id("oc_team", question))
         result = await turn.result()
         description = await turn.describe()
         assert description.status == WorkflowExecutionStatus.COMPLETED  # not FAILED
@@ -290,7 +290,7 @@ async def test_refusals_speak_plain_sentences_without_python_class_names(
         answers.append(callback_answer(await fs.deliver(click("ou_bob", approve))))
         answers.append(callback_answer(await fs.deliver(click("ou_alice", decline))))  # already decided
         await fs.wait_for_replies(question, count=2)
-        await client.get_workflow_handle(names.turn_id("oc_team", question)).result()
+        await client.get_workflow_handle(names.turn_workflow_id("oc_team", question)).result()
         answers.append(callback_answer(await fs.deliver(click("ou_alice", decline))))  # turn over
         answers.append(callback_answer(await fs.deliver(click("ou_bob", {"ally": "something else"}))))
 
@@ -417,7 +417,7 @@ async def test_an_approval_card_refused_for_good_leaves_the_request_to_the_termi
         fs.fake.remove_bot("oc_dm_gone")
         asked = await fs.say("oc_dm_gone", "touch it")
         question = asked["event"]["message"]["message_id"]
-        turn_id = names.turn_id("oc_dm_gone", question)
+        turn_id = names.turn_workflow_id("oc_dm_gone", question)
         turn = client.get_workflow_handle_for(TurnWorkflow.run, turn_id)
 
         async def waiting() -> list[str]:

@@ -13,10 +13,9 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
 from ally.chat_client import MAX_MESSAGE_BYTES
-from ally.contracts import Reply
+from ally.contracts import Reply, TurnResult
 from tests.feishu_stack import card_markdown, feishu_stack
 from tests.stack import eventually, running_stack
-from workflows.turn import TurnResult
 
 pytestmark = pytest.mark.codex
 

@@ -15,25 +15,16 @@ from pydantic import ValidationError
 
 import ally.policy as policy_module
 from ally.codex.models import RequestKind
-from ally.contracts import CodexRequest
-from ally.policy import (
-    Mode,
-    PolicyConfig,
-    Rule,
-    SessionGrants,
-    Verdict,
-    classify,
-    evaluate,
-    remember,
-)
+from ally.contracts import AgentRequest, Mode, PolicyConfig, Rule, SessionGrants, Verdict
+from ally.policy import classify, evaluate, remember
 from ally.shell import parse_script
 
 WS = "/home/me/project"
 MODES: tuple[Mode, ...] = get_args(Mode)
 
 
-def command(text: str, cwd: str | None = WS) -> CodexRequest:
-    return CodexRequest(
+def command(text: str, cwd: str | None = WS) -> AgentRequest:
+    return AgentRequest(
         key="1:7",
         kind="command",
         method="item/commandExecution/requestApproval",
@@ -43,10 +34,10 @@ def command(text: str, cwd: str | None = WS) -> CodexRequest:
     )
 
 
-def file_change(*paths: str, grant_root: str | None = None) -> CodexRequest:
+def file_change(*paths: str, grant_root: str | None = None) -> AgentRequest:
     # The shape ally/codex/runtime.py renders from the fileChange item that preceded the request.
     diff = "".join(f"*** update {path}\n@@ -1 +1 @@\n-old\n+new\n" for path in paths) or None
-    return CodexRequest(
+    return AgentRequest(
         key="1:8",
         kind="file_change",
         method="item/fileChange/requestApproval",
@@ -56,8 +47,8 @@ def file_change(*paths: str, grant_root: str | None = None) -> CodexRequest:
     )
 
 
-def other(kind: RequestKind, cwd: str | None = WS) -> CodexRequest:
-    return CodexRequest(key="1:9", kind=kind, method=f"{kind}/request", thread_id="t", cwd=cwd)
+def other(kind: RequestKind, cwd: str | None = WS) -> AgentRequest:
+    return AgentRequest(key="1:9", kind=kind, method=f"{kind}/request", thread_id="t", cwd=cwd)
 
 
 def allow(prefix: str | None = None, **fields: Any) -> dict[str, Any]:
@@ -69,7 +60,7 @@ def deny(prefix: str | None = None, **fields: Any) -> dict[str, Any]:
 
 
 def decide(
-    request: CodexRequest,
+    request: AgentRequest,
     *rules: dict[str, Any] | Rule,
     mode: Mode = "ask",
     grants: SessionGrants | None = None,
@@ -78,7 +69,7 @@ def decide(
     return evaluate(request, policy=policy, mode=mode, workspace=WS, grants=grants or SessionGrants())
 
 
-def decision(request: CodexRequest, *rules: dict[str, Any] | Rule, mode: Mode = "ask") -> str | None:
+def decision(request: AgentRequest, *rules: dict[str, Any] | Rule, mode: Mode = "ask") -> str | None:
     return decide(request, *rules, mode=mode).decision
 
 
@@ -185,7 +176,7 @@ def test_the_verdict_names_what_decided() -> None:
 def test_an_unreadable_command_goes_to_a_person() -> None:
     for text in ("echo 'unclosed", 'git status "', "git status $(ls", "", "   "):
         assert decision(command(text), allow("echo"), allow("git status"), mode="trusted") is None, text
-    assert decision(CodexRequest(key="k", kind="command", method="m", thread_id="t"), allow()) is None
+    assert decision(AgentRequest(key="k", kind="command", method="m", thread_id="t"), allow()) is None
 
 
 # --- Paths ------------------------------------------------------------------------------------------
@@ -277,7 +268,7 @@ def test_trusted_mode_accepts_file_changes_only_inside_the_workspace() -> None:
 
 
 def test_every_path_in_the_diff_counts_including_a_move_target() -> None:
-    moved = CodexRequest(
+    moved = AgentRequest(
         key="k",
         kind="file_change",
         method="item/fileChange/requestApproval",
@@ -408,9 +399,9 @@ def test_the_policy_modules_are_pure() -> None:
     # the same verdict: no clocks, randomness, environment, filesystem or network.
     allowed = {"__future__", "posixpath", "re", "shlex", "dataclasses", "typing", "functools"}
     allowed |= {"collections.abc", "pydantic", "tree_sitter", "tree_sitter_bash", "ally.contracts"}
-    allowed |= {"ally.effects", "ally.shell", "ally.policy"}
-    for module in ("policy", "policy_legacy", "shell", "effects"):
-        path = Path(policy_module.__file__).with_name(f"{module}.py")
+    allowed |= {"ally.effects", "ally.shell", "ally.policy", "ally.contracts.policy", "ally.contracts.agent"}
+    for module in ("policy", "policy_legacy", "shell", "effects", "contracts/policy", "contracts/agent"):
+        path = Path(policy_module.__file__).parent / f"{module}.py"
         tree = ast.parse(path.read_text(encoding="utf-8"))
         imported = {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
         imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
@@ -615,7 +606,7 @@ def test_a_file_moved_out_of_the_workspace_is_seen_by_the_policy() -> None:
         [{"path": "/ws/a.txt", "kind": {"type": "update", "move_path": "/etc/a.txt"}, "diff": "@@"}]
     )
     assert diff is not None and "/ws/a.txt -> /etc/a.txt" in diff
-    request = CodexRequest(
+    request = AgentRequest(
         key="k",
         kind="file_change",
         method="item/fileChange/requestApproval",

@@ -12,16 +12,25 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ally.console_chat import describe_request
-from ally.contracts import ApprovalPrompt, ChatRef, CodexRequest
+from ally.contracts import (
+    AgentRequest,
+    ApprovalPrompt,
+    ChatRef,
+    Mode,
+    PolicyConfig,
+    Rule,
+    SessionGrants,
+    Verdict,
+)
 from ally.feishu.cards import approval_card, card_content
-from ally.policy import Mode, PolicyConfig, Rule, SessionGrants, Verdict, evaluate, remember
+from ally.policy import evaluate, remember
 
 WS = "/home/me/project"
 AUTONOMOUS: tuple[Mode, ...] = ("read_only", "trusted")
 
 
-def command(text: str, cwd: str | None = WS) -> CodexRequest:
-    return CodexRequest(
+def command(text: str, cwd: str | None = WS) -> AgentRequest:
+    return AgentRequest(
         key="1:7",
         kind="command",
         method="item/commandExecution/requestApproval",
@@ -394,7 +403,7 @@ def test_a_group_chat_never_reads_outside_the_workspace_automatically() -> None:
 
 
 def test_in_a_group_file_system_permissions_need_a_person() -> None:
-    request = CodexRequest(
+    request = AgentRequest(
         key="k",
         kind="permissions",
         method="item/permissions/requestApproval",

@@ -14,8 +14,7 @@ from temporalio.client import Client
 
 from ally.chat_client import ChatClient
 from ally.console_chat import describe_request
-from ally.contracts import Decision, Person
-from ally.policy import PolicyConfig, Rule
+from ally.contracts import Decision, Person, PolicyConfig, Rule
 from ally.turns_report import decision_history
 from dev.model_server import RunCommand, Say
 from tests.stack import PERSON, eventually, running_stack

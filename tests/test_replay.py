@@ -21,10 +21,9 @@ from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
 from ally import policy_legacy
-from ally.contracts import CodexRequest
-from ally.policy import Mode, evaluate
+from ally.contracts import AgentRequest, Mode, TurnInput
+from ally.policy import evaluate
 from workers.chat import WORKFLOWS
-from workflows.turn import TurnInput
 
 HISTORIES = Path(__file__).parent / "histories"
 CORPUS = sorted(HISTORIES.glob("*.json"))
@@ -64,14 +63,14 @@ def _turn(path: Path) -> TurnInput:
     )
 
 
-def _requests(path: Path) -> list[CodexRequest]:
+def _requests(path: Path) -> list[AgentRequest]:
     signals = [
         e["workflowExecutionSignaledEventAttributes"]
         for e in _events(path)
         if e["eventType"].endswith("SIGNALED")
     ]
     return [
-        CodexRequest.model_validate(_payload(s["input"]))
+        AgentRequest.model_validate(_payload(s["input"]))
         for s in signals
         if s["signalName"] == "codex_request"
     ]

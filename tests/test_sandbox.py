@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from ally.codex.binary import find_codex_binary
-from ally.codex.models import TurnInput
+from ally.codex.models import InputPart
 from ally.codex.runtime import CodexRuntime, TurnEnded
 from ally.codex.sandbox import bundled_bubblewrap
 from ally.contracts import ThreadSettings
@@ -62,7 +62,7 @@ async def what_a_sandboxed_command_does(
                 },
             )
             thread_id = await runtime.ensure_thread(None, settings)
-            turn_id = await runtime.start_turn(thread_id, [TurnInput(text="write both")])
+            turn_id = await runtime.start_turn(thread_id, [InputPart(text="write both")])
             async for event in runtime.watch_turn(thread_id, turn_id):
                 if isinstance(event, TurnEnded):
                     break

@@ -372,7 +372,7 @@ async def test_a_dev_server_restart_mid_turn_still_delivers_exactly_once(tmp_pat
             await asyncio.sleep(2.0)
             assert [a.text for a in stack.replies(chat)] == ["survived the restart"]
             assert answers[0].idempotency_key == names.delivery_key(
-                names.turn_id(chat.chat_id, answers[0].reply_to or ""), "reply"
+                names.turn_workflow_id(chat.chat_id, answers[0].reply_to or ""), "reply"
             )
 
 

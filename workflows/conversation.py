@@ -1,4 +1,4 @@
-"""One chat: its Codex thread, its host, its queue, its commands. Runs one turn at a time.
+"""One chat: its agent thread, its host, its queue, its commands. Runs one turn at a time.
 
 Started (or signalled) by signal-with-start from the gateway for every inbound message. Temporal
 does not de-duplicate signals, so recent message ids are remembered here; each turn is a child
@@ -12,19 +12,29 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
 
-from pydantic import BaseModel
 from pydantic_core import to_json
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair, WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.channel import ChannelActivities
+    from activities.runtime import locate_runtime
     from ally import names
-    from ally.contracts import ChatRef, InboundMessage, Reply, RuntimeLocation, ThreadSettings
-    from ally.policy import Mode, PolicyConfig, SessionGrants
-    from workflows.turn import TurnInput, TurnResult, TurnWorkflow
+    from ally.contracts import (
+        ConversationState,
+        ConversationView,
+        HeldAttachment,
+        Inbound,
+        InboundMessage,
+        Reply,
+        SessionGrants,
+        TurnInput,
+        TurnOrigin,
+        TurnResult,
+    )
+    from workflows.turn import TurnWorkflow
 
 AUTOMATIC_SHOWN = 10
 RAISE_AUTONOMY_REFUSED = (
@@ -42,7 +52,7 @@ QUEUE_NOTICE_AFTER_S = 3.0
 QUEUE_NOTICE_AGAIN_S = 30.0
 QUEUE_NOTICES_PATCH = "coalesced-queue-notices"  # before it, each queued message had its notice
 # Temporal refuses a payload over 2 MB: what continue-as-new carries, and a turn's result that
-# returns the steers Codex never took, stay well inside that (docs/operations.md "Limits").
+# returns the steers the agent never took, stay well inside that (docs/operations.md "Limits").
 CARRY_MAX_BYTES = 1536 * 1024
 STEER_MAX_BYTES = 32 * 1024
 HELP = """Commands:
@@ -60,52 +70,6 @@ HELP = """Commands:
 /help: this list"""
 
 
-class HeldAttachment(BaseModel):
-    """A group image or file kept for its sender's next request (see `HELD_FOR_S`)."""
-
-    message: InboundMessage
-    held_at: float  # workflow time it arrived
-
-
-class ConversationState(BaseModel):
-    """Everything a conversation carries across continue-as-new."""
-
-    chat: ChatRef
-    settings: ThreadSettings
-    discovery_queue: str = names.RUNTIME_DISCOVERY_QUEUE
-    thread_id: str | None = None
-    runtime: RuntimeLocation | None = None
-    busy_policy: Literal["queue", "steer"] = "queue"
-    approvers: list[str] = []
-    queue: list[InboundMessage] = []
-    seen: list[str] = []
-    last_message: InboundMessage | None = None
-    turns: int = 0
-    notices: int = 0  # numbers each notice, so its idempotency key is never reused
-    policy: PolicyConfig = PolicyConfig()
-    mode: Mode | None = None  # this chat's autonomy; None = the policy's default
-    grants: SessionGrants = SessionGrants()  # "approve for session" answers in the current thread
-    automatic: list[str] = []  # the latest decisions the policy took on its own, for /status
-    held: list[HeldAttachment] = []  # attachments waiting for their sender's next request
-    unannounced: list[str] = []  # ids of queued messages not told their position yet
-    announce_at: float | None = None  # workflow time the next queue notice is due
-    last_announced: float | None = None  # workflow time of the last queue notice
-
-
-class ChatConfig(BaseModel):
-    """What this machine's configuration says about a chat now. Every hand-over carries it, so an
-    edited config.toml reaches chats whose conversations were started before the edit."""
-
-    settings: ThreadSettings
-    policy: PolicyConfig = PolicyConfig()
-    approvers: list[str] = []
-
-
-class Inbound(BaseModel):
-    message: InboundMessage
-    config: ChatConfig | None = None
-
-
 @dataclass
 class Notice:
     to: InboundMessage
@@ -113,20 +77,11 @@ class Notice:
     while_queued: bool = False  # a queue position: worth sending only while the message still waits
 
 
-class ConversationView(BaseModel):
-    thread_id: str | None
-    running: str | None
-    running_turn_id: str | None
-    queued: list[str]
-    busy_policy: str
-    turns: int
-
-
 @workflow.defn
 class ConversationWorkflow:
     @workflow.init
     def __init__(self, state: ConversationState) -> None:
-        self.s = state
+        self.state = state
         self.current: InboundMessage | None = None
         self.child: workflow.ChildWorkflowHandle[TurnWorkflow, TurnResult] | None = None
         self.commands: list[InboundMessage] = []
@@ -137,59 +92,59 @@ class ConversationWorkflow:
     @workflow.signal
     def inbound(self, inbound: Inbound) -> None:
         if inbound.config is not None:  # the latest configuration wins, for the turns still to come
-            self.s.settings = inbound.config.settings
-            self.s.policy = inbound.config.policy
-            self.s.approvers = inbound.config.approvers
+            self.state.settings = inbound.config.settings
+            self.state.policy = inbound.config.policy
+            self.state.approvers = inbound.config.approvers
         message = inbound.message
-        if message.message_id in self.s.seen:
+        if message.message_id in self.state.seen:
             return  # a redelivery: Feishu pushes again when an ack is slow
-        self.s.seen = [*self.s.seen, message.message_id][-SEEN_LIMIT:]
+        self.state.seen = [*self.state.seen, message.message_id][-SEEN_LIMIT:]
         if message.attachment_only:
             held = HeldAttachment(message=message, held_at=workflow.time())
-            self.s.held = [*self._fresh_held(), held][-HELD_LIMIT:]
+            self.state.held = [*self._fresh_held(), held][-HELD_LIMIT:]
             return
         if message.text.strip().startswith("/"):
             self.commands.append(message)
-        elif self.current is not None and self.s.busy_policy == "steer":
+        elif self.current is not None and self.state.busy_policy == "steer":
             self.steers.append(message)
         else:
-            self.s.queue.append(self._with_held(message))
+            self.state.queue.append(self._with_held(message))
             if self.current is not None:
                 if workflow.patched(QUEUE_NOTICES_PATCH):
-                    self.s.unannounced = [*self.s.unannounced, message.message_id]
-                    if self.s.announce_at is None:
+                    self.state.unannounced = [*self.state.unannounced, message.message_id]
+                    if self.state.announce_at is None:
                         due = workflow.time() + QUEUE_NOTICE_AFTER_S
-                        if self.s.last_announced is not None:
-                            due = max(due, self.s.last_announced + QUEUE_NOTICE_AGAIN_S)
-                        self.s.announce_at = due
+                        if self.state.last_announced is not None:
+                            due = max(due, self.state.last_announced + QUEUE_NOTICE_AGAIN_S)
+                        self.state.announce_at = due
                 else:
-                    position = len(self.s.queue)
+                    position = len(self.state.queue)
                     text = f"Queued (position {position}); runs after the current turn."
                     self.outbox.append(Notice(to=message, text=text, while_queued=True))
 
     @workflow.signal
     def recall(self, message_id: str) -> None:
         """The person recalled a message: if it still waits in the queue, it never runs."""
-        self.s.queue = [m for m in self.s.queue if m.message_id != message_id]
-        if message_id not in self.s.seen:
-            self.s.seen = [*self.s.seen, message_id][-SEEN_LIMIT:]
+        self.state.queue = [m for m in self.state.queue if m.message_id != message_id]
+        if message_id not in self.state.seen:
+            self.state.seen = [*self.state.seen, message_id][-SEEN_LIMIT:]
 
     @workflow.query
     def view(self) -> ConversationView:
         return ConversationView(
-            thread_id=self.s.thread_id,
+            thread_id=self.state.thread_id,
             running=self.current.text[:80] if self.current else None,
-            running_turn_id=names.turn_id(self.s.chat.chat_id, self.current.message_id)
+            running_turn_workflow_id=names.turn_workflow_id(self.state.chat.chat_id, self.current.message_id)
             if self.current
             else None,
-            queued=[m.text[:80] for m in self.s.queue],
-            busy_policy=self.s.busy_policy,
-            turns=self.s.turns,
+            queued=[m.text[:80] for m in self.state.queue],
+            busy_policy=self.state.busy_policy,
+            turns=self.state.turns,
         )
 
     @workflow.run
     async def run(self, state: ConversationState) -> None:
-        workflow.upsert_search_attributes([names.CHAT.value_set(self.s.chat.chat_id)])
+        workflow.upsert_search_attributes([names.CHAT.value_set(self.state.chat.chat_id)])
         sending = asyncio.create_task(self._send_notices())
         announcing = asyncio.create_task(self._announce_queue())
         while True:
@@ -209,20 +164,19 @@ class ConversationWorkflow:
                 await workflow.wait_condition(lambda: not self.outbox and workflow.all_handlers_finished())
                 sending.cancel()
                 announcing.cancel()  # the next run announces what is left (it is in the state)
-                workflow.continue_as_new(self.s)
-            if self.child is None and self.s.queue:
-                await self._start_turn(self.s.queue.pop(0))
+                workflow.continue_as_new(self.state)
+            if self.child is None and self.state.queue:
+                await self._start_turn(self.state.queue.pop(0))
 
     # --- turns -----------------------------------------------------------------------------------
 
     async def _start_turn(self, message: InboundMessage) -> None:
-        self.s.last_message = message  # /retry runs it again, even if no runtime takes it now
-        if self.s.runtime is None:
+        self.state.last_message = message  # /retry runs it again, even if no runtime takes it now
+        if self.state.runtime is None:
             try:
-                self.s.runtime = await workflow.execute_activity(
-                    "locate_runtime",
-                    task_queue=self.s.discovery_queue,
-                    result_type=RuntimeLocation,
+                self.state.runtime = await workflow.execute_activity(
+                    locate_runtime,
+                    task_queue=self.state.discovery_queue,
                     schedule_to_start_timeout=timedelta(seconds=30),
                     start_to_close_timeout=timedelta(seconds=10),
                     retry_policy=RetryPolicy(maximum_attempts=3),
@@ -238,19 +192,20 @@ class ConversationWorkflow:
             TurnWorkflow.run,
             TurnInput(
                 message=message,
-                runtime=self.s.runtime,
-                thread_id=self.s.thread_id,
-                settings=self.s.settings,
-                approvers=self.s.approvers,
-                approval_timeout_s=self.s.policy.decline_after_minutes * 60,
-                reminder_after_s=self.s.policy.reminder_after_minutes * 60,
-                policy=self.s.policy,
-                mode=self.s.mode or self.s.policy.mode,
-                grants=self.s.grants,
+                origin=TurnOrigin(message_id=message.message_id, sender=message.sender),
+                runtime=self.state.runtime,
+                thread_id=self.state.thread_id,
+                settings=self.state.settings,
+                approvers=self.state.approvers,
+                approval_timeout_s=self.state.policy.decline_after_minutes * 60,
+                reminder_after_s=self.state.policy.reminder_after_minutes * 60,
+                policy=self.state.policy,
+                mode=self.state.mode or self.state.policy.mode,
+                grants=self.state.grants,
             ),
-            id=names.turn_id(self.s.chat.chat_id, message.message_id),
+            id=names.turn_workflow_id(self.state.chat.chat_id, message.message_id),
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            static_summary=f"{self.s.chat.chat_id}: {message.text[:60]}",
+            static_summary=f"{self.state.chat.chat_id}: {message.text[:60]}",
             # Born "running": the turn need not spend a history event saying so.
             search_attributes=workflow.info().typed_search_attributes.updated(
                 SearchAttributePair(names.TURN_STATE, "running")
@@ -262,16 +217,16 @@ class ConversationWorkflow:
         try:
             result = self.child.result()
             if result.thread_id:
-                self.s.thread_id = result.thread_id
-            self.s.grants = result.grants
+                self.state.thread_id = result.thread_id
+            self.state.grants = result.grants
             automatic = [f"{d.decision} {d.what}: {d.decided_by}" for d in result.decisions if d.by_policy]
-            self.s.automatic = [*self.s.automatic, *automatic][-AUTOMATIC_SHOWN:]
+            self.state.automatic = [*self.state.automatic, *automatic][-AUTOMATIC_SHOWN:]
             if result.status == "host_lost":
-                self.s.runtime = None  # locate again: the host may be back, or another one is
+                self.state.runtime = None  # locate again: the host may be back, or another one is
             self._requeue_unsteered(result.unsteered)
         except ChildWorkflowError as error:
             workflow.logger.warning("turn workflow failed: %s", error)
-        self.s.turns += 1
+        self.state.turns += 1
         self.child = None
         self.current = None
         self.steered = []
@@ -284,7 +239,7 @@ class ConversationWorkflow:
             if message.text in missed:
                 missed.remove(message.text)
                 late.append(message)
-        self.s.queue[:0] = late
+        self.state.queue[:0] = late
         for message in late:
             self._tell(message, "The turn had finished before this could steer it; it runs next.")
 
@@ -294,12 +249,12 @@ class ConversationWorkflow:
         while self.steers:
             message = self.steers.pop(0)
             if self.child is None:
-                self.s.queue.append(message)
+                self.state.queue.append(message)
                 continue
             if len(to_json(message.text)) > STEER_MAX_BYTES:
-                # A steer Codex never took comes back in the turn's result, and several large ones
+                # A steer the agent never took comes back in the turn's result, and several large ones
                 # would not fit that one payload: a long text runs as a turn of its own.
-                self.s.queue.append(message)
+                self.state.queue.append(message)
                 self._tell(message, "Too long to steer the running turn; it runs next, as a turn of its own.")
                 continue
             await self.child.signal(TurnWorkflow.steer, message.text)
@@ -320,30 +275,30 @@ class ConversationWorkflow:
             await self.child.signal(TurnWorkflow.stop)
             self._tell(message, "Stopping the running turn." + self._queue_note())
         elif command == "/new":
-            self.s.thread_id = None
-            self.s.grants = SessionGrants()  # grants belong to the thread they were given in
+            self.state.thread_id = None
+            self.state.grants = SessionGrants()  # grants belong to the thread they were given in
             when = "after the current turn" if self.child else "with your next message"
             self._tell(message, f"A fresh Codex thread starts {when}.")
         elif command == "/status":
             self._tell(message, self._status_text())
         elif command == "/retry":
-            if self.s.last_message is None:
+            if self.state.last_message is None:
                 self._tell(message, "There is nothing to retry yet.")
                 return
             # A new id for a new turn; the reply answers the /retry message itself.
-            again = self.s.last_message.model_copy(
+            again = self.state.last_message.model_copy(
                 update={"message_id": f"{message.message_id}:retry", "reply_to": message.message_id}
             )
-            self.s.queue.append(again)
+            self.state.queue.append(again)
             self._tell(message, f"Retrying: {again.text[:80]}")
         elif command == "/auto" and rest in ("ask", "read_only", "trusted"):
             if rest != "ask" and not self._may_raise_autonomy(message.sender.id):
                 self._tell(message, RAISE_AUTONOMY_REFUSED)
                 return
-            self.s.mode = rest  # type: ignore[assignment]
+            self.state.mode = rest  # type: ignore[assignment]
             self._tell(message, f"Autonomy: {rest}. Deny rules still apply.")
         elif command == "/mode" and rest in ("queue", "steer"):
-            self.s.busy_policy = rest  # type: ignore[assignment]
+            self.state.busy_policy = rest  # type: ignore[assignment]
             self._tell(message, f"While a turn runs, new messages will {rest}.")
         else:
             self._tell(message, HELP)
@@ -355,7 +310,7 @@ class ConversationWorkflow:
         while True:
             await workflow.wait_condition(lambda: bool(self.outbox))
             notice = self.outbox[0]
-            if not notice.while_queued or any(m.message_id == notice.to.message_id for m in self.s.queue):
+            if not notice.while_queued or any(m.message_id == notice.to.message_id for m in self.state.queue):
                 try:
                     await self._say(notice.to, notice.text)
                 except ActivityError as error:  # rejected for good, or 55 minutes of failures
@@ -366,17 +321,17 @@ class ConversationWorkflow:
         """Runs beside the main loop: tells the chat which messages wait, once they have waited
         `QUEUE_NOTICE_AFTER_S`, in one notice for all queued meanwhile (see the constants)."""
         while True:
-            await workflow.wait_condition(lambda: self.s.announce_at is not None)
-            assert self.s.announce_at is not None
-            delay = self.s.announce_at - workflow.time()
+            await workflow.wait_condition(lambda: self.state.announce_at is not None)
+            assert self.state.announce_at is not None
+            delay = self.state.announce_at - workflow.time()
             if delay > 0:
                 await workflow.sleep(delay, summary="let queued messages gather for one notice")
-            waiting = [m for m in self.s.queue if m.message_id in self.s.unannounced]
-            self.s.unannounced, self.s.announce_at = [], None
+            waiting = [m for m in self.state.queue if m.message_id in self.state.unannounced]
+            self.state.unannounced, self.state.announce_at = [], None
             if not waiting:
                 continue  # they all started meanwhile
-            self.s.last_announced = workflow.time()
-            queued = [m.message_id for m in self.s.queue]
+            self.state.last_announced = workflow.time()
+            queued = [m.message_id for m in self.state.queue]
             positions = sorted(queued.index(m.message_id) + 1 for m in waiting)
             if len(waiting) == 1:
                 text = f"Queued (position {positions[0]}); runs after the current turn."
@@ -391,16 +346,16 @@ class ConversationWorkflow:
 
     def _fresh_held(self) -> list[HeldAttachment]:
         now = workflow.time()
-        return [h for h in self.s.held if now - h.held_at <= HELD_FOR_S]
+        return [h for h in self.state.held if now - h.held_at <= HELD_FOR_S]
 
     def _with_held(self, message: InboundMessage) -> InboundMessage:
         """The message with the attachments its sender sent just before it, which could not
         mention the assistant themselves (images and files in a group)."""
-        if not self.s.held:
+        if not self.state.held:
             return message
         fresh = self._fresh_held()
         mine = [h.message for h in fresh if h.message.sender.id == message.sender.id]
-        self.s.held = [h for h in fresh if h.message.sender.id != message.sender.id]
+        self.state.held = [h for h in fresh if h.message.sender.id != message.sender.id]
         if not mine:
             return message
         notes = [m.text for m in mine if m.text]
@@ -415,44 +370,45 @@ class ConversationWorkflow:
         return (
             bool(self.commands or self.steers)
             or (self.child is not None and self.child.done())
-            or (self.child is None and bool(self.s.queue))
+            or (self.child is None and bool(self.state.queue))
         )
 
     def _may_raise_autonomy(self, person_id: str) -> bool:
         """More autonomy means fewer questions for everyone in the chat: in a group that is for an
         approver to decide. In a private chat the person decides for themselves; anyone may go
         back to "ask"."""
-        if self.s.chat.chat_type != "group":
+        if self.state.chat.chat_type != "group":
             return True
-        return person_id in self.s.approvers or person_id == names.LOCAL_OPERATOR
+        return person_id in self.state.approvers or person_id == names.LOCAL_OPERATOR
 
     def _state_fits_one_payload(self) -> bool:
         """Continue-as-new carries the state in one payload (at most 2 MB): with large messages
         queued, wait until the queue has drained instead of failing the workflow task forever."""
-        return len(self.s.model_dump_json()) <= CARRY_MAX_BYTES
+        return len(self.state.model_dump_json()) <= CARRY_MAX_BYTES
 
     def _between_turns(self) -> bool:
         return self.child is None and not (self.commands or self.steers)
 
     def _queue_note(self) -> str:
-        return f" {len(self.s.queue)} queued message(s) stay queued." if self.s.queue else ""
+        return f" {len(self.state.queue)} queued message(s) stay queued." if self.state.queue else ""
 
     def _status_text(self) -> str:
-        lines = [f"Thread: {self.s.thread_id or '(new with the next message)'}"]
+        lines = [f"Thread: {self.state.thread_id or '(new with the next message)'}"]
         if self.current is not None:
             lines.append(f"Running: {self.current.text[:80]}")
-            lines.append(f"Turn: {names.turn_id(self.s.chat.chat_id, self.current.message_id)} (Temporal UI)")
+            turn = names.turn_workflow_id(self.state.chat.chat_id, self.current.message_id)
+            lines.append(f"Turn: {turn} (Temporal UI)")
         else:
             lines.append("Running: nothing")
-        lines.append(f"Queued: {len(self.s.queue)}")
-        lines += [f"  {i + 1}. {m.text[:60]}" for i, m in enumerate(self.s.queue)]
-        lines.append(f"While busy: {self.s.busy_policy}. Turns so far: {self.s.turns}.")
-        lines.append(f"Autonomy: {self.s.mode or self.s.policy.mode}.")
-        if self.s.automatic:
+        lines.append(f"Queued: {len(self.state.queue)}")
+        lines += [f"  {i + 1}. {m.text[:60]}" for i, m in enumerate(self.state.queue)]
+        lines.append(f"While busy: {self.state.busy_policy}. Turns so far: {self.state.turns}.")
+        lines.append(f"Autonomy: {self.state.mode or self.state.policy.mode}.")
+        if self.state.automatic:
             lines.append("Decided automatically:")
-            lines += [f"  - {decision}" for decision in self.s.automatic]
-        if self.s.runtime:
-            lines.append(f"Runtime host: {self.s.runtime.host}")
+            lines += [f"  - {decision}" for decision in self.state.automatic]
+        if self.state.runtime:
+            lines.append(f"Runtime host: {self.state.runtime.host}")
         return "\n".join(lines)
 
     def _tell(self, to: InboundMessage, text: str) -> None:
@@ -462,14 +418,15 @@ class ConversationWorkflow:
         """Not a local activity: a notice goes out beside the main loop, and a local one would hold
         back a turn started meanwhile until it landed. On this workflow's own queue (the chat's
         worker) it is dispatched eagerly all the same."""
-        self.s.notices += 1
-        await workflow.execute_activity(
-            "send_reply",
+        self.state.notices += 1
+        key = names.delivery_key(workflow.info().workflow_id, f"notice:{self.state.notices}")
+        await workflow.execute_activity_method(
+            ChannelActivities.send_reply,
             Reply(
-                chat=self.s.chat,
+                chat=self.state.chat,
                 reply_to=to.message_id,
                 text=text,
-                idempotency_key=names.delivery_key(workflow.info().workflow_id, f"notice:{self.s.notices}"),
+                idempotency_key=key,
                 tone="notice",
             ),
             start_to_close_timeout=timedelta(seconds=30),

@@ -21,8 +21,9 @@ as a schedule-to-start or heartbeat timeout and becomes an honest message, never
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Literal, TypedDict, TypeVar
 
 from pydantic import BaseModel
 from temporalio import workflow
@@ -31,27 +32,33 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
+    from activities import runtime
+    from activities.channel import ChannelActivities
+    from activities.policy import evaluate_policy
     from ally import names
     from ally.contracts import (
+        AgentRequest,
         AnswerRequestInput,
         ApprovalOutcome,
         ApprovalPrompt,
-        CodexRequest,
         Decision,
+        DecisionRecord,
         FinalReply,
-        InboundMessage,
+        PendingRequest,
         Person,
+        PolicyQuestion,
         Reaction,
         ReactionRef,
         Reply,
-        RuntimeLocation,
         SentMessage,
         StartTurnInput,
         SteerTurnInput,
-        ThreadSettings,
+        TurnInput,
         TurnOutcome,
+        TurnResult,
+        TurnView,
+        Verdict,
     )
-    from ally.policy import Mode, PolicyConfig, PolicyQuestion, SessionGrants, Verdict
     from ally.policy import remember as remember_grant
     from ally.policy_legacy import evaluate as evaluate_legacy_policy
 
@@ -93,58 +100,20 @@ CHAT_CALL_FAILED = (ActivityError, ApplicationError, TemporalTimeoutError)
 UNDELIVERED_PATCH = "undelivered-local-reply"
 
 
-class TurnInput(BaseModel):
-    message: InboundMessage
-    runtime: RuntimeLocation
-    thread_id: str | None
-    settings: ThreadSettings
-    approvers: list[str] = []  # besides the sender, who may decide this turn's approvals
-    approval_timeout_s: float = 30 * 60
-    reminder_after_s: float = 10 * 60
-    policy: PolicyConfig = PolicyConfig()
-    mode: Mode = "ask"
-    grants: SessionGrants = SessionGrants()  # "approve for session" answers in this thread so far
+A = TypeVar("A")
+M = TypeVar("M", bound=BaseModel)
+R = TypeVar("R")
+# A channel activity, by reference: `ChannelActivities.send_reply` and its kin.
+ChatCall = Callable[[ChannelActivities, A], Awaitable[R]]
 
 
-class TurnResult(BaseModel):
-    thread_id: str | None
-    turn_id: str | None
-    status: str  # completed | interrupted | failed | host_lost
-    runtime_restarted: bool = False
-    grants: SessionGrants = SessionGrants()
-    decisions: list[DecisionRecord] = []
-    unsteered: list[str] = []  # steers that reached the turn only after Codex had finished it
+class HostCall(TypedDict):
+    """The options of every call pinned to the host whose agent process holds the thread."""
 
-
-class PendingRequest(BaseModel):
-    request: CodexRequest
-    shown_at: float
-    card_message_id: str | None = None
-    decision: Decision | None = None
-    answered: bool = False
-    reminded: bool = False
-    asked_because: str | None = None  # why the policy left it to a person, for the card
-
-
-class DecisionRecord(BaseModel):
-    """One line of the audit trail: who (or which rule) decided what, and when."""
-
-    kind: str
-    what: str
-    decision: str
-    decided_by: str
-    decided_at: str
-    by_policy: bool = False  # a rule, the chat's mode or a session grant decided, not a person
-    key: str = ""  # the request's key: whoever decided can see what became of the decision
-
-
-class TurnView(BaseModel):
-    state: str
-    thread_id: str | None
-    turn_id: str | None
-    pending: list[CodexRequest]
-    steers: int
-    decisions: list[DecisionRecord] = []
+    task_queue: str
+    schedule_to_start_timeout: timedelta
+    start_to_close_timeout: timedelta
+    retry_policy: RetryPolicy
 
 
 @workflow.defn
@@ -166,9 +135,9 @@ class TurnWorkflow:
 
     # --- what the outside world can tell a running turn ------------------------------------------
 
-    @workflow.signal
-    def codex_request(self, request: CodexRequest) -> None:
-        """From `run_turn` on the host: Codex is waiting for an answer."""
+    @workflow.signal(name="codex_request")  # the name recorded histories carry
+    def agent_request(self, request: AgentRequest) -> None:
+        """From `run_turn` on the host: the agent is waiting for an answer."""
         if request.key not in self.requests:
             self.requests[request.key] = PendingRequest(request=request, shown_at=workflow.time())
         self.thread_id, self.turn_id = request.thread_id, request.turn_id or self.turn_id
@@ -223,7 +192,7 @@ class TurnWorkflow:
         if turn.message.chat.reactions:  # not awaited: the turn does not wait for an emoji
             self.working = self._react(WORKING_EMOJI)
         running = workflow.start_activity(
-            "run_turn",
+            runtime.run_turn,
             StartTurnInput(
                 thread_id=turn.thread_id,
                 settings=turn.settings,
@@ -231,7 +200,6 @@ class TurnWorkflow:
                 local_images=turn.message.local_images,
             ),
             task_queue=turn.runtime.task_queue,
-            result_type=TurnOutcome,
             schedule_to_start_timeout=HOST_START,
             start_to_close_timeout=RUN_TURN_MAX,
             heartbeat_timeout=RUN_TURN_HEARTBEAT,
@@ -293,7 +261,7 @@ class TurnWorkflow:
             self._set_state("awaiting_approval")
             try:
                 sent = await self._to_chat(
-                    "send_approval",
+                    ChannelActivities.send_approval,
                     ApprovalPrompt(
                         chat=self.turn.message.chat,
                         reply_to=self._reply_target(),
@@ -305,7 +273,6 @@ class TurnWorkflow:
                         expires_in_s=self.turn.approval_timeout_s,
                         asked_because=pending.asked_because,
                     ),
-                    result_type=SentMessage,
                     summary=f"ask: {pending.request.kind}",
                 )
             except CHAT_CALL_FAILED as error:
@@ -339,7 +306,7 @@ class TurnWorkflow:
             await self._send(declined, tone="notice", part=f"policy:{len(self.decisions)}")
         return True
 
-    async def _verdict(self, request: CodexRequest) -> Verdict:
+    async def _verdict(self, request: AgentRequest) -> Verdict:
         if not workflow.patched(POLICY_PATCH):
             return evaluate_legacy_policy(
                 request,
@@ -357,15 +324,13 @@ class TurnWorkflow:
             group=self.turn.message.chat.chat_type == "group",
         )
         try:
-            verdict: Verdict = await workflow.execute_local_activity(
-                "evaluate_policy",
+            return await workflow.execute_local_activity(
+                evaluate_policy,
                 question,
-                result_type=Verdict,
                 start_to_close_timeout=POLICY_CALL,
                 retry_policy=POLICY_RETRY,
                 summary=f"policy: {request.kind}",
             )
-            return verdict
         except ActivityError as error:
             workflow.logger.warning("the policy could not be evaluated: %s", error)
             return Verdict(decision=None, rule="the policy could not be evaluated")
@@ -411,9 +376,10 @@ class TurnWorkflow:
         self, pending: PendingRequest, decision: Decision, decided_by: str, *, by_policy: bool = False
     ) -> None:
         try:
-            await self._on_host(
-                "answer_request",
-                AnswerRequestInput(key=pending.request.key, result=codex_answer(pending.request, decision)),
+            await workflow.execute_activity(
+                runtime.answer_request,
+                AnswerRequestInput(key=pending.request.key, request=pending.request, decision=decision),
+                **self._on_host(),
                 summary=f"answer {pending.request.kind}: {decision.decision or 'input'}",
             )
             shown: str = decision.decision or "answered"
@@ -436,7 +402,7 @@ class TurnWorkflow:
         if not pending.card_message_id:  # never shown, or its card was refused
             return
         await self._to_chat(
-            "update_approval",
+            ChannelActivities.update_approval,
             ApprovalOutcome(
                 chat=self.turn.message.chat,
                 message_id=pending.card_message_id,
@@ -452,7 +418,12 @@ class TurnWorkflow:
         while self.steers:
             text = self.steers.pop(0)
             try:
-                await self._on_host("steer_turn", SteerTurnInput(text=text), summary="steer the running turn")
+                await workflow.execute_activity(
+                    runtime.steer_turn,
+                    SteerTurnInput(text=text),
+                    **self._on_host(),
+                    summary="steer the running turn",
+                )
             except ActivityError:
                 self.unsteered.append(text)  # Codex had finished: the conversation runs it next
 
@@ -481,10 +452,9 @@ class TurnWorkflow:
     def _react(self, emoji: str) -> workflow.ActivityHandle[ReactionRef]:
         # Not a local activity: it is started beside `run_turn`, and a local one would hold that
         # back until the emoji is on. On this workflow's own queue it is still dispatched eagerly.
-        return workflow.start_activity(
-            "react",
+        return workflow.start_activity_method(
+            ChannelActivities.react,
             Reaction(chat=self.turn.message.chat, message_id=self._reply_target(), emoji=emoji),
-            result_type=ReactionRef,
             start_to_close_timeout=timedelta(seconds=10),
             schedule_to_close_timeout=timedelta(minutes=1),
             retry_policy=REACTION_RETRY,
@@ -505,10 +475,10 @@ class TurnWorkflow:
             working=working,
             done_emoji=DONE_EMOJI if done and working is not None else None,
         )
-        return await self._deliver("deliver_answer", final)
+        return await self._deliver(ChannelActivities.deliver_answer, final)
 
     async def _send(self, text: str, *, tone: Literal["notice", "problem"], part: str) -> None:
-        await self._deliver("send_reply", self._reply(text, tone=tone, part=part))
+        await self._deliver(ChannelActivities.send_reply, self._reply(text, tone=tone, part=part))
 
     def _reply(self, text: str, *, tone: Literal["answer", "notice", "problem"], part: str) -> Reply:
         return Reply(
@@ -519,10 +489,10 @@ class TurnWorkflow:
             tone=tone,
         )
 
-    async def _deliver(self, activity: str, message: BaseModel) -> bool:
+    async def _deliver(self, send: ChatCall[M, SentMessage], message: M) -> bool:
         """Whether it was delivered."""
         try:
-            await self._to_chat(activity, message, result_type=SentMessage, summary="deliver the reply")
+            await self._to_chat(send, message, summary="deliver the reply")
             return True
         except CHAT_CALL_FAILED as error:
             if not isinstance(error, ActivityError) and not workflow.patched(UNDELIVERED_PATCH):
@@ -533,31 +503,22 @@ class TurnWorkflow:
             self._set_state("undelivered")
             return False
 
-    async def _on_host(
-        self, activity: str, arg: BaseModel, *, summary: str, result_type: type | None = None
-    ) -> Any:
-        """A call pinned to the host whose Codex child holds this thread."""
-        return await workflow.execute_activity(
-            activity,
-            arg,
+    def _on_host(self) -> HostCall:
+        """A call pinned to the host whose agent process holds this thread."""
+        return HostCall(
             task_queue=self.turn.runtime.task_queue,
-            result_type=result_type,
             schedule_to_start_timeout=HOST_START,
             start_to_close_timeout=HOST_CALL,
             retry_policy=HOST_RETRY,
-            summary=summary,
         )
 
-    async def _to_chat(
-        self, activity: str, arg: BaseModel, *, summary: str, result_type: type | None = None
-    ) -> Any:
+    async def _to_chat(self, call: ChatCall[A, R], arg: A, *, summary: str) -> R:
         """A call into this chat's channel, retried until it lands. A local activity: the chat's
         worker runs this workflow and speaks the channel, so a reply costs no task-queue hop and
         no workflow task of its own (a retry longer than a minute waits on a durable timer)."""
-        return await workflow.execute_local_activity(
-            activity,
+        return await workflow.execute_local_activity_method(
+            call,
             arg,
-            result_type=result_type,
             start_to_close_timeout=DELIVERY_CALL,
             schedule_to_close_timeout=DELIVERY_WINDOW,
             retry_policy=DELIVERY_RETRY,
@@ -611,7 +572,7 @@ class TurnWorkflow:
         self.state = state
         updates = [names.TURN_STATE.value_set(state)]
         if self.thread_id:
-            updates.append(names.CODEX_THREAD.value_set(self.thread_id))
+            updates.append(names.AGENT_THREAD.value_set(self.thread_id))
         workflow.upsert_search_attributes(updates)
         workflow.set_current_details(
             f"**{state}**" + (f" · thread `{self.thread_id}`" if self.thread_id else "")
@@ -622,27 +583,10 @@ def _duration(seconds: float) -> str:
     return f"{max(seconds, 0):.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
-def _what(request: CodexRequest) -> str:
+def _what(request: AgentRequest) -> str:
     if request.command:
         return f"`{request.command}`"
     return request.reason or request.kind.replace("_", " ")
-
-
-def codex_answer(request: CodexRequest, decision: Decision) -> dict[str, object]:
-    """The JSON-RPC result Codex expects for each kind of request (notes/codex-app-server.md §6)."""
-    if request.kind == "user_input":
-        return {"answers": {qid: {"answers": answers} for qid, answers in decision.answers.items()}}
-    if request.kind == "permissions":
-        granted = decision.decision in ("accept", "acceptForSession")
-        scope = "session" if decision.decision == "acceptForSession" else "turn"
-        # Granting = handing back what was asked for; {} denies it all (notes/codex-app-server.md §6).
-        return {"permissions": request.permissions if granted else {}, "scope": scope}
-    if request.kind == "elicitation":
-        action = {"accept": "accept", "acceptForSession": "accept", "decline": "decline"}.get(
-            decision.decision or "", "cancel"
-        )
-        return {"action": action, "content": None}
-    return {"decision": decision.decision or "decline"}
 
 
 def reply_text(outcome: TurnOutcome) -> str:

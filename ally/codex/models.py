@@ -1,6 +1,7 @@
 """The shapes `CodexRuntime` takes and gives: thread settings, turn inputs, turn events, snapshots.
 
-Field names follow `ally.contracts` (CodexRequest) so activities convert by name. These
+Field names follow `ally.contracts` (AgentRequest) so activities convert by name; thread settings,
+request kinds and end states are the contracts' own. These
 are ours, not Codex's: the generated wire models live in `ally.codex.protocol`.
 """
 
@@ -10,36 +11,27 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-ApprovalPolicy = Literal["untrusted", "on-request", "never"]
-SandboxMode = Literal["read-only", "workspace-write", "danger-full-access"]
-RequestKind = Literal["command", "file_change", "permissions", "user_input", "elicitation", "other"]
-EndStatus = Literal["completed", "interrupted", "failed"]
+# The neutral vocabulary the workflows speak; this client takes and gives it as is.
+from ally.contracts.agent import ApprovalPolicy as ApprovalPolicy
+from ally.contracts.agent import EndStatus as EndStatus
+from ally.contracts.agent import RequestKind as RequestKind
+from ally.contracts.agent import SandboxMode as SandboxMode
+from ally.contracts.agent import ThreadSettings as ThreadSettings
+
 TurnStatus = Literal["inProgress", "completed", "interrupted", "failed"]
 RuntimeState = Literal["running", "restarting", "stopped"]
 
 
-class ThreadSettings(BaseModel):
-    """What `thread/start` gets. A resumed thread keeps the settings it was started with (notes §3)."""
-
-    cwd: str
-    model: str | None = None  # None: the model in $CODEX_HOME/config.toml
-    sandbox: SandboxMode = "workspace-write"
-    approval_policy: ApprovalPolicy = "on-request"
-    developer_instructions: str | None = None
-    # Dotted config keys for this thread only, e.g. {"features.request_permissions_tool": True} (notes §1).
-    config: dict[str, Any] = {}
-
-
-class TurnInput(BaseModel):
-    """One part of a user message: `TurnInput(type="text", text=…)` or
-    `TurnInput(type="localImage", path=…)` (an image file on the runtime host, absolute path)."""
+class InputPart(BaseModel):
+    """One part of a user message: `InputPart(type="text", text=…)` or
+    `InputPart(type="localImage", path=…)` (an image file on the runtime host, absolute path)."""
 
     type: Literal["text", "localImage"] = "text"
     text: str = ""
     path: str = ""
 
     @model_validator(mode="after")
-    def _has_its_field(self) -> TurnInput:
+    def _has_its_field(self) -> InputPart:
         if self.type == "localImage" and not self.path:
             raise ValueError("a localImage input needs a path")
         return self
@@ -54,7 +46,7 @@ class TurnInput(BaseModel):
 # --- what watch_turn yields ---------------------------------------------------------------------
 
 
-class PendingRequest(BaseModel):
+class RequestPending(BaseModel):
     """Codex waits on an answer to this; give it with `CodexRuntime.answer_request(key, result)`."""
 
     event: Literal["pending_request"] = "pending_request"
@@ -97,7 +89,7 @@ class TurnEnded(BaseModel):
 
 
 TurnEvent = Annotated[
-    PendingRequest | RequestResolved | ItemCompleted | TurnEnded, Field(discriminator="event")
+    RequestPending | RequestResolved | ItemCompleted | TurnEnded, Field(discriminator="event")
 ]
 
 

@@ -41,9 +41,10 @@ from ally.codex.errors import (
 )
 from ally.codex.journal import TurnJournal, user_text
 from ally.codex.models import (
+    InputPart,
     ItemCompleted,
-    PendingRequest,
     RequestKind,
+    RequestPending,
     RequestResolved,
     RuntimeHealth,
     RuntimeState,
@@ -51,7 +52,6 @@ from ally.codex.models import (
     ThreadSnapshot,
     TurnEnded,
     TurnEvent,
-    TurnInput,
     TurnSnapshot,
 )
 from ally.codex.process import CodexProcess, CodexStartFailed
@@ -63,10 +63,11 @@ __all__ = [  # the runtime's public surface, so activities import from one place
     "CodexRuntimeError",
     "CodexStartFailed",
     "CodexUnresponsive",
+    "InputPart",
     "InputRejected",
     "InvalidAnswer",
     "ItemCompleted",
-    "PendingRequest",
+    "RequestPending",
     "RequestResolved",
     "RuntimeHealth",
     "RuntimeNotRunning",
@@ -77,7 +78,6 @@ __all__ = [  # the runtime's public surface, so activities import from one place
     "ThreadSnapshot",
     "TurnEnded",
     "TurnEvent",
-    "TurnInput",
     "TurnNotActive",
     "TurnSnapshot",
     "UnknownRequest",
@@ -132,7 +132,7 @@ WRITER_LOCK_RETRY_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.5)
 
 @dataclass(slots=True)
 class _Pending:
-    request: PendingRequest
+    request: RequestPending
     future: asyncio.Future[dict[str, Any]]
 
 
@@ -442,7 +442,7 @@ class CodexRuntime:
     # --- turns --------------------------------------------------------------------------------
 
     async def start_turn(
-        self, thread_id: str, inputs: Sequence[TurnInput], *, plan_mode: bool = False
+        self, thread_id: str, inputs: Sequence[InputPart], *, plan_mode: bool = False
     ) -> str:
         """Start a turn and return its id. On a busy thread Codex starts nothing: it appends the
         input to the active turn like a steer and returns that turn's id (notes §4) — compare."""
@@ -483,7 +483,7 @@ class CodexRuntime:
         return record is not None and record.thread_id == thread_id and not record.lost
 
     async def answer_request(self, key: str, result: dict[str, Any]) -> None:
-        """Answer a `PendingRequest` (e.g. {"decision": "accept"}); raises `UnknownRequest` when it is
+        """Answer a `RequestPending` (e.g. {"decision": "accept"}); raises `UnknownRequest` when it is
         not pending in this child generation and `InvalidAnswer` when `result` does not fit."""
         pending = self._pending.get(key)
         if pending is None or pending.future.done():
@@ -516,7 +516,7 @@ class CodexRuntime:
         params = {
             "threadId": thread_id,
             "expectedTurnId": turn_id,
-            "input": [TurnInput(text=text).to_wire()],
+            "input": [InputPart(text=text).to_wire()],
         }
         return _validated(protocol.TurnSteerResponse, await self._call("turn/steer", params)).turn_id
 
@@ -570,7 +570,7 @@ class CodexRuntime:
         self._journal.turn(request.thread_id, request.turn_id).append(request)
         return await pending.future
 
-    def _describe(self, key: str, method: str, kind: RequestKind, params: dict[str, Any]) -> PendingRequest:
+    def _describe(self, key: str, method: str, kind: RequestKind, params: dict[str, Any]) -> RequestPending:
         """The request as watchers see it; raises JsonRpcError (answered to Codex) when it cannot be shown."""
         try:
             parsed: Any = _PARAMS[kind].model_validate(params)
@@ -601,7 +601,7 @@ class CodexRuntime:
                 fields["questions"] = params.get("questions") or []
             case "elicitation":
                 fields["reason"] = getattr(parsed, "message", None)
-        return PendingRequest(
+        return RequestPending(
             key=key, method=method, kind=kind, thread_id=thread_id, turn_id=turn_id, params=params, **fields
         )
 

@@ -31,10 +31,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from ally.contracts import ApprovalPrompt, CodexRequest
+from ally.contracts import AgentRequest, ApprovalPrompt, DecisionWord
 
 Tone = Literal["answer", "notice", "problem"]
-DecisionWord = Literal["accept", "acceptForSession", "decline", "cancel"]
 
 CARD_BUDGET_BYTES = 25 * 1024  # Feishu refuses cards over 30 KB (230025/230099); keep a margin
 FRAME_RESERVE_BYTES = 2 * 1024  # header, summary, config and element wrappers around the markdown
@@ -409,7 +408,7 @@ def approval_card(prompt: ApprovalPrompt) -> dict[str, Any]:
     return _card(elements, title=title, template="orange", summary=title)
 
 
-def decided_card(request: CodexRequest, decision: str, decided_by: str, decided_at: str) -> dict[str, Any]:
+def decided_card(request: AgentRequest, decision: str, decided_by: str, decided_at: str) -> dict[str, Any]:
     """The approval card once decided: the request as it was asked, and who decided what, when."""
     shown, template = DECIDED.get(decision, (decision, "grey"))
     who = escape_mentions(decided_by)
@@ -438,7 +437,7 @@ def decision_values(card: Any) -> list[DecisionValue]:
     return found
 
 
-def _request_elements(request: CodexRequest) -> list[dict[str, Any]]:
+def _request_elements(request: AgentRequest) -> list[dict[str, Any]]:
     lines: list[str] = []
     if request.command:
         lines.append(code_block(request.command, "bash"))

@@ -36,7 +36,7 @@ from temporalio.client import Client
 
 from ally.access import AccessConfig
 from ally.chat_client import ChatClient
-from ally.contracts import ChatRef
+from ally.contracts import ChatRef, ConversationState
 from ally.feishu import cards, events
 from ally.feishu.acks import ACK_WAITS, HandOverFailed, PendingAck
 from ally.feishu.channel import FeishuChannel
@@ -52,7 +52,6 @@ from ally.feishu.events import (
 )
 from ally.feishu.inbound import MessageReader
 from ally.feishu.intake import Intake
-from workflows.conversation import ConversationState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

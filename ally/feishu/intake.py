@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from ally import names
 from ally.access import AccessConfig, may_prompt
 from ally.chat_client import ChatClient, MessageRefused
-from ally.contracts import ChatRef, InboundMessage
+from ally.contracts import ChatRef, ConversationState, InboundMessage
 from ally.feishu.channel import FeishuChannel
 from ally.feishu.decisions import FeishuDecisions
 from ally.feishu.events import Envelope, MessageReceived
 from ally.feishu.inbound import Ignored, MessageReader
-from workflows.conversation import ConversationState
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,145 @@
+"""Every model that crosses Temporal, in one place and in words that fit any agent and any channel.
+
+Start here to read the system: a chat's message becomes a turn (`TurnInput`, workflows/turn.py) of
+its conversation (`ConversationState`, workflows/conversation.py); the turn asks an agent runtime
+host to run it (`StartTurnInput` -> `TurnOutcome`), forwards each `AgentRequest` the agent waits on
+to the chat or the policy, and sends the agent their `Decision`.
+
+    agent.py      the agent's side: thread settings, requests, decisions, outcomes
+    chat.py       the chat's side: chats, people, messages, replies, cards, emoji
+    policy.py     the approval policy's configuration, question and verdict
+    workflows.py  the workflows' own inputs, results, states and query views
+
+One model argument per workflow and activity, so fields can be added without breaking histories.
+Payloads carry ids and the final text only, never transcripts. Nothing here imports an agent's
+client package (ally/codex/): the runtime host translates to and from its wire format.
+"""
+
+from __future__ import annotations
+
+from ally.contracts.agent import (
+    AgentRequest as AgentRequest,
+)
+from ally.contracts.agent import (
+    AnswerRequestInput as AnswerRequestInput,
+)
+from ally.contracts.agent import (
+    ApprovalPolicy as ApprovalPolicy,
+)
+from ally.contracts.agent import (
+    Decision as Decision,
+)
+from ally.contracts.agent import (
+    DecisionWord as DecisionWord,
+)
+from ally.contracts.agent import (
+    EndStatus as EndStatus,
+)
+from ally.contracts.agent import (
+    Person as Person,
+)
+from ally.contracts.agent import (
+    RequestKind as RequestKind,
+)
+from ally.contracts.agent import (
+    RuntimeLocation as RuntimeLocation,
+)
+from ally.contracts.agent import (
+    SandboxMode as SandboxMode,
+)
+from ally.contracts.agent import (
+    StartTurnInput as StartTurnInput,
+)
+from ally.contracts.agent import (
+    SteerTurnInput as SteerTurnInput,
+)
+from ally.contracts.agent import (
+    ThreadSettings as ThreadSettings,
+)
+from ally.contracts.agent import (
+    TurnOutcome as TurnOutcome,
+)
+from ally.contracts.agent import (
+    TurnProgress as TurnProgress,
+)
+from ally.contracts.chat import (
+    ApprovalOutcome as ApprovalOutcome,
+)
+from ally.contracts.chat import (
+    ApprovalPrompt as ApprovalPrompt,
+)
+from ally.contracts.chat import (
+    ChatRef as ChatRef,
+)
+from ally.contracts.chat import (
+    FinalReply as FinalReply,
+)
+from ally.contracts.chat import (
+    InboundMessage as InboundMessage,
+)
+from ally.contracts.chat import (
+    Reaction as Reaction,
+)
+from ally.contracts.chat import (
+    ReactionRef as ReactionRef,
+)
+from ally.contracts.chat import (
+    Reply as Reply,
+)
+from ally.contracts.chat import (
+    SentMessage as SentMessage,
+)
+from ally.contracts.policy import (
+    CommandGrant as CommandGrant,
+)
+from ally.contracts.policy import (
+    Mode as Mode,
+)
+from ally.contracts.policy import (
+    PolicyConfig as PolicyConfig,
+)
+from ally.contracts.policy import (
+    PolicyQuestion as PolicyQuestion,
+)
+from ally.contracts.policy import (
+    Rule as Rule,
+)
+from ally.contracts.policy import (
+    SessionGrants as SessionGrants,
+)
+from ally.contracts.policy import (
+    Verdict as Verdict,
+)
+from ally.contracts.workflows import (
+    ChatConfig as ChatConfig,
+)
+from ally.contracts.workflows import (
+    ConversationState as ConversationState,
+)
+from ally.contracts.workflows import (
+    ConversationView as ConversationView,
+)
+from ally.contracts.workflows import (
+    DecisionRecord as DecisionRecord,
+)
+from ally.contracts.workflows import (
+    HeldAttachment as HeldAttachment,
+)
+from ally.contracts.workflows import (
+    Inbound as Inbound,
+)
+from ally.contracts.workflows import (
+    PendingRequest as PendingRequest,
+)
+from ally.contracts.workflows import (
+    TurnInput as TurnInput,
+)
+from ally.contracts.workflows import (
+    TurnOrigin as TurnOrigin,
+)
+from ally.contracts.workflows import (
+    TurnResult as TurnResult,
+)
+from ally.contracts.workflows import (
+    TurnView as TurnView,
+)

@@ -1,0 +1,122 @@
+"""The agent's side of a turn, in words that fit any agent runtime: where it runs, what a turn asks
+of it, what it waits on (an `AgentRequest`), how a person or rule answers (a `Decision`), how the
+turn ended. The runtime host translates these to and from its own wire format (for Codex:
+activities/codex.py and ally/codex/); nothing here knows that format.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+ApprovalPolicy = Literal["untrusted", "on-request", "never"]
+SandboxMode = Literal["read-only", "workspace-write", "danger-full-access"]
+RequestKind = Literal["command", "file_change", "permissions", "user_input", "elicitation", "other"]
+EndStatus = Literal["completed", "interrupted", "failed"]
+# How a person (or a rule) answers a request: one spelling for cards, text shortcuts and the terminal.
+DecisionWord = Literal["accept", "acceptForSession", "decline", "cancel"]
+
+
+class ThreadSettings(BaseModel):
+    """What a new thread is started with. A resumed thread keeps the settings it was started with
+    (docs/codex-app-server.md)."""
+
+    cwd: str
+    model: str | None = None  # None: the model in the agent's own configuration
+    sandbox: SandboxMode = "workspace-write"
+    approval_policy: ApprovalPolicy = "on-request"
+    developer_instructions: str | None = None
+    # Dotted config keys for this thread only, e.g. {"features.request_permissions_tool": True}.
+    config: dict[str, Any] = {}
+
+
+class RuntimeLocation(BaseModel):
+    """Where a conversation's agent thread lives: the host and its pinned task queue."""
+
+    host: str
+    task_queue: str
+
+
+class StartTurnInput(BaseModel):
+    thread_id: str | None  # None: a new thread
+    settings: ThreadSettings
+    text: str
+    local_images: list[str] = []
+    plan_mode: bool = False
+
+
+class TurnProgress(BaseModel):
+    """Heartbeat details of `run_turn`: the submitted turn, sent the moment the agent accepts it, so
+    a retry follows that turn instead of submitting the prompt again. Shown in the Temporal UI."""
+
+    thread_id: str
+    turn_id: str  # the agent's id of the turn, not a workflow id
+    last_item: str | None = None
+
+
+class AgentRequest(BaseModel):
+    """A request (approval, question) the agent is waiting on, forwarded to the turn workflow."""
+
+    key: str
+    kind: RequestKind
+    method: str  # the agent's own name for the request, shown to no one but kept for the audit
+    thread_id: str
+    turn_id: str | None = None
+    item_id: str | None = None
+    command: str | None = None
+    cwd: str | None = None
+    reason: str | None = None
+    diff: str | None = None
+    questions: list[dict[str, Any]] = []
+    permissions: dict[str, Any] = {}  # what a permissions request asks for (network, file system)
+    # A command approval may also ask for more permissions; accepting it grants them.
+    additional_permissions: dict[str, Any] = {}
+
+
+class TurnOutcome(BaseModel):
+    """How a turn ended, read back from the agent's stored thread (never assumed from events)."""
+
+    thread_id: str
+    turn_id: str
+    status: EndStatus
+    final_text: str = ""
+    error: str | None = None
+    runtime_restarted: bool = False
+    # The agent refused the prompt itself (too long): `error` says why in words for the person; no
+    # turn was started, and sending the same text again fails the same way.
+    input_refused: bool = False
+
+
+class Person(BaseModel):
+    id: str
+    name: str = ""
+
+
+class Decision(BaseModel):
+    """A person's (or a rule's) answer to a pending request: a card click, a text shortcut, the
+    terminal, the policy."""
+
+    key: str
+    decision: DecisionWord | None = None
+    answers: dict[str, list[str]] = {}  # user-input answers by question id
+    operator: Person
+
+
+class AnswerRequestInput(BaseModel):
+    """The decision on one request, for the host to answer its agent in the agent's own terms.
+
+    Turns scheduled before this shape carried the wire answer already built (`result`); a retry of
+    such an activity may still arrive after an upgrade, so the host takes that shape too.
+    """
+
+    key: str
+    request: AgentRequest | None = None
+    decision: Decision | None = None
+    result: dict[str, Any] | None = None  # the old shape: the agent's answer, built by the workflow
+
+
+class SteerTurnInput(BaseModel):
+    """More text for the turn the calling workflow runs on this host (the host knows which)."""
+
+    text: str

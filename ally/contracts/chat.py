@@ -1,0 +1,94 @@
+"""The chat's side: which chat, who spoke, what the channel shows (replies, approval cards, emoji).
+
+Channels (ally/channels/, ally/feishu/) speak these; the workflows never see a channel's own shapes.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from ally.contracts.agent import AgentRequest, Person
+
+
+class ChatRef(BaseModel):
+    """A chat, and the task queue of the worker that serves it: that worker runs the chat's
+    conversation and turns and speaks its channel (workers/chat.py).
+
+    Feishu chats are served by the gateway; a terminal conversation (`ally chat`) serves its own
+    queue, so the same workflows reach either without knowing which.
+    """
+
+    channel: Literal["feishu", "console"]
+    chat_id: str
+    chat_type: Literal["p2p", "group"] = "p2p"
+    worker_queue: str
+    reactions: bool = True  # whether the channel shows emoji on messages (the terminal does not)
+
+
+class InboundMessage(BaseModel):
+    message_id: str
+    chat: ChatRef
+    sender: Person
+    text: str
+    local_images: list[str] = []
+    reply_to: str | None = None  # the channel message a reply should answer (thread-aware)
+    quoted: str = ""  # the message this one quotes, as a blockquote the agent reads before the text
+    # A group image or file sent without an @-mention (it cannot carry one): the conversation keeps
+    # it for the sender's next request instead of running a turn for it.
+    attachment_only: bool = False
+
+
+class SentMessage(BaseModel):
+    message_id: str
+
+
+class Reply(BaseModel):
+    chat: ChatRef
+    reply_to: str | None
+    text: str
+    idempotency_key: str
+    tone: Literal["answer", "notice", "problem"] = "answer"
+
+
+class ApprovalPrompt(BaseModel):
+    chat: ChatRef
+    reply_to: str | None
+    turn_workflow_id: str  # where a click on the card sends its decision
+    request: AgentRequest
+    idempotency_key: str
+    expires_in_s: float
+    asked_because: str | None = None  # why the policy did not decide it: "network access (curl)"
+
+
+class ApprovalOutcome(BaseModel):
+    chat: ChatRef
+    message_id: str
+    request: AgentRequest
+    decision: str
+    decided_by: str  # a person's name, or the rule that decided
+    decided_at: str
+
+
+class Reaction(BaseModel):
+    """An emoji on a person's message: progress without a message (Feishu emoji_type names)."""
+
+    chat: ChatRef
+    message_id: str
+    emoji: str
+
+
+class ReactionRef(BaseModel):
+    chat: ChatRef
+    message_id: str
+    reaction_id: str | None  # None where the channel shows no reactions (the terminal)
+
+
+class FinalReply(BaseModel):
+    """A turn's last message and the reactions settled with it, in one delivery: the working emoji
+    comes off, and a completed turn gets its done emoji. Reactions are best effort; the reply is not."""
+
+    reply: Reply
+    working: ReactionRef | None = None
+    done_emoji: str | None = None

@@ -1,0 +1,156 @@
+"""What the workflows take, give, keep and show: a turn's input and result, the state a
+conversation carries across continue-as-new, what each shows to a query, what is handed over.
+
+Recorded histories hold these as JSON by field name: a class may be renamed freely, a field only
+with its old spelling still accepted (docs/operations.md, "Restarts and upgrades").
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, model_validator
+
+from ally import names
+from ally.contracts.agent import AgentRequest, Decision, Person, RuntimeLocation, ThreadSettings
+from ally.contracts.chat import ChatRef, InboundMessage
+from ally.contracts.policy import Mode, PolicyConfig, SessionGrants
+
+# --- a turn ----------------------------------------------------------------------------------------
+
+
+class TurnOrigin(BaseModel):
+    """Where a turn came from. Today always a person's message in a chat; a routine or a handoff
+    from another assistant would be kinds of their own, with what they need to say so."""
+
+    kind: Literal["message"] = "message"
+    message_id: str
+    sender: Person
+
+
+class TurnInput(BaseModel):
+    message: InboundMessage  # the chat to answer in and the text to run, whatever the origin
+    origin: TurnOrigin
+    runtime: RuntimeLocation
+    thread_id: str | None
+    settings: ThreadSettings
+    approvers: list[str] = []  # besides the sender, who may decide this turn's approvals
+    approval_timeout_s: float = 30 * 60
+    reminder_after_s: float = 10 * 60
+    policy: PolicyConfig = PolicyConfig()
+    mode: Mode = "ask"
+    grants: SessionGrants = SessionGrants()  # "approve for session" answers in this thread so far
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_a_message(cls, data: Any) -> Any:
+        """Turns started before `origin` existed were all a person's message."""
+        if isinstance(data, dict) and data.get("origin") is None:
+            message = data.get("message")
+            if isinstance(message, InboundMessage):
+                message = message.model_dump()
+            if isinstance(message, dict):
+                origin = {"message_id": message.get("message_id"), "sender": message.get("sender")}
+                return {**data, "origin": origin}
+        return data
+
+
+class PendingRequest(BaseModel):
+    """A request the turn workflow holds: shown, decided, answered (workflow state, never a payload)."""
+
+    request: AgentRequest
+    shown_at: float
+    card_message_id: str | None = None
+    decision: Decision | None = None
+    answered: bool = False
+    reminded: bool = False
+    asked_because: str | None = None  # why the policy left it to a person, for the card
+
+
+class DecisionRecord(BaseModel):
+    """One line of the audit trail: who (or which rule) decided what, and when."""
+
+    kind: str
+    what: str
+    decision: str
+    decided_by: str
+    decided_at: str
+    by_policy: bool = False  # a rule, the chat's mode or a session grant decided, not a person
+    key: str = ""  # the request's key: whoever decided can see what became of the decision
+
+
+class TurnResult(BaseModel):
+    thread_id: str | None
+    turn_id: str | None
+    status: str  # completed | interrupted | failed | host_lost
+    runtime_restarted: bool = False
+    grants: SessionGrants = SessionGrants()
+    decisions: list[DecisionRecord] = []
+    unsteered: list[str] = []  # steers that reached the turn only after the agent had finished it
+
+
+class TurnView(BaseModel):
+    state: str
+    thread_id: str | None
+    turn_id: str | None
+    pending: list[AgentRequest]
+    steers: int
+    decisions: list[DecisionRecord] = []
+
+
+# --- a conversation --------------------------------------------------------------------------------
+
+
+class HeldAttachment(BaseModel):
+    """A group image or file kept for its sender's next request (see `HELD_FOR_S`)."""
+
+    message: InboundMessage
+    held_at: float  # workflow time it arrived
+
+
+class ConversationState(BaseModel):
+    """Everything a conversation carries across continue-as-new."""
+
+    chat: ChatRef
+    settings: ThreadSettings
+    discovery_queue: str = names.RUNTIME_DISCOVERY_QUEUE
+    thread_id: str | None = None
+    runtime: RuntimeLocation | None = None
+    busy_policy: Literal["queue", "steer"] = "queue"
+    approvers: list[str] = []
+    queue: list[InboundMessage] = []
+    seen: list[str] = []
+    last_message: InboundMessage | None = None
+    turns: int = 0
+    notices: int = 0  # numbers each notice, so its idempotency key is never reused
+    policy: PolicyConfig = PolicyConfig()
+    mode: Mode | None = None  # this chat's autonomy; None = the policy's default
+    grants: SessionGrants = SessionGrants()  # "approve for session" answers in the current thread
+    automatic: list[str] = []  # the latest decisions the policy took on its own, for /status
+    held: list[HeldAttachment] = []  # attachments waiting for their sender's next request
+    unannounced: list[str] = []  # ids of queued messages not told their position yet
+    announce_at: float | None = None  # workflow time the next queue notice is due
+    last_announced: float | None = None  # workflow time of the last queue notice
+
+
+class ChatConfig(BaseModel):
+    """What this machine's configuration says about a chat now. Every hand-over carries it, so an
+    edited config.toml reaches chats whose conversations were started before the edit."""
+
+    settings: ThreadSettings
+    policy: PolicyConfig = PolicyConfig()
+    approvers: list[str] = []
+
+
+class Inbound(BaseModel):
+    message: InboundMessage
+    config: ChatConfig | None = None
+
+
+class ConversationView(BaseModel):
+    thread_id: str | None
+    running: str | None
+    running_turn_workflow_id: str | None
+    queued: list[str]
+    busy_policy: str
+    turns: int
