@@ -320,13 +320,13 @@ def answer_of(request: AnswerRequestInput) -> dict[str, Any]:
 
 
 def wire_answer(request: AgentRequest, decision: Decision) -> dict[str, Any]:
-    """The JSON-RPC result Codex expects for each kind of request (notes/codex-app-server.md §6)."""
+    """The JSON-RPC result Codex expects for each kind of request (docs/codex-app-server.md §6)."""
     if request.kind == "user_input":
         return {"answers": {qid: {"answers": answers} for qid, answers in decision.answers.items()}}
     if request.kind == "permissions":
         granted = decision.decision in ("accept", "acceptForSession")
         scope = "session" if decision.decision == "acceptForSession" else "turn"
-        # Granting = handing back what was asked for; {} denies it all (notes/codex-app-server.md §6).
+        # Granting = handing back what was asked for; {} denies it all (docs/codex-app-server.md §6).
         return {"permissions": request.permissions if granted else {}, "scope": scope}
     if request.kind == "elicitation":
         action = {"accept": "accept", "acceptForSession": "accept", "decline": "decline"}.get(

@@ -1,7 +1,7 @@
 """`ChatClient`: what the outside world asks of chats, in one place, for every channel and the CLI.
 
 - `hand_over` delivers a person's message to its chat's conversation with signal-with-start. It
-  works with no worker running (the server records the signal durably, notes/temporal.md §3), so a
+  works with no worker running (the server records the signal durably, docs/temporal.md §3), so a
   message accepted here is never lost; it is answered when the workers are back. A message that
   cannot travel is refused here, in words for the person: text that is not valid UTF-8, or more
   than `MAX_MESSAGE_BYTES` as it is encoded in Temporal's payloads (Temporal refuses any payload
@@ -10,7 +10,7 @@
   (still pending? may this person decide?) and answered, its id derived from the request and the
   person so a double click or a redelivered card callback decides once. An update needs a live
   workflow worker; when none answers in time the decision goes as a signal, which the server
-  accepts durably and the workflow re-checks when it next runs (notes/temporal.md §2).
+  accepts durably and the workflow re-checks when it next runs (docs/temporal.md §2).
 - `waiting` / `waiting_everywhere` list the requests that wait for a decision, in one chat or in
   every running turn, each with a short id that does not move while it waits.
 - `recall` drops a queued message; `stop` interrupts a chat's running turn.

@@ -14,7 +14,7 @@ from temporalio.common import SearchAttributeKey
 # which owns the Feishu client. A terminal chat has a queue of its own (inbound.console_chat).
 FEISHU_CHATS_QUEUE = "feishu-chats"
 # Shared queue every runtime host polls; it answers "which host are you?" so that a conversation
-# can pin its turns to the host whose child process holds the thread (notes/temporal.md §1).
+# can pin its turns to the host whose child process holds the thread (docs/temporal.md §1).
 RUNTIME_DISCOVERY_QUEUE = "codex-runtime"
 
 

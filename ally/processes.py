@@ -3,7 +3,7 @@
 Every process work-ally starts (the Temporal dev server, the workers, the Codex child) runs in its
 own process group, so a stop can signal the whole group, and on Linux asks the kernel to SIGKILL it
 if its parent dies first (PR_SET_PDEATHSIG): a `kill -9` of a parent must not leave an orphan that
-holds a port or a Codex thread's writer lock (notes/codex-app-server.md §1).
+holds a port or a Codex thread's writer lock (docs/codex-app-server.md §1).
 """
 
 from __future__ import annotations

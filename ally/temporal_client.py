@@ -2,7 +2,7 @@
 
 A cluster is configured either in work-ally's own `[temporal] address`, or the way every Temporal
 tool reads it (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TLS and API-key variables, TOML profiles via
-TEMPORAL_CONFIG_FILE / TEMPORAL_PROFILE; notes/temporal.md §8). Then `ally up` starts no server.
+TEMPORAL_CONFIG_FILE / TEMPORAL_PROFILE; docs/temporal.md §8). Then `ally up` starts no server.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from pathlib import Path
 from ally.names import SEARCH_ATTRIBUTES
 
 # With defaults, the dev server's single history shard polls its transfer and timer queues at
-# most 20 times a second, so every activity hop waits ~50 ms (notes/temporal.md §7: 1 activity
+# most 20 times a second, so every activity hop waits ~50 ms (docs/temporal.md §7: 1 activity
 # 100 ms -> 13 ms with 1000). WAL + synchronous=off halves SQLite commit time; it still survives a
 # crash of the server process (not of the machine), which is the dev server's promise anyway.
 # The dev server also re-reads the search attributes from its database on every use (so that ones

@@ -250,7 +250,8 @@ async def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     binary = find_codex_binary()
     model = ModelServerProcess()
-    # Outside the system temp dir: Codex refuses to create its helper binaries under it (notes §1).
+    # Outside the system temp dir: Codex refuses to create its helper binaries under it
+    # (docs/codex-app-server.md §1).
     with tempfile.TemporaryDirectory(prefix="codex-bench-", dir=Path.home()) as tmp:
         base = Path(tmp)
         try:

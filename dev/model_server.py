@@ -1,7 +1,7 @@
 """A scripted OpenAI Responses-API server, so tests and `--demo` drive the real Codex binary offline.
 
 Codex talks to a custom model provider with `POST {base_url}/responses` and reads Server-Sent
-Events back (notes/codex-app-server.md §9). Each request pops the next queued `Step`, FIFO; a test
+Events back (docs/codex-app-server.md §9). Each request pops the next queued `Step`, FIFO; a test
 queues exactly the model behaviour it needs and asserts on what Codex sent (`received()`).
 
     with ScriptedModelServer() as model:
@@ -67,7 +67,7 @@ class ApplyPatch(BaseModel):
 
 
 class AskUser(BaseModel):
-    """A `request_user_input` call; it reaches the user only in Plan mode (notes §6)."""
+    """A `request_user_input` call; it reaches the user only in Plan mode (docs/codex-app-server.md §6)."""
 
     kind: Literal["ask_user"] = "ask_user"
     questions: list[dict[str, Any]]
@@ -180,7 +180,7 @@ def _output(step: Step, response_id: str, ids: Iterator[int]) -> Iterator[bytes 
             # `output_item.done` alone is enough: Codex emits item/started + item/completed for it.
             yield _done(_message(f"msg_{n}", text))
         case Stream(chunks=chunks, delay_s=delay):
-            # Deltas without a prior `output_item.added` are dropped by Codex (notes §9).
+            # Deltas without a prior `output_item.added` are dropped by Codex (docs/codex-app-server.md §9).
             yield _added(_message(f"msg_{n}", ""))
             for i, chunk in enumerate(chunks):
                 if i:

@@ -16,7 +16,7 @@ from ally.temporal_server import temporal_binary, tuning_args
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     # start_local with an existing binary works offline; start_time_skipping() would try to
-    # download a test server and fail here (notes/temporal.md §6).
+    # download a test server and fail here (docs/temporal.md §6).
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(temporal_binary()),
         data_converter=pydantic_data_converter,

@@ -82,7 +82,7 @@ async def feishu_stack(
     access: AccessConfig | None = None,
     demo: bool = False,
 ) -> AsyncIterator[FeishuStack]:
-    # lark-oapi caches tenant tokens process-wide by app_id: one app id per test (notes §5).
+    # lark-oapi caches tenant tokens process-wide by app_id: one app id per test (docs/feishu-platform.md §5).
     forget_sdk_token(app_id)
     with FakeFeishu(app_id=app_id) as fake:
         config = FeishuConfig.model_validate(

@@ -62,7 +62,7 @@ class Host:
     workspace: Path
 
     def settings(self) -> ThreadSettings:
-        # read-only: an escalated command and any file change need approval (notes §9).
+        # read-only: an escalated command and any file change need approval (docs/codex-app-server.md §9).
         return ThreadSettings(cwd=str(self.workspace), sandbox="read-only", approval_policy="on-request")
 
     async def new_thread(self) -> str:
@@ -206,7 +206,7 @@ async def test_a_busy_thread_gets_no_second_turn(host: Host) -> None:
     first = await host.runtime.start_turn(thread_id, text("first"))
     await model_requests(host.model, 1)
 
-    # notes §4: turn/start on a busy thread appends the input to the active turn.
+    # docs/codex-app-server.md §4: turn/start on a busy thread appends the input to the active turn.
     second = await host.runtime.start_turn(thread_id, text("second"))
 
     assert second == first
@@ -595,7 +595,7 @@ async def main() -> None:
     runtime = CodexRuntime(find_codex_binary(), Path(sys.argv[1]))
     await runtime.start()
     # Keep the child's stdin open past our death, so only PR_SET_PDEATHSIG can end it: a closed
-    # stdin alone would make it exit too (notes section 1).
+    # stdin alone would make it exit too (docs/codex-app-server.md §1).
     stdin = runtime._child._process.stdin.get_extra_info("pipe").fileno()
     quiet = subprocess.DEVNULL
     holder = subprocess.Popen(["sleep", "600"], pass_fds=[stdin], stdout=quiet, start_new_session=True)

@@ -60,7 +60,7 @@ pytestmark = pytest.mark.feishu
 
 @pytest.fixture
 def fake(request: pytest.FixtureRequest) -> Iterator[FakeFeishu]:
-    # One app id per test: lark-oapi caches tenant tokens process-wide by app_id (notes §5).
+    # One app id per test: lark-oapi caches tenant tokens process-wide by app_id (docs/feishu-platform.md §5).
     app_id = "cli_" + re.sub(r"\W", "_", request.node.name)[:40]
     forget_sdk_token(app_id)
     with FakeFeishu(app_id=app_id) as fake:
@@ -240,7 +240,8 @@ def test_the_bot_looks_up_users_chats_messages_and_itself(fake: FakeFeishu) -> N
     assert stranger.code == 41050  # outside the app's contact range
     assert (chat.data.name, chat.data.chat_mode) == ("Team", "topic")
     assert got.data.items[0].body.content == text("hi")
-    # bot info has no typed SDK call and answers `bot` at top level (notes §1): read the raw body.
+    # bot info has no typed SDK call and answers `bot` at top level (docs/feishu-platform.md §1):
+    # read the raw body.
     assert json.loads(bot.raw.content)["bot"] == {
         "activate_status": 2,
         "app_name": "Ally",
@@ -286,7 +287,7 @@ def test_a_long_answer_goes_out_as_an_uploaded_file(fake: FakeFeishu) -> None:
 
 def test_oversized_cards_and_unknown_messages_are_refused(fake: FakeFeishu) -> None:
     client = sdk_client(fake)
-    too_big = card("Turn", "x" * 31 * 1024)  # card bodies are capped at 30 KB (notes §4)
+    too_big = card("Turn", "x" * 31 * 1024)  # card bodies are capped at 30 KB (docs/feishu-platform.md §4)
 
     refused = client.im.v1.message.create(create_request("oc_1", "interactive", too_big))
     orphan = client.im.v1.message.reply(reply_request("om_never_seen", text("hello?")))
@@ -374,7 +375,8 @@ def test_an_invalid_token_sticks_until_the_sdk_cache_is_cleared(fake: FakeFeishu
     forget_sdk_token(fake.app_id)
     accepted = client.im.v1.message.create(create_request("oc_1", "text", text("b")))
 
-    # The SDK never refreshes on 99991663: it keeps its cached token until told to forget it (notes §5).
+    # The SDK never refreshes on 99991663: it keeps its cached token until told to forget it
+    # (docs/feishu-platform.md §5).
     assert (rejected.code, still_rejected.code, accepted.code) == (99991663, 99991663, 0)
     assert len(fake.calls_to("/tenant_access_token/")) == 2
 
@@ -437,7 +439,8 @@ def test_signed_encrypted_webhook_events_reach_the_handler(fake: FakeFeishu) -> 
         "toast": {"type": "info", "content": "noted"}
     }
     assert tampered.status_code == 500
-    assert unknown.status_code == 500  # "processor not found": Feishu would re-push (notes §1)
+    # "processor not found": Feishu would re-push (docs/feishu-platform.md §1)
+    assert unknown.status_code == 500
     assert json.loads(challenge.content) == {"challenge": "c-123"}
     (message,) = received  # only the untampered delivery
     assert message.event.message.mentions[0].id.open_id == "ou_bot"
@@ -446,8 +449,9 @@ def test_signed_encrypted_webhook_events_reach_the_handler(fake: FakeFeishu) -> 
 
 # --- long connection ---------------------------------------------------------------------------
 # lark.ws.Client binds a module-level event loop at import and never returns from start()
-# (notes §1), and a second client started in the same process would take over that loop: so the
-# module starts ONE client on a daemon thread with its own loop, and the tests share it.
+# (docs/feishu-platform.md §1), and a second client started in the same process would take over that
+# loop: so the module starts ONE client on a daemon thread with its own loop, and the tests share
+# it.
 
 
 class WsHandlers:

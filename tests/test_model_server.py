@@ -1,6 +1,6 @@
 """The scripted model server, on its own and driving the real `codex app-server` (0.169.0).
 
-The Codex tests talk raw newline-delimited JSON-RPC to the native binary (notes/codex-app-server.md
+The Codex tests talk raw newline-delimited JSON-RPC to the native binary (docs/codex-app-server.md
 §1-§2) so they depend on nothing but the model server under test.
 """
 
@@ -147,7 +147,7 @@ async def app_server(
             stdout=asyncio.subprocess.PIPE,
             stderr=stderr,
             env={**os.environ, "CODEX_HOME": str(home)},
-            start_new_session=True,  # so the whole group can be killed (notes §1)
+            start_new_session=True,  # so the whole group can be killed (docs/codex-app-server.md §1)
             limit=16 * 1024 * 1024,  # thread/read lines can be large
         )
     server = AppServer(proc)
@@ -159,7 +159,7 @@ async def app_server(
         yield server
     finally:
         assert proc.stdin is not None
-        proc.stdin.close()  # a closed stdin is a clean shutdown in ~30 ms (notes §1)
+        proc.stdin.close()  # a closed stdin is a clean shutdown in ~30 ms (docs/codex-app-server.md §1)
         try:
             await asyncio.wait_for(proc.wait(), 5)
         except TimeoutError:
@@ -231,7 +231,7 @@ def test_a_stream_announces_the_message_before_its_deltas_and_completes_with_usa
     events = _events(Stream(chunks=["Hel", "lo"]))
     assert [e["type"] for e in events] == [
         "response.created",
-        "response.output_item.added",  # Codex drops deltas without it (notes §9)
+        "response.output_item.added",  # Codex drops deltas without it (docs/codex-app-server.md §9)
         "response.output_text.delta",
         "response.output_text.delta",
         "response.output_item.done",
@@ -456,7 +456,8 @@ async def test_a_question_reaches_the_user_in_plan_mode_and_the_answer_reaches_t
         AskUser(questions=[{"id": "color", "header": "Color", "question": "Which?", "options": options}])
     )
     model.push(Say(text="Blue it is."))
-    # request_user_input is only offered in Plan mode, which needs experimentalApi (notes §6).
+    # request_user_input is only offered in Plan mode, which needs experimentalApi
+    # (docs/codex-app-server.md §6).
     plan = {
         "mode": "plan",
         "settings": {"model": "gpt-5.5", "reasoning_effort": None, "developer_instructions": None},

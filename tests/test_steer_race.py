@@ -1,7 +1,7 @@
 """A steer that reaches the Codex host just after Codex finished the turn is not lost.
 
 The real binary cannot be made to finish a turn at an exact moment, so the Codex host here is a
-stand-in with the same activity names (notes/temporal.md §6): its first turn ends only once the
+stand-in with the same activity names (docs/temporal.md §6): its first turn ends only once the
 steer has been refused as too late. Everything else is real: dev server, workflows, channel.
 """
 

@@ -3,7 +3,7 @@
 Hosts the Codex activities on the host's own queue (`codex-runtime@<host>`, so every call of a
 turn reaches the process that holds the thread) and `locate_runtime` on the shared discovery queue.
 Stopping the worker stops the child: its process group is killed, so no orphan keeps a thread's
-writer lock (notes/codex-app-server.md §1).
+writer lock (docs/codex-app-server.md §1).
 """
 
 from __future__ import annotations

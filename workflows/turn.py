@@ -62,7 +62,7 @@ with workflow.unsafe.imports_passed_through():
     from ally.policy import remember as remember_grant
     from ally.policy_legacy import evaluate as evaluate_legacy_policy
 
-# Pinned calls: a host that is gone must surface in seconds, not hang (notes/temporal.md §1:
+# Pinned calls: a host that is gone must surface in seconds, not hang (docs/temporal.md §1:
 # schedule-to-start is per attempt and not retried, so it reaches this code as "host is gone").
 HOST_START = timedelta(seconds=30)
 HOST_CALL = timedelta(seconds=60)
@@ -149,7 +149,7 @@ class TurnWorkflow:
 
     @decide.validator
     def check_decision(self, decision: Decision) -> None:
-        """Rejected calls leave no history event (notes/temporal.md §2)."""
+        """Rejected calls leave no history event (docs/temporal.md §2)."""
         pending = self.requests.get(decision.key)
         if pending is None or pending.decision is not None:
             raise ValueError("this request is no longer waiting for a decision")

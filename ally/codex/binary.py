@@ -2,7 +2,7 @@
 
 We spawn the *native* binary, never `node_modules/.bin/codex`: on Node older than 22.15 that shim
 spawns the native server as a child and forwards only SIGINT/SIGTERM/SIGHUP, so a SIGKILL of the
-shim orphans a server that keeps the thread's writer lock (notes/codex-app-server.md §1).
+shim orphans a server that keeps the thread's writer lock (docs/codex-app-server.md §1).
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ class RuntimeNotRunning(CodexRuntimeError):
 
 class RuntimeRestarted(CodexRuntimeError):
     """The Codex child died while this call or watch was in flight. Its turn reads back
-    `interrupted` and its pending requests are gone (notes §7, §8): read_thread for the truth,
-    ensure_thread to resume, then start a new turn."""
+    `interrupted` and its pending requests are gone (docs/codex-app-server.md §7, §8): read_thread
+    for the truth, ensure_thread to resume, then start a new turn."""
 
 
 class CodexUnresponsive(CodexRuntimeError):
@@ -62,7 +62,8 @@ class ThreadNotFound(CodexRejected):
 
 
 class ThreadLocked(CodexRejected):
-    """Another process still holds the thread's writer lock (notes §1); it frees when that process exits."""
+    """Another process still holds the thread's writer lock (docs/codex-app-server.md §1); it frees
+    when that process exits."""
 
 
 class UnknownTurn(CodexRuntimeError):
@@ -73,8 +74,8 @@ class UnknownRequest(CodexRuntimeError):
     """answer_request for a key that is not pending in this child generation.
 
     `reason`: "answered" (already answered), "resolved" (Codex cleared it, e.g. the turn was
-    interrupted), "restarted" (an earlier child asked it; that request is gone for good, notes §7),
-    or "unknown".
+    interrupted), "restarted" (an earlier child asked it; that request is gone for good,
+    docs/codex-app-server.md §7), or "unknown".
     """
 
     def __init__(self, key: str, reason: str) -> None:

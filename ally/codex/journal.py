@@ -1,10 +1,11 @@
 """What happened in each turn, recorded from the first notification on, so a late watcher misses nothing.
 
 A scripted turn can start and complete in ~35 ms, before anyone calls watch_turn, and notifications
-for a turn may arrive before the `turn/start` response that names it (notes §4, §10). So the
-journal creates a turn's record lazily from whichever message names its turnId first, keeps the
-events, and `follow()` replays them and then waits for more. Ended turns are forgotten after a
-retention period, so memory stays bounded on a long-lived runtime host.
+for a turn may arrive before the `turn/start` response that names it
+(docs/codex-app-server.md §4, §10). So the journal creates a turn's record lazily from whichever
+message names its turnId first, keeps the events, and `follow()` replays them and then waits for
+more. Ended turns are forgotten after a retention period, so memory stays bounded on a long-lived
+runtime host.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ class TurnRecord:
         self.events: list[TurnEvent] = []
         self.ended_at: float | None = None
         self.lost = False  # the child died before turn/completed
-        # fileChange items by id, from item/started: the approval request carries no diff (notes §6).
+        # fileChange items by id, from item/started: the approval request carries no diff
+        # (docs/codex-app-server.md §6).
         self.file_changes: dict[str, list[dict[str, Any]]] = {}
         self.last_error: str | None = None  # from an `error` notification with willRetry false
         self._changed = asyncio.Event()
@@ -55,7 +57,9 @@ class TurnRecord:
 
     def append(self, event: TurnEvent) -> None:
         if self.ended:
-            return  # e.g. serverRequest/resolved arrives after turn/completed on interrupt (notes §7)
+            # E.g. serverRequest/resolved arrives after turn/completed on interrupt
+            # (docs/codex-app-server.md §7)
+            return
         self.events.append(event)
         self._wake()
 
@@ -144,7 +148,8 @@ class TurnJournal:
             handler(params)
 
     def lose_generation(self, generation: int) -> None:
-        """The child of `generation` died: its unfinished turns will never complete (notes §7)."""
+        """The child of `generation` died: its unfinished turns will never complete
+        (docs/codex-app-server.md §7)."""
         for record in self._turns.values():
             if record.generation == generation and not record.ended:
                 record.lose()
@@ -171,7 +176,8 @@ class TurnJournal:
         )
 
     def _error(self, params: dict[str, Any]) -> None:
-        # willRetry:true is a transient "Reconnecting... 1/2", not the turn's fate (notes §5).
+        # willRetry:true is a transient "Reconnecting... 1/2", not the turn's fate
+        # (docs/codex-app-server.md §5).
         turn_id = params.get("turnId")
         if turn_id and not params.get("willRetry"):
             message = (params.get("error") or {}).get("message")

@@ -65,14 +65,16 @@ class RequestPending(BaseModel):
 
 
 class RequestResolved(BaseModel):
-    """Codex no longer waits on this request: answered, or cleared by an interrupt (notes §7)."""
+    """Codex no longer waits on this request: answered, or cleared by an interrupt
+    (docs/codex-app-server.md §7)."""
 
     event: Literal["request_resolved"] = "request_resolved"
     key: str
 
 
 class ItemCompleted(BaseModel):
-    """A finished item of the turn (`item/completed` is authoritative, notes §5); text is short."""
+    """A finished item of the turn (`item/completed` is authoritative, docs/codex-app-server.md §5);
+    text is short."""
 
     event: Literal["item_completed"] = "item_completed"
     item_type: str  # agentMessage, userMessage, commandExecution, fileChange, reasoning, ...
@@ -81,7 +83,7 @@ class ItemCompleted(BaseModel):
 
 
 class TurnEnded(BaseModel):
-    """`turn/completed`, the only end-of-turn signal (notes §5)."""
+    """`turn/completed`, the only end-of-turn signal (docs/codex-app-server.md §5)."""
 
     event: Literal["turn_ended"] = "turn_ended"
     status: EndStatus
@@ -105,7 +107,7 @@ class TurnSnapshot(BaseModel):
 
 
 class ThreadSnapshot(BaseModel):
-    """The persisted truth of a thread (pull-primary, notes §8), oldest turn first."""
+    """The persisted truth of a thread (pull-primary, docs/codex-app-server.md §8), oldest turn first."""
 
     thread_id: str
     turns: list[TurnSnapshot]

@@ -1,6 +1,6 @@
 """One `codex app-server` child: spawn it in its own process group, shake hands, stop it.
 
-Facts relied on (notes/codex-app-server.md): stdio is newline-delimited JSON-RPC (§1); stderr is
+Facts relied on (docs/codex-app-server.md): stdio is newline-delimited JSON-RPC (§1); stderr is
 tracing only, never protocol (§1); a missing CODEX_HOME makes the child exit at once (§1); closing
 stdin is a clean disconnect, the child exits in ~30 ms even mid-turn (§1); a thread's writer lock is
 released only when the process holding it exits (§1), so the child and anything it started must be
@@ -28,10 +28,11 @@ from ally.processes import die_with_parent_hook, signal_group
 log = logging.getLogger(__name__)
 stderr_log = logging.getLogger("ally.codex.stderr")
 
-CLIENT_NAME = "work-ally"  # becomes the `originator` header Codex sends to the model (notes §2)
+# Becomes the `originator` header Codex sends to the model (docs/codex-app-server.md §2)
+CLIENT_NAME = "work-ally"
 
 # We deliver final texts only (read back with thread/turns/list), never streamed deltas; opting out
-# spares the child and us one notification per streamed token (notes §2, §5).
+# spares the child and us one notification per streamed token (docs/codex-app-server.md §2, §5).
 OPT_OUT_NOTIFICATIONS = ["item/agentMessage/delta"]
 
 
@@ -85,7 +86,8 @@ class CodexProcess:
 
     async def start(self, *, timeout_s: float = 30.0) -> InitializeResponse:
         """Spawn and complete the `initialize` handshake; raise `CodexStartFailed` if it does not."""
-        # A missing CODEX_HOME makes the child exit at once (notes §1); creating it is harmless.
+        # A missing CODEX_HOME makes the child exit at once (docs/codex-app-server.md §1); creating
+        # it is harmless.
         self.codex_home.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "CODEX_HOME": str(self.codex_home), **self._extra_env}
         self.started_at = time.time()
@@ -139,7 +141,8 @@ class CodexProcess:
             client_info=ClientInfo(name=CLIENT_NAME, title="work-ally", version=self._client_version),
             capabilities=InitializeCapabilities(
                 # turn/start.collaborationMode (Plan mode, the only way request_user_input reaches
-                # us) is refused without it: "requires experimentalApi capability" (notes §2, §6).
+                # us) is refused without it: "requires experimentalApi capability"
+                # (docs/codex-app-server.md §2, §6).
                 experimental_api=True,
                 opt_out_notification_methods=OPT_OUT_NOTIFICATIONS,
             ),
@@ -169,7 +172,8 @@ class CodexProcess:
             signal_group(self._process.pid, signal.SIGKILL)
 
     async def stop(self, *, grace: float = 2.0) -> None:
-        """Close stdin (a clean disconnect, notes §1), wait up to `grace` s, then SIGKILL the group."""
+        """Close stdin (a clean disconnect, docs/codex-app-server.md §1), wait up to `grace` s, then
+        SIGKILL the group."""
         process = self._process
         if process is None:
             return
@@ -194,7 +198,7 @@ class CodexProcess:
 
     @staticmethod
     async def _log_stderr(stream: asyncio.StreamReader, pid: int) -> None:
-        # Tracing output for people; never parsed (notes §1).
+        # Tracing output for people; never parsed (docs/codex-app-server.md §1).
         while True:
             try:
                 line = await stream.readline()

@@ -1,6 +1,6 @@
 """JSON-RPC over newline-delimited JSON on a child's stdout/stdin, as `codex app-server` speaks it.
 
-Three kinds of line arrive (notes/codex-app-server.md §1): a response (`id`, no `method`), a
+Three kinds of line arrive (docs/codex-app-server.md §1): a response (`id`, no `method`), a
 notification (`method`, no `id`), and a server->client request (`method` AND `id`, ids from 0 per
 connection, a separate id space from ours). The read loop decodes each line once and dispatches on
 its keys; it validates nothing, so its per-message cost stays a `json.loads` and a few dict lookups.
@@ -145,7 +145,8 @@ class JsonRpcConnection:
         self._write(message)
 
     def close(self) -> None:
-        """Close our side (stdin): the Codex child treats it as a disconnect and exits (notes §1)."""
+        """Close our side (stdin): the Codex child treats it as a disconnect and exits
+        (docs/codex-app-server.md §1)."""
         if not self._writer.is_closing():
             self._writer.close()
 
@@ -209,7 +210,8 @@ class JsonRpcConnection:
                     log.exception("%s: notification handler failed on %s", self._name, method)
 
     async def _answer(self, method: str, request_id: int | str, params: dict[str, Any]) -> None:
-        # Every server request gets an answer: an unanswered one blocks its turn forever (notes §6).
+        # Every server request gets an answer: an unanswered one blocks its turn forever
+        # (docs/codex-app-server.md §6).
         handler = self._request_handler
         try:
             if handler is None:

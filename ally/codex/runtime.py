@@ -1,11 +1,11 @@
 """The runtime host's one Codex child, shared by every chat, and the API the Temporal activities call.
 
-One `codex app-server` serves all threads of this host (each loaded thread costs ~2 MiB, notes §10).
-A supervisor task restarts it with backoff when it dies; each child is a new `generation`. What a
-dead child leaves behind (notes §7, §8): its in-flight turns read back `interrupted`, its pending
-approvals are gone for good, its threads must be resumed. So on a death the runtime fails every
-watcher with `RuntimeRestarted`, forgets the pending requests and the loaded set, and the next call
-on a thread resumes it.
+One `codex app-server` serves all threads of this host (each loaded thread costs ~2 MiB,
+docs/codex-app-server.md §10). A supervisor task restarts it with backoff when it dies; each child
+is a new `generation`. What a dead child leaves behind (docs/codex-app-server.md §7, §8): its
+in-flight turns read back `interrupted`, its pending approvals are gone for good, its threads must
+be resumed. So on a death the runtime fails every watcher with `RuntimeRestarted`, forgets the
+pending requests and the loaded set, and the next call on a thread resumes it.
 
 Delivery reads the truth with `read_thread` (`thread/turns/list`), never from accumulated events.
 """
@@ -89,9 +89,9 @@ log = logging.getLogger(__name__)
 Model = TypeVar("Model", bound=BaseModel)
 
 INVALID_PARAMS = -32602
-SERVER_OVERLOADED = -32001  # "Server overloaded; retry later." (notes §1)
+SERVER_OVERLOADED = -32001  # "Server overloaded; retry later." (docs/codex-app-server.md §1)
 
-# Server requests we surface, by method; anything else is refused at once (notes §6).
+# Server requests we surface, by method; anything else is refused at once (docs/codex-app-server.md §6).
 REQUEST_KINDS: dict[str, RequestKind] = {
     "item/commandExecution/requestApproval": "command",
     "item/fileChange/requestApproval": "file_change",
@@ -126,7 +126,7 @@ _NOT_MATERIALIZED = (
 )
 
 # `thread/resume` while the previous owner of the thread is still exiting fails with "already has an
-# active writer"; an orphaned server lets go ~1.3 s after its stdin closes (notes §1, §8).
+# active writer"; an orphaned server lets go ~1.3 s after its stdin closes (docs/codex-app-server.md §1, §8).
 WRITER_LOCK_RETRY_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.5)
 
 
@@ -382,7 +382,8 @@ class CodexRuntime:
             for delay in (*WRITER_LOCK_RETRY_DELAYS, None):
                 generation = self._generation
                 try:
-                    # excludeTurns: we page turns with thread/turns/list when we need them (notes §3).
+                    # excludeTurns: we page turns with thread/turns/list when we need them
+                    # (docs/codex-app-server.md §3).
                     result = await self._call("thread/resume", {"threadId": thread_id, "excludeTurns": True})
                 except ThreadLocked:
                     if delay is None:
@@ -397,7 +398,7 @@ class CodexRuntime:
 
     async def read_thread(self, thread_id: str, *, last: int | None = None) -> ThreadSnapshot:
         """The thread's persisted turns (all, or the `last` n), oldest first. Works on threads no
-        child has loaded (notes §3); in-progress turns show only their completed items."""
+        child has loaded (docs/codex-app-server.md §3); in-progress turns show only their completed items."""
         turns: list[protocol.Turn] = []
         cursor: str | None = None
         while True:
@@ -445,14 +446,15 @@ class CodexRuntime:
         self, thread_id: str, inputs: Sequence[InputPart], *, plan_mode: bool = False
     ) -> str:
         """Start a turn and return its id. On a busy thread Codex starts nothing: it appends the
-        input to the active turn like a steer and returns that turn's id (notes §4) — compare."""
+        input to the active turn like a steer and returns that turn's id
+        (docs/codex-app-server.md §4) — compare."""
         model = await self._ensure_loaded(thread_id)
         params = {
             "threadId": thread_id,
             "input": [item.to_wire() for item in inputs],
             # Always say which mode: a Plan-mode turn/start persists to later turns that omit
             # collaborationMode (observed on 0.169.0). Plan mode is what lets request_user_input
-            # reach us (notes §6); it needs the experimentalApi capability (process.py).
+            # reach us (docs/codex-app-server.md §6); it needs the experimentalApi capability (process.py).
             "collaborationMode": {
                 "mode": "plan" if plan_mode else "default",
                 "settings": {"model": model, "reasoning_effort": None, "developer_instructions": None},
@@ -511,7 +513,8 @@ class CodexRuntime:
         return "resolved" if generation == str(self._generation) else "unknown"
 
     async def steer(self, thread_id: str, turn_id: str, text: str) -> str:
-        """Add `text` to the running turn (the model re-samples with it, notes §4); the turn id."""
+        """Add `text` to the running turn (the model re-samples with it,
+        docs/codex-app-server.md §4); the turn id."""
         await self._ensure_loaded(thread_id)
         params = {
             "threadId": thread_id,
@@ -521,7 +524,8 @@ class CodexRuntime:
         return _validated(protocol.TurnSteerResponse, await self._call("turn/steer", params)).turn_id
 
     async def interrupt(self, thread_id: str, turn_id: str) -> None:
-        """Stop the running turn; `turn/completed(interrupted)` follows within ~10 ms (notes §4)."""
+        """Stop the running turn; `turn/completed(interrupted)` follows within ~10 ms
+        (docs/codex-app-server.md §4)."""
         await self._ensure_loaded(thread_id)
         await self._call("turn/interrupt", {"threadId": thread_id, "turnId": turn_id})
 
@@ -562,7 +566,8 @@ class CodexRuntime:
             raise JsonRpcError(METHOD_NOT_FOUND, f"work-ally does not handle {method}")
         key = self._request_key(generation, request_id)
         if (known := self._pending.get(key)) is not None:
-            # thread/resume in a live child re-sends a pending request with its id (notes §7).
+            # thread/resume in a live child re-sends a pending request with its id
+            # (docs/codex-app-server.md §7).
             return await asyncio.shield(known.future)
         request = self._describe(key, method, kind, params)
         pending = _Pending(request, asyncio.get_running_loop().create_future())
@@ -616,7 +621,8 @@ def _validated(model: type[Model], result: Any) -> Model:
 
 
 def _raise_rejected(method: str, error: JsonRpcError) -> NoReturn:
-    # Codex reports these as -32600 with a message only; the message is the signal (notes §3, §4).
+    # Codex reports these as -32600 with a message only; the message is the signal
+    # (docs/codex-app-server.md §3, §4).
     message = error.message
     if "already has an active writer" in message:
         raise ThreadLocked(method, error.code, message, error.data) from error

@@ -1,6 +1,6 @@
 """Feishu cards, JSON 2.0: answers, approval prompts, decided prompts, questions.
 
-Facts these builders rely on (notes/feishu.md §4):
+Facts these builders rely on (docs/feishu-platform.md §4):
 - A card's serialized JSON must stay under 30 KB, escapes included; we budget 25 KB, measured the
   way it travels: the card JSON is itself a JSON *string* inside the send request, so every quote,
   backslash and newline is escaped twice (`size_on_the_wire`).

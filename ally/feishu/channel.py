@@ -4,7 +4,7 @@
   that topic) with one card, several cards for a long answer, or a card and a file for a very long
   one (`cards.reply_layout`). Each message carries its own `uuid` (`names.chunk_key`), so a retry
   after a timeout, a 5xx or a 429 re-sends nothing Feishu already has (one message per uuid per
-  hour, notes/feishu.md §4).
+  hour, docs/feishu-platform.md §4).
 - An approval is a card with buttons whose values name the turn workflow and the request; the
   card's message id is remembered here (for thumbs-up reactions and text shortcuts), and
   `update_approval` PATCHes it in place with who decided what, and when.
@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 CARDS_KEPT = 2000
 TOPICS_KEPT = 5000
-# Feishu allows 5 messages a second per chat (notes §5); a long answer's cards go out a bit slower.
+# Feishu allows 5 messages a second per chat (docs/feishu-platform.md §5); a long answer's cards go
+# out a bit slower.
 PACE_S = 0.25
 
 

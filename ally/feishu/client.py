@@ -1,6 +1,6 @@
 """The Feishu Open API calls work-ally makes, and what each failure means for a retry.
 
-Built on the real `lark.Client` (lark-oapi 1.7.5). Facts this layer exists for (notes/feishu.md §4-5):
+Built on the real `lark.Client` (lark-oapi 1.7.5). Facts this layer exists for (docs/feishu-platform.md §4-5):
 - The SDK never retries and never raises for API errors: every response must be read. Here each
   result becomes success or one of three errors: `FeishuRateLimited` (HTTP 429 or code 99991400;
   carries the `x-ogw-ratelimit-reset` seconds), `FeishuRejected` (a `PermanentDeliveryError`:

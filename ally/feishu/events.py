@@ -1,9 +1,10 @@
 """The Feishu events the gateway subscribes to, as pydantic models: the boundary where raw JSON stops.
 
-Shapes from notes/feishu.md §1-2 (v2 envelopes: `{"schema":"2.0","header":{…},"event":{…}}`). The SDK's
-own typed objects are turned back into JSON and validated here (`from_sdk`), so the code after the
-gateway reads one kind of model whichever transport (long connection or webhook) delivered the
-event; raw dict envelopes validate the same way. Unknown fields are ignored: Feishu adds fields.
+Shapes from docs/feishu-platform.md §1-2 (v2 envelopes:
+`{"schema":"2.0","header":{…},"event":{…}}`). The SDK's own typed objects are turned back into JSON
+and validated here (`from_sdk`), so the code after the gateway reads one kind of model whichever
+transport (long connection or webhook) delivered the event; raw dict envelopes validate the same
+way. Unknown fields are ignored: Feishu adds fields.
 """
 
 from __future__ import annotations

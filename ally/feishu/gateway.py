@@ -6,7 +6,7 @@ card, text or reaction (ally/feishu/decisions.py). This file registers the handl
 transport's thread to the gateway's asyncio loop.
 
 The handlers run on the transport's thread (the SDK calls them synchronously) and must answer
-within 3 s, or Feishu pushes the event again (notes/feishu.md §1-2). So each handler only
+within 3 s, or Feishu pushes the event again (docs/feishu-platform.md §1-2). So each handler only
 validates and hands the work to the gateway's loop (thread-safely), where hand-overs run
 concurrently; the ack waits at most `ACK_BUDGET_S` for that event's own work, never for another's
 (`PromptAcks` over the long connection; a thread per request over the webhook). A hand-over that

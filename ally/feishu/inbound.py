@@ -1,6 +1,6 @@
 """A Feishu message event becomes an `InboundMessage`, or a reason it is not one.
 
-Rules (notes/feishu.md §1):
+Rules (docs/feishu-platform.md §1):
 - Direct messages always count; in a group only messages that @-mention the bot do. The bot's own
   open_id comes from GET /open-apis/bot/v3/info, fetched once.
 - Text holds placeholders (`@_user_1`), resolved through `mentions[]`: the bot's mention is removed,

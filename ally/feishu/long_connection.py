@@ -27,9 +27,10 @@ log = logging.getLogger(__name__)
 
 
 class LongConnection:
-    """`lark.ws.Client` on its own thread and event loop (notes §1 pitfalls): the SDK binds a
-    module-level loop at import and `start()` never returns, so the thread sets a fresh loop as
-    that module loop *before* building the client. Only one such client works per process."""
+    """`lark.ws.Client` on its own thread and event loop (docs/feishu-platform.md §1 pitfalls): the
+    SDK binds a module-level loop at import and `start()` never returns, so the thread sets a fresh
+    loop as that module loop *before* building the client. Only one such client works per
+    process."""
 
     def __init__(self, config: FeishuConfig, handler: Any) -> None:
         self.config = config

@@ -26,7 +26,8 @@ from ally.feishu.acks import HandOverFailed, ThreadEnd
 
 log = logging.getLogger(__name__)
 
-# Webhook replay window: the SDK checks the signature but not the timestamp's age (notes §3).
+# Webhook replay window: the SDK checks the signature but not the timestamp's age
+# (docs/feishu-platform.md §3).
 WEBHOOK_MAX_AGE_S = 300.0
 WEBHOOK_MAX_BODY = 1024 * 1024
 WEBHOOK_LOG_EVERY_S = 10.0  # a refused kind of request is logged at most this often

@@ -1,7 +1,7 @@
 """A local fake of Feishu (Lark) for tests: the Open API subset the bridge uses, the long-connection
 (WS) peer `lark.ws.Client` connects to, event builders, and signed webhook requests.
 
-Point the REAL lark-oapi SDK at it (notes/feishu.md §6):
+Point the REAL lark-oapi SDK at it (docs/feishu-platform.md §6):
 
     from dev.fake_feishu import FakeFeishu, message_event
 

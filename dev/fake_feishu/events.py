@@ -1,7 +1,8 @@
 """Real-shaped Feishu v2 event envelopes, and webhook requests encrypted and signed as Feishu sends them.
 
-Envelope (notes/feishu.md §1): `{"schema":"2.0","header":{event_id,event_type,create_time,token,app_id,
-tenant_key},"event":{…}}`; every id and time is a string, and message `content` is a JSON *string*.
+Envelope (docs/feishu-platform.md §1):
+`{"schema":"2.0","header":{event_id,event_type,create_time,token,app_id,tenant_key},"event":{…}}`;
+every id and time is a string, and message `content` is a JSON *string*.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from Crypto.Util.Padding import pad
 DEFAULT_APP_ID = "cli_test"
 TENANT_KEY = "tenant_test"
 
-# Header names exactly as Feishu sends them: the SDK looks them up exact-case (notes §3).
+# Header names exactly as Feishu sends them: the SDK looks them up exact-case (docs/feishu-platform.md §3).
 TIMESTAMP_HEADER = "X-Lark-Request-Timestamp"
 NONCE_HEADER = "X-Lark-Request-Nonce"
 SIGNATURE_HEADER = "X-Lark-Signature"
@@ -32,7 +33,8 @@ def _now_ms() -> str:
 
 
 def _user_id(open_id: str) -> dict[str, str]:
-    # `user_id` needs an extra scope, so events normally carry only open_id and union_id (notes §1).
+    # `user_id` needs an extra scope, so events normally carry only open_id and union_id
+    # (docs/feishu-platform.md §1).
     return {"open_id": open_id, "union_id": "on_" + open_id.removeprefix("ou_")}
 
 
@@ -52,7 +54,8 @@ def envelope(
 
 
 def mention(open_id: str, name: str, *, index: int = 1) -> dict[str, Any]:
-    """A `mentions[]` entry; the text then holds the placeholder `@_user_{index}` (notes §1)."""
+    """A `mentions[]` entry; the text then holds the placeholder `@_user_{index}`
+    (docs/feishu-platform.md §1)."""
     return {"key": f"@_user_{index}", "id": _user_id(open_id), "name": name, "tenant_key": TENANT_KEY}
 
 
@@ -111,7 +114,7 @@ def post_message_event(
     thread_id: str = "",
     app_id: str = DEFAULT_APP_ID,
 ) -> dict[str, Any]:
-    """A rich-text (`post`) message; received posts have no locale wrapper (notes §1), e.g.
+    """A rich-text (`post`) message; received posts have no locale wrapper (docs/feishu-platform.md §1), e.g.
     `[[{"tag":"text","text":"see "},{"tag":"a","href":"https://x","text":"x"}],[{"tag":"img","image_key":"img_1"}]]`."""
     return message_event(
         chat_id,
@@ -139,13 +142,15 @@ def card_action_event(
     card_token: str | None = None,
     app_id: str = DEFAULT_APP_ID,
 ) -> dict[str, Any]:
-    """The `card.action.trigger` callback: `value` is the clicked button's `behaviors[].value` (notes §2)."""
+    """The `card.action.trigger` callback: `value` is the clicked button's `behaviors[].value`
+    (docs/feishu-platform.md §2)."""
     action: dict[str, Any] = {"value": value, "tag": tag}
     if form_value is not None:
         action["form_value"] = form_value
     event = {
         "operator": {"tenant_key": TENANT_KEY, **_user_id(operator_open_id)},
-        "token": card_token or f"c-{uuid.uuid4().hex}",  # for /interactive/v1/card/update (notes §2)
+        # For /interactive/v1/card/update (docs/feishu-platform.md §2)
+        "token": card_token or f"c-{uuid.uuid4().hex}",
         "action": action,
         "host": "im_message",
         "context": {"open_message_id": open_message_id, "open_chat_id": open_chat_id},
@@ -219,7 +224,8 @@ def encrypt(plaintext: bytes, encrypt_key: str) -> str:
 
 
 def sign(timestamp: str, nonce: str, encrypt_key: str, raw_body: bytes) -> str:
-    """`X-Lark-Signature` = sha256_hex(timestamp + nonce + encrypt_key + raw_body) (notes §3)."""
+    """`X-Lark-Signature` = sha256_hex(timestamp + nonce + encrypt_key + raw_body)
+    (docs/feishu-platform.md §3)."""
     return hashlib.sha256((timestamp + nonce + encrypt_key).encode() + raw_body).hexdigest()
 
 

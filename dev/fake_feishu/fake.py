@@ -36,8 +36,9 @@ def forget_sdk_token(app_id: str) -> None:
     """Drop lark-oapi's cached tenant token for `app_id`.
 
     The SDK caches tenant tokens in the process-global `TokenManager.cache`, keyed
-    `self_tenant_token:{app_id}`, until `expire - 600 s`, and never refreshes on 99991663 (notes §5):
-    a new fake with a reused app_id would get the old fake's token. Use distinct app ids, or call this."""
+    `self_tenant_token:{app_id}`, until `expire - 600 s`, and never refreshes on 99991663
+    (docs/feishu-platform.md §5): a new fake with a reused app_id would get the old fake's token.
+    Use distinct app ids, or call this."""
     from lark_oapi.core.token.manager import TokenManager
 
     TokenManager.cache.set(f"self_tenant_token:{app_id}", "", 0)  # expired at once: the next get() misses
@@ -75,8 +76,9 @@ class FakeFeishu:
         self.encrypt_key = encrypt_key
         self.verification_token = verification_token
         self._address = (host, port)
-        # What /callback/ws/endpoint hands the client (notes §6). ReconnectNonce 0 and a 1 s interval keep
-        # reconnect tests fast (the SDK's own default waits a random 0-30 s first); -1 = retry forever.
+        # What /callback/ws/endpoint hands the client (docs/feishu-platform.md §6). ReconnectNonce 0
+        # and a 1 s interval keep reconnect tests fast (the SDK's own default waits a random 0-30 s
+        # first); -1 = retry forever.
         self.ws_client_config: dict[str, int] = {
             "ReconnectCount": -1,
             "ReconnectInterval": 1,
@@ -124,7 +126,7 @@ class FakeFeishu:
     @property
     def domain(self) -> str:
         """For `lark.Client.builder().domain(...)` and `lark.ws.Client(domain=...)`: plain http is accepted
-        only for 127.0.0.1, localhost and ::1 (notes §6)."""
+        only for 127.0.0.1, localhost and ::1 (docs/feishu-platform.md §6)."""
         if self._http is None:
             raise RuntimeError("FakeFeishu is not started; call start() or use it as a context manager")
         return f"http://{_host_of(self._http)}:{self._http.server_port}"
@@ -362,10 +364,11 @@ class FakeFeishu:
     ) -> None:
         """Answer the next `times` requests whose path contains `path_contains` with a failure.
 
-        Default: Feishu's rate limit, HTTP 429 + code 99991400 + `x-ogw-ratelimit-reset: 1` (notes §5).
-        Also: `status=500/503` (gateway trouble), `status=400, code=99991663` (invalid token; the SDK
-        keeps its cached token, see forget_sdk_token), `delay_s` (answer late), `body` (raw, e.g. HTML).
-        Faults are consumed in the order they were added."""
+        Default: Feishu's rate limit, HTTP 429 + code 99991400 + `x-ogw-ratelimit-reset: 1`
+        (docs/feishu-platform.md §5). Also: `status=500/503` (gateway trouble),
+        `status=400, code=99991663` (invalid token; the SDK keeps its cached token, see
+        forget_sdk_token), `delay_s` (answer late), `body` (raw, e.g. HTML). Faults are consumed in
+        the order they were added."""
         raw = body.encode() if isinstance(body, str) else body
         fault = Fault(
             path_contains=path_contains,

@@ -57,7 +57,8 @@ def to_api_request(method: str, target: str, headers: dict[str, str], raw_body: 
     elif content_type.startswith("application/x-www-form-urlencoded"):  # the app registration flow
         request.body = dict(parse_qsl(raw_body.decode("utf-8", "replace")))
     elif raw_body:
-        # The token request carries JSON with no Content-Type at all (notes §6): parse whatever came.
+        # The token request carries JSON with no Content-Type at all (docs/feishu-platform.md §6):
+        # parse whatever came.
         try:
             request.body = json.loads(raw_body)
         except ValueError:

@@ -1,6 +1,6 @@
 """Feishu's side of the long connection (WS): the peer `lark.ws.Client` connects to.
 
-Protocol, as lark_oapi/ws/client.py (1.7.5) speaks it (notes/feishu.md §6):
+Protocol, as lark_oapi/ws/client.py (1.7.5) speaks it (docs/feishu-platform.md §6):
 - frames are protobuf `lark_oapi.ws.pb.pbbp2_pb2.Frame`, sent as binary messages;
 - `method` 0 = control (the client pings on connect and every PingInterval; we answer pong carrying the
   ClientConfig JSON, which the client applies), 1 = data;
@@ -58,7 +58,7 @@ def _frame(method: int, service_id: int, seq_id: int, headers: dict[str, str], p
 
 class LongConnectionPeer:
     """A websockets server on its own thread and event loop; each event goes to the newest client
-    (Feishu sends each event to one connected client, notes §1)."""
+    (Feishu sends each event to one connected client, docs/feishu-platform.md §1)."""
 
     def __init__(
         self, *, client_config: dict[str, int], service_id: int = 7, host: str = "127.0.0.1"
@@ -126,9 +126,10 @@ class LongConnectionPeer:
             await self._server.wait_closed()
 
     def url(self) -> str:
-        """A fresh connection URL; `device_id` and `service_id` are required by the client (notes §6).
-        Like Feishu's, it carries credentials for the connection (`access_key`, `ticket`): the SDK
-        logs this URL, so whoever writes its logs must mask them."""
+        """A fresh connection URL; `device_id` and `service_id` are required by the client
+        (docs/feishu-platform.md §6). Like Feishu's, it carries credentials for the connection
+        (`access_key`, `ticket`): the SDK logs this URL, so whoever writes its logs must mask
+        them."""
         if not self._port:
             raise RuntimeError("the long-connection peer is not started; call FakeFeishu.start()")
         access_key, ticket = uuid.uuid4().hex, str(uuid.uuid4())

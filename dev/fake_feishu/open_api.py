@@ -1,6 +1,6 @@
 """The Feishu Open API subset the bridge uses, as plain request → answer logic (no sockets here).
 
-Shapes follow notes/feishu.md §4/§6: every API but the token and bot-info calls answers
+Shapes follow docs/feishu-platform.md §4/§6: every API but the token and bot-info calls answers
 `{"code":0,"msg":"success","data":{…}}`; errors answer a non-zero `code` (Feishu puts its own codes in
 the body, and the SDK never retries, so the bridge must read them).
 """
@@ -36,20 +36,20 @@ from dev.fake_feishu.records import (
 
 TENANT_KEY = "tenant_test"
 TOKEN_EXPIRE_S = 7200
-UUID_WINDOW_S = 3600  # Feishu: one message per `uuid` within 1 h (notes §4)
+UUID_WINDOW_S = 3600  # Feishu: one message per `uuid` within 1 h (docs/feishu-platform.md §4)
 UUID_MAX_CHARS = 50
 
-# Feishu codes the fake answers with (notes §4/§5 unless marked).
+# Feishu codes the fake answers with (docs/feishu-platform.md §4/§5 unless marked).
 RATE_LIMITED = 99991400
-MISSING_TOKEN = 99991661  # not in the notes: Feishu's "missing access token" code
+MISSING_TOKEN = 99991661  # not in docs/feishu-platform.md: Feishu's "missing access token" code
 INVALID_TOKEN = 99991663
-FIELD_VALIDATION = 99992402  # not in the notes: Feishu's generic "field validation failed"
+FIELD_VALIDATION = 99992402  # not in docs/feishu-platform.md: Feishu's generic "field validation failed"
 INVALID_PARAM = 230001  # "Your request contains an invalid request parameter, ext=…"
-MESSAGE_RECALLED = 230011  # not in the notes
-CONTENT_TOO_LONG = 230025  # not in the notes; the notes only say "230021/230022 length"
+MESSAGE_RECALLED = 230011  # not in docs/feishu-platform.md
+CONTENT_TOO_LONG = 230025  # not in docs/feishu-platform.md, which only says "230021/230022 length"
 BOT_NOT_IN_CHAT = 230002  # the bot was removed from the chat (or never added)
-NO_USER_AUTHORITY = 41050  # not in the notes: user outside the app's contact range
-APP_SECRET_INVALID = 10014  # not in the notes
+NO_USER_AUTHORITY = 41050  # not in docs/feishu-platform.md: user outside the app's contact range
+APP_SECRET_INVALID = 10014  # not in docs/feishu-platform.md
 SCOPE_MISSING = 99991672  # "Access denied. One of the following scopes is required: […]"
 
 DEFAULT_MESSAGES = {
@@ -63,7 +63,7 @@ MSG_TYPES = frozenset(
 )
 RECEIVE_ID_TYPES = frozenset({"open_id", "union_id", "user_id", "email", "chat_id"})
 FILE_TYPES = frozenset({"opus", "mp4", "pdf", "doc", "xls", "ppt", "stream"})
-# Request-body limits (notes §4): text ≤ 150 KB; card and post ≤ 30 KB, escapes included.
+# Request-body limits (docs/feishu-platform.md §4): text ≤ 150 KB; card and post ≤ 30 KB, escapes included.
 MAX_TEXT_BYTES = 150 * 1024
 MAX_CARD_BYTES = 30 * 1024
 
@@ -141,7 +141,7 @@ def validation_failed(detail: str) -> ApiAnswer:
 
 def fault_answer(fault: Fault, status: int) -> ApiAnswer:
     headers: dict[str, str] = {}
-    # Rate limits carry the seconds to wait in `x-ogw-ratelimit-reset` (notes §5).
+    # Rate limits carry the seconds to wait in `x-ogw-ratelimit-reset` (docs/feishu-platform.md §5).
     if (status == 429 or fault.code == RATE_LIMITED) and fault.reset_seconds is not None:
         headers["x-ogw-ratelimit-reset"] = f"{fault.reset_seconds:g}"
     if fault.body is not None:
@@ -269,7 +269,8 @@ class OpenApi:
         )
 
     def _check_token(self, request: ApiRequest) -> ApiAnswer | None:
-        # HTTP 400 for token errors is what the fake chooses; Feishu's status for them is not in the notes.
+        # HTTP 400 for token errors is what the fake chooses; Feishu's status for them is not in
+        # docs/feishu-platform.md.
         authorization = request.header("Authorization") or ""
         if not authorization.startswith("Bearer ") or not authorization.removeprefix("Bearer "):
             return error(400, MISSING_TOKEN)
@@ -288,7 +289,7 @@ class OpenApi:
             return error(400, APP_SECRET_INVALID, "app secret invalid")
         token = new_id("t-")
         self.tokens.add(token)
-        # Top-level token, no `data` wrapper (notes §4).
+        # Top-level token, no `data` wrapper (docs/feishu-platform.md §4).
         return json_answer({"code": 0, "msg": "ok", "tenant_access_token": token, "expire": TOKEN_EXPIRE_S})
 
     def _ws_endpoint(self, request: ApiRequest, params: dict[str, str]) -> ApiAnswer:
@@ -300,7 +301,7 @@ class OpenApi:
         return json_answer({"code": 0, "msg": "ok", "data": data})
 
     def _bot_info(self, request: ApiRequest, params: dict[str, str]) -> ApiAnswer:
-        # `bot` at top level, no `data` (notes §1).
+        # `bot` at top level, no `data` (docs/feishu-platform.md §1).
         bot = {
             "activate_status": 2,
             "app_name": self.bot_name,

@@ -1,7 +1,7 @@
 """What the fake remembers: every request, every message, reaction and upload, and what tests registered.
 
 Tests read these models to assert on what a user would have seen in Feishu; ids and times are strings
-because Feishu sends them as strings (notes/feishu.md §1).
+because Feishu sends them as strings (docs/feishu-platform.md §1).
 """
 
 from __future__ import annotations
