@@ -84,7 +84,7 @@ def chat() -> None:
         asyncio.run(talk())
     except (KeyboardInterrupt, RuntimeError) as e:
         if isinstance(e, RuntimeError):
-            typer.echo(f"ally: cannot reach Temporal ({e}); is `dev/ally up` running?", err=True)
+            typer.echo(f"ally: cannot reach Temporal ({e}); is `ally up` running?", err=True)
             raise typer.Exit(1) from None
 
 

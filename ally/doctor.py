@@ -10,7 +10,13 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from ally.codex.binary import CodexBinaryNotFound, binary_version, find_codex_binary
+from ally.codex.binary import (
+    FIX_CODEX,
+    CodexBinaryNotFound,
+    binary_version,
+    codex_command,
+    find_codex_binary,
+)
 from ally.codex.sandbox import SandboxProbe, probe_sandbox
 from ally.codex.version import version_mismatch
 from ally.config import AllyConfig, config_path
@@ -60,7 +66,12 @@ def _temporal_binary() -> Check:
     try:
         binary = temporal_binary()
     except TemporalBinaryNotFound as e:
-        return Check(name="temporal cli", status="fail", detail=str(e), fix="run dev/bootstrap")
+        return Check(
+            name="temporal cli",
+            status="fail",
+            detail=str(e),
+            fix="reinstall work-ally (in a clone: dev/bootstrap)",
+        )
     out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=20)
     return Check(name="temporal cli", status="ok", detail=f"{binary}: {out.stdout.strip()}")
 
@@ -97,9 +108,7 @@ def _codex_binary(config: AllyConfig) -> Check:
         binary = find_codex_binary(config.codex.binary)
         version = binary_version(binary)
     except (CodexBinaryNotFound, OSError, subprocess.SubprocessError) as e:
-        return Check(
-            name="codex", status="fail", detail=str(e), fix="run dev/bootstrap, or set [codex] binary"
-        )
+        return Check(name="codex", status="fail", detail=str(e), fix=FIX_CODEX)
     mismatch = version_mismatch(version)
     if mismatch:
         return Check(name="codex", status="warn", detail=f"{binary}: {mismatch}")
@@ -191,7 +200,8 @@ def _codex_login(config: AllyConfig) -> Check:
         name="codex login",
         status="warn",
         detail="no auth.json, API key or custom model provider",
-        fix=f"CODEX_HOME={home} dev/codex/node_modules/.bin/codex login  (or `dev/ally up --demo`)",
+        fix=f"CODEX_HOME={home} {codex_command(config.codex.binary)} login  "
+        "(or try it offline: `ally up --demo`)",
     )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from ally.codex.binary import codex_command
 from ally.config import AllyConfig, config_path
 
 
@@ -55,8 +56,8 @@ def missing_pieces(config: AllyConfig, *, demo: bool = False) -> list[MissingPie
         missing.append(
             MissingPiece(
                 what=f"a Codex login (CODEX_HOME={home})",
-                next_step=f"run `CODEX_HOME={home} dev/codex/node_modules/.bin/codex login`, set "
-                "OPENAI_API_KEY, or try the whole loop offline with `dev/ally up --demo`",
+                next_step=f"run `CODEX_HOME={home} {codex_command(config.codex.binary)} login`, set "
+                "OPENAI_API_KEY, or try the whole loop offline with `ally up --demo`",
             )
         )
     return missing

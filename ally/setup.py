@@ -317,7 +317,7 @@ def _long_connection(
 
 def _codex(options: SetupOptions, config: AllyConfig, terminal: Terminal, outcome: Outcome) -> None:
     from ally.codex.account import read_login
-    from ally.codex.binary import CodexBinaryNotFound, binary_version, codex_on_path, find_codex_binary
+    from ally.codex.binary import FIX_CODEX, CodexBinaryNotFound, binary_version, find_codex_binary
     from ally.codex.process import CodexStartFailed
     from ally.codex.version import version_mismatch
 
@@ -326,25 +326,14 @@ def _codex(options: SetupOptions, config: AllyConfig, terminal: Terminal, outcom
     try:
         binary = find_codex_binary(config.codex.binary)
     except CodexBinaryNotFound as error:
-        found = codex_on_path() if config.codex.binary is None else None
-        if found is None:
-            outcome.failed = True
-            _finding(
-                terminal,
-                "fail",
-                "codex",
-                str(error),
-                "run dev/bootstrap, or install codex and set [codex] binary",
-            )
-            return
-        binary = found
-        outcome.wanted.append(Change(section="codex", key="binary", new=str(found)))
-        terminal.say(f"The pinned Codex is not installed; using the one on PATH: {found}")
+        outcome.failed = True
+        _finding(terminal, "fail", "codex", str(error), FIX_CODEX)
+        return
     try:
         version = binary_version(binary)
     except (OSError, subprocess.SubprocessError) as error:
         outcome.failed = True
-        _finding(terminal, "fail", "codex", f"{binary} does not run: {error}", "run dev/bootstrap")
+        _finding(terminal, "fail", "codex", f"{binary} does not run: {error}", FIX_CODEX)
         return
     mismatch = version_mismatch(version)
     _finding(terminal, "warn" if mismatch else "ok", "codex", mismatch or f"{binary}: {version}")

@@ -96,7 +96,7 @@ def plan_parts(config: AllyConfig, options: UpOptions, demo_port: int | None = N
     runtime_env: dict[str, str] = {}
     if demo_port is not None:
         # A fixed port, so a restarted demo model is where the demo CODEX_HOME points.
-        command = [*_python_module("dev.model_server"), "--demo", "--port", str(demo_port)]
+        command = [*_python_module("ally.model_server"), "--demo", "--port", str(demo_port)]
         parts.append(Part("demo-model", command))
         runtime_env["WORK_ALLY_CODEX__HOME"] = str(_demo_codex_home(demo_port))
     parts.append(Part("runtime-worker", _python_module("workers.runtime"), env=runtime_env))
@@ -107,7 +107,7 @@ def plan_parts(config: AllyConfig, options: UpOptions, demo_port: int | None = N
 
 def _demo_codex_home(port: int) -> Path:
     """A CODEX_HOME of the demo's own, pointing at the scripted model: never the user's."""
-    from dev.model_server import write_codex_home
+    from ally.model_server import write_codex_home
 
     return write_codex_home(data_dir() / "demo-codex-home", f"http://127.0.0.1:{port}/v1")
 

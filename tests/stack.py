@@ -40,7 +40,7 @@ from ally.contracts import (
     ThreadSettings,
     TurnResult,
 )
-from dev.model_server import ScriptedModelServer, write_codex_home
+from ally.model_server import ScriptedModelServer, write_codex_home
 from workers.chat import chat_worker
 from workflows.conversation import ConversationWorkflow
 from workflows.turn import TurnWorkflow

@@ -17,7 +17,7 @@ from temporalio.client import Client
 
 from ally.chat_client import ChatClient
 from ally.contracts import ChatRef, Decision, InboundMessage, Person
-from dev.model_server import RunCommand, Say
+from ally.model_server import RunCommand, Say
 from tests.processes import temporal_when_up
 from tests.stack import Stack, eventually, running_stack
 from tests.test_up import RunningUp, start_up, wait_gone

@@ -1,7 +1,7 @@
 """The Codex runtime host driving the real `codex app-server` against the scripted model server.
 
 No fake Codex: every test spawns the pinned native binary through `CodexRuntime`, with its own
-CODEX_HOME and workspace, and scripts only the model's side (dev/model_server.py).
+CODEX_HOME and workspace, and scripts only the model's side (ally/model_server.py).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from ally.codex.runtime import (
     TurnNotActive,
     UnknownRequest,
 )
-from dev.model_server import (
+from ally.model_server import (
     ApplyPatch,
     AskUser,
     Fail,

@@ -18,7 +18,7 @@ from ally import names
 from ally.chat_client import MAX_MESSAGE_BYTES
 from ally.config import AllyConfig
 from ally.console_chat import ConsoleChat
-from dev.model_server import RunCommand, Say
+from ally.model_server import RunCommand, Say
 from tests.stack import codex_workers, eventually, running_stack
 from tests.test_up import start_up
 

@@ -21,6 +21,7 @@ from ally import names
 from ally.access import AccessConfig
 from ally.feishu.channel import ApprovalCards
 from ally.feishu.webhook import WebhookServer
+from ally.model_server import Hang, RunCommand, Say
 from dev.fake_feishu import Reaction as FakeReaction
 from dev.fake_feishu import (
     card_action_event,
@@ -30,7 +31,6 @@ from dev.fake_feishu import (
     reaction_event,
     recalled_event,
 )
-from dev.model_server import Hang, RunCommand, Say
 from tests.feishu_stack import FeishuStack, card_markdown, feishu_stack
 
 pytestmark = [pytest.mark.feishu, pytest.mark.codex]

@@ -15,8 +15,8 @@ import pytest
 from temporalio.client import Client
 
 from ally.feishu.long_connection import LongConnection
+from ally.model_server import RunCommand, Say
 from dev.fake_feishu import Message, card_action_event, envelope, message_event
-from dev.model_server import RunCommand, Say
 from tests.feishu_stack import card_markdown, feishu_stack
 
 pytestmark = [pytest.mark.feishu, pytest.mark.codex]

@@ -25,6 +25,7 @@ from ally.access import AccessConfig
 from ally.chat_client import ChatClient
 from ally.contracts import Decision, Person
 from ally.feishu.webhook import WebhookServer
+from ally.model_server import Hang, RunCommand, Say
 from dev.fake_feishu import (
     bot_added_event,
     card_action_event,
@@ -35,7 +36,6 @@ from dev.fake_feishu import (
     url_verification,
     webhook_request,
 )
-from dev.model_server import Hang, RunCommand, Say
 from tests.feishu_stack import card_markdown, feishu_stack
 from workflows.conversation import QUEUE_NOTICE_AFTER_S, ConversationWorkflow
 from workflows.turn import TurnWorkflow

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from dev.model_server import Say
+from ally.model_server import Say
 from tests.feishu_stack import card_markdown, feishu_stack
 
 pytestmark = [pytest.mark.feishu, pytest.mark.codex, pytest.mark.faults]

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from dev.model_server import (
+from ally.model_server import (
     DEMO_LABEL,
     NO_STEP_QUEUED,
     RECEIVED_KEPT,
@@ -356,7 +356,7 @@ def test_codex_home_points_at_the_server_and_keeps_extra_keys_top_level(tmp_path
 
 def test_the_cli_serves_until_sigterm() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dev.model_server", "--port", "0", "--demo"],
+        [sys.executable, "-m", "ally.model_server", "--port", "0", "--demo"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,

@@ -15,8 +15,8 @@ from temporalio.client import Client
 from ally.chat_client import ChatClient
 from ally.console_chat import describe_request
 from ally.contracts import Decision, Person, PolicyConfig, Rule
+from ally.model_server import RunCommand, Say
 from ally.turns_report import decision_history
-from dev.model_server import RunCommand, Say
 from tests.stack import PERSON, eventually, running_stack
 from workflows.conversation import ConversationWorkflow
 

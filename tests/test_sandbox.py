@@ -19,7 +19,7 @@ from ally.codex.models import InputPart
 from ally.codex.runtime import CodexRuntime, TurnEnded
 from ally.codex.sandbox import bundled_bubblewrap
 from ally.contracts import ThreadSettings
-from dev.model_server import RunCommand, Say, ScriptedModelServer, write_codex_home
+from ally.model_server import RunCommand, Say, ScriptedModelServer, write_codex_home
 
 pytestmark = pytest.mark.codex
 

@@ -23,12 +23,13 @@ import pytest
 from temporalio.client import Client
 
 from ally import config_file
-from ally.codex.binary import PINNED_INSTALL, codex_on_path, find_codex_binary
+from ally.codex.binary import FIX_CODEX, PINNED_INSTALL, CodexBinaryNotFound, codex_on_path, find_codex_binary
+from ally.codex.version import CODEX_VERSION
 from ally.config import load_config
 from ally.inbound import thread_settings
+from ally.model_server import Say
 from ally.processes import free_local_port
 from dev.fake_feishu import FakeFeishu, message_event
-from dev.model_server import Say
 from tests.processes import processes_with_env
 from tests.stack import eventually, running_stack
 from tests.test_up import start_up, wait_gone
@@ -330,6 +331,21 @@ def test_the_codex_on_path_is_followed_from_npm_shim_to_native_binary(tmp_path: 
     (tmp_path / "bin" / "codex").symlink_to(shim)
     assert codex_on_path(str(tmp_path / "bin")) == find_codex_binary()
     assert codex_on_path(str(tmp_path / "nothing-here")) is None
+
+
+def test_without_a_clone_codex_comes_from_path_and_its_absence_names_the_npm_command(tmp_path: Path) -> None:
+    shim = PINNED_INSTALL / "node_modules" / "@openai" / "codex" / "bin" / "codex.js"
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "codex").symlink_to(shim)
+    no_clone = tmp_path / "site-packages" / "dev" / "codex"  # where an installed package would look
+    found = find_codex_binary(install_root=no_clone, path=str(tmp_path / "bin"))
+    assert found == find_codex_binary()
+    with pytest.raises(CodexBinaryNotFound) as missing:
+        find_codex_binary(install_root=no_clone, path=str(tmp_path / "nothing-here"))
+    assert (
+        str(missing.value) == f"Codex is not installed: no pinned install in {no_clone} and no codex on PATH"
+    )
+    assert f"npm install -g @openai/codex@{CODEX_VERSION}" in FIX_CODEX
 
 
 @pytest.mark.codex

@@ -26,9 +26,9 @@ from ally import names
 from ally.channels.console import ConsoleChannel, ConsoleEvent
 from ally.chat_client import ChatClient
 from ally.contracts import Decision, RuntimeLocation
+from ally.model_server import Hang, RunCommand, Say
 from ally.processes import die_with_parent_hook, free_local_port
 from ally.temporal_server import dev_server_command
-from dev.model_server import Hang, RunCommand, Say
 from tests.processes import temporal_when_up
 from tests.stack import PERSON, Stack, codex_workers, eventually, running_stack
 from workflows.turn import EXPIRED_RUNTIME_GONE, RUN_TURN_HEARTBEAT

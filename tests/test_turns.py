@@ -19,9 +19,9 @@ from temporalio.worker import Worker
 from ally.channels.console import ConsoleChannel, ConsoleEvent
 from ally.chat_client import ChatClient
 from ally.contracts import ChatRef, Decision, InboundMessage, Person, Reply, SentMessage
+from ally.model_server import Hang, RunCommand, Say, Stream
 from ally.names import decision_update_id
 from ally.turns_report import running_turns
-from dev.model_server import Hang, RunCommand, Say, Stream
 from tests.stack import PERSON, Stack, eventually, running_stack
 from workflows.turn import TurnWorkflow
 

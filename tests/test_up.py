@@ -36,7 +36,12 @@ class RunningUp:
 
 
 def start_up(
-    home: Path, *extra: str, ready_timeout: float = 120, env: dict[str, str] | None = None
+    home: Path,
+    *extra: str,
+    ready_timeout: float = 120,
+    env: dict[str, str] | None = None,
+    ally: tuple[str, ...] = (sys.executable, "-m", "ally"),
+    cwd: Path | None = None,
 ) -> RunningUp:
     overrides = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WORK_ALLY_", "TEMPORAL_"))}
@@ -50,11 +55,12 @@ def start_up(
         PYTHONUNBUFFERED="1",
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "ally", "up", *extra],
+        [*ally, "up", *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
+        cwd=cwd,
     )
     assert process.stdout is not None
     output: list[str] = []

@@ -14,8 +14,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-# <repo>/dev/codex holds the pinned npm install (dev/bootstrap).
+from ally.codex.version import CODEX_VERSION
+
+# <repo>/dev/codex holds the pinned npm install (dev/bootstrap). An installed package has no dev/:
+# there the `codex` on PATH is used, installed with INSTALL_CODEX.
 PINNED_INSTALL = Path(__file__).resolve().parents[2] / "dev" / "codex"
+INSTALL_CODEX = f"npm install -g @openai/codex@{CODEX_VERSION}"
+FIX_CODEX = f"install the pinned Codex: {INSTALL_CODEX} (in a clone: dev/bootstrap), or set [codex] binary"
 
 # npm platform package and Rust target triple, as @openai/codex/bin/codex.js maps them.
 _TARGETS: dict[tuple[str, str], tuple[str, str]] = {
@@ -31,23 +36,44 @@ class CodexBinaryNotFound(Exception):
     """No usable Codex native binary; the message says what to do next."""
 
 
-def find_codex_binary(configured: Path | None = None, *, install_root: Path = PINNED_INSTALL) -> Path:
-    """The configured binary if given, else the pinned native binary inside `install_root`."""
+def find_codex_binary(
+    configured: Path | None = None, *, install_root: Path = PINNED_INSTALL, path: str | None = None
+) -> Path:
+    """The configured binary if given, else the pinned one inside `install_root` (a clone's
+    dev/codex), else the native binary behind the `codex` on `path` (default: PATH)."""
     if configured is not None:
-        path = configured.expanduser()
-        if not path.is_file():
-            raise CodexBinaryNotFound(f"codex.binary {path} does not exist; fix codex.binary or unset it")
-        if not os.access(path, os.X_OK):
+        configured = configured.expanduser()
+        if not configured.is_file():
             raise CodexBinaryNotFound(
-                f"codex.binary {path} is not executable; chmod +x it or unset codex.binary"
+                f"codex.binary {configured} does not exist; fix codex.binary or unset it"
             )
-        return path
+        if not os.access(configured, os.X_OK):
+            raise CodexBinaryNotFound(
+                f"codex.binary {configured} is not executable; chmod +x it or unset codex.binary"
+            )
+        return configured
+    found = pinned_binary(install_root) or codex_on_path(path)
+    if found is None:
+        raise CodexBinaryNotFound(
+            f"Codex is not installed: no pinned install in {install_root} and no codex on PATH"
+        )
+    return found
+
+
+def codex_command(configured: Path | None = None) -> str:
+    """How to name Codex in a command the user is told to run."""
+    try:
+        return str(find_codex_binary(configured))
+    except CodexBinaryNotFound:
+        return "codex"
+
+
+def pinned_binary(install_root: Path) -> Path | None:
+    """The native binary of the npm install rooted at `install_root`, or None."""
     system, arch = sys.platform, _ARCH_NAMES.get(platform.machine().lower(), platform.machine())
     target = _TARGETS.get((system, arch))
     if target is None:
-        raise CodexBinaryNotFound(
-            f"no pinned Codex binary for {system}/{arch}; install codex yourself and set codex.binary"
-        )
+        return None
     package, triple = target
     modules = install_root / "node_modules" / "@openai"
     # The platform package is an optional npm dependency; the shim falls back to a vendor/ dir
@@ -56,10 +82,7 @@ def find_codex_binary(configured: Path | None = None, *, install_root: Path = PI
         candidate = vendor / triple / "bin" / "codex"
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
-    raise CodexBinaryNotFound(
-        f"the pinned Codex binary is not installed (looked in {modules / package / 'vendor' / triple}); "
-        "run dev/bootstrap, or set codex.binary"
-    )
+    return None
 
 
 def binary_version(path: Path, *, timeout: float = 10.0) -> str:
@@ -91,8 +114,5 @@ def codex_on_path(path: str | None = None) -> Path | None:
     except OSError:
         return None
     if real.parts[-5:] == ("node_modules", "@openai", "codex", "bin", "codex.js"):
-        try:
-            return find_codex_binary(install_root=real.parents[4])
-        except CodexBinaryNotFound:
-            return None
+        return pinned_binary(real.parents[4])
     return None

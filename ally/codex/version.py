@@ -18,5 +18,6 @@ def version_mismatch(reported: str) -> str | None:
     found = words[-1] if words else "(no version printed)"
     return (
         f"codex binary is {found}, but work-ally is pinned to {CODEX_VERSION}; "
-        "use the pinned binary (run dev/bootstrap and unset codex.binary) or regenerate the protocol"
+        f"install the pinned one (npm install -g @openai/codex@{CODEX_VERSION}, or dev/bootstrap in a clone) "
+        "and unset codex.binary"
     )

@@ -9,7 +9,7 @@ queues exactly the model behaviour it needs and asserts on what Codex sent (`rec
         model.push(RunCommand(cmd="touch done"), Say(text="Done."))
         ...  # run `codex app-server` with CODEX_HOME=home
 
-As a separate process: `python -m dev.model_server --port 8765 [--demo]` prints the base URL and
+As a separate process: `python -m ally.model_server --port 8765 [--demo]` prints the base URL and
 serves until SIGTERM/SIGINT; `POST /_control/steps`, `GET /_control/requests` and
 `POST /_control/reset` do what push/received/reset do.
 """
@@ -469,7 +469,7 @@ def write_codex_home(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dev.model_server", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ally.model_server", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--demo", action="store_true", help="answer like a toy model when no step is queued")
