@@ -225,5 +225,5 @@ def _feishu(config: AllyConfig) -> Check:
         name="feishu",
         status="warn",
         detail="no app_id/app_secret",
-        fix=f"set [feishu] app_id and app_secret in {config_path()} (docs/feishu-setup.md)",
+        fix=f"run `ally setup`, or set [feishu] app_id and app_secret in {config_path()}",
     )

@@ -47,8 +47,8 @@ def missing_pieces(config: AllyConfig, *, demo: bool = False) -> list[MissingPie
         missing.append(
             MissingPiece(
                 what="Feishu credentials (no chat can reach the assistant yet)",
-                next_step=f"set [feishu] app_id and app_secret in {config_path()} "
-                "(docs/feishu-setup.md walks through creating the app)",
+                next_step="run `ally setup` (it creates the Feishu app, or checks yours), or set [feishu] "
+                f"app_id and app_secret in {config_path()}",
             )
         )
     home = config.codex.resolved_home()
