@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ally.codex.binary import find_codex_binary
+from ally.codex.version import CODEX_VERSION
 from tests.processes import processes_with_env
 from tests.test_up import start_up, wait_gone
 
@@ -80,13 +81,24 @@ def test_a_wheel_installed_outside_the_clone_runs_the_demo_and_answers_a_termina
         "None",
     ], where.stdout
 
+    # Before Codex is installed, doctor names the npm command that installs the pinned release.
+    no_codex = [p for p in system_path if not (Path(p) / "codex").exists()]
+    bare = env | {"PATH": os.pathsep.join([str(venv / "bin"), *no_codex])}
+    bare |= {"HOME": str(outside), "WORK_ALLY_HOME": str(outside / "bare-home")}
+    doctor = subprocess.run(
+        [*ally, "doctor"], capture_output=True, text=True, env=bare, cwd=outside, timeout=120
+    )
+    assert "[FAIL] codex: Codex is not installed" in doctor.stdout, doctor.stdout
+    assert f"npm install -g @openai/codex@{CODEX_VERSION}" in doctor.stdout
+    assert "Traceback" not in doctor.stdout + doctor.stderr
+
     up = start_up(outside / "ally-home", "--demo", env=env, ally=ally, cwd=outside)
     assert any("DEMO MODE" in line for line in up.output)
     doctor = subprocess.run(
         [*ally, "doctor"], capture_output=True, text=True, env=up.env, cwd=outside, timeout=120
     )
     codex_line = next(line for line in doctor.stdout.splitlines() if "] codex: " in line)
-    assert str(find_codex_binary()) in codex_line and "0.169.0" in codex_line, doctor.stdout
+    assert str(find_codex_binary()) in codex_line and CODEX_VERSION in codex_line, doctor.stdout
 
     chat = subprocess.Popen(
         [*ally, "chat"],
