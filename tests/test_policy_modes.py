@@ -24,20 +24,9 @@ from ally.contracts import (
 )
 from ally.feishu.cards import approval_card, card_content
 from ally.policy import evaluate, remember
+from tests.test_policy import WS, command
 
-WS = "/home/me/project"
 AUTONOMOUS: tuple[Mode, ...] = ("read_only", "trusted")
-
-
-def command(text: str, cwd: str | None = WS) -> AgentRequest:
-    return AgentRequest(
-        key="1:7",
-        kind="command",
-        method="item/commandExecution/requestApproval",
-        thread_id="t",
-        command=text,
-        cwd=cwd,
-    )
 
 
 def decide(

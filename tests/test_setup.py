@@ -31,7 +31,7 @@ from dev.fake_feishu import FakeFeishu, message_event
 from dev.model_server import Say
 from tests.processes import processes_with_env
 from tests.stack import eventually, running_stack
-from tests.test_up import start_up, wait_gone
+from tests.test_up import start_up
 
 ALLY = Path(sys.executable).parent / "ally"
 SECRET = "s3cr3t-only-in-the-file-9f2c"
@@ -133,9 +133,7 @@ def answer_over_feishu(home: Path, fake: FakeFeishu, sender: str) -> str:
         )
         return json.dumps(reply.content, ensure_ascii=False)
     finally:
-        up.process.send_signal(signal.SIGTERM)
-        assert up.process.wait(timeout=60) == 0
-        assert wait_gone(up.marker) == {}
+        up.stop()
 
 
 @pytest.mark.feishu
