@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from ally.feishu.long_connection import LongConnection
+from ally.channels.feishu.long_connection import LongConnection
 from dev.fake_feishu import FakeFeishu, Message, card_action_event, envelope, message_event
 from dev.model_server import RunCommand, Say
 from tests.feishu_stack import card_markdown, feishu_stack

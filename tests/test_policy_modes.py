@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ally.channels.feishu.cards import approval_card, card_content
 from ally.console_chat import describe_request
 from ally.contracts import (
     AgentRequest,
@@ -22,7 +23,6 @@ from ally.contracts import (
     SessionGrants,
     Verdict,
 )
-from ally.feishu.cards import approval_card, card_content
 from ally.policy import evaluate, remember
 from tests.test_policy import WS, command
 
