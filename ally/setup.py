@@ -1,10 +1,10 @@
 """`ally setup`: from nothing to a checked configuration, by questions or entirely by flags.
 
 Four steps, each checked live where it can be, each problem printed with the one line that fixes it:
-1. the Feishu app: created by scanning a QR code (ally/feishu/app_registration.py), or an existing
-   one's App ID and Secret; then its credentials, bot, scopes and events (ally/feishu/app_check.py),
+1. the Feishu app: created by scanning a QR code (ally/channels/feishu/app_registration.py), or an existing
+   one's App ID and Secret; then its credentials, bot, scopes and events (ally/channels/feishu/app_check.py),
    and the long connection, which must connect and can be shown to receive a message
-   (ally/feishu/connection_check.py);
+   (ally/channels/feishu/connection_check.py);
 2. Codex: the binary (configured, pinned, or the one on PATH) and its login, asked of Codex itself
    (ally/codex/account.py);
 3. the assistant: its workspace (created) and persona;
@@ -33,7 +33,7 @@ from ally.config import AllyConfig, FeishuConfig, config_path, data_dir
 from ally.config_file import Change
 
 if TYPE_CHECKING:
-    from ally.feishu.app_registration import RegisteredApp
+    from ally.channels.feishu.app_registration import RegisteredApp
 
 OWNER_ID = re.compile(r"ou_[A-Za-z0-9_-]+")
 CHAT_ID = re.compile(r"oc_[A-Za-z0-9_-]+")
@@ -160,7 +160,7 @@ def _feishu(
 
 
 def _lark_api() -> str:
-    from ally.feishu.app_registration import LARK_OPEN_API
+    from ally.channels.feishu.app_registration import LARK_OPEN_API
 
     return LARK_OPEN_API
 
@@ -190,7 +190,7 @@ def _secret(
 
 
 def _scan(options: SetupOptions, terminal: Terminal) -> RegisteredApp | None:
-    from ally.feishu.app_registration import (
+    from ally.channels.feishu.app_registration import (
         FEISHU_ACCOUNTS,
         LARK_ACCOUNTS,
         RegistrationFailed,
@@ -229,7 +229,7 @@ def _qr_lines(url: str) -> list[str]:
 
 def _check_feishu(feishu: FeishuConfig, options: SetupOptions, terminal: Terminal, outcome: Outcome) -> bool:
     """The live checks; False when the credentials themselves do not work (nothing is written then)."""
-    from ally.feishu.app_check import check_app
+    from ally.channels.feishu.app_check import check_app
 
     check = check_app(feishu)
     for finding in check.findings:
@@ -248,8 +248,8 @@ def _check_feishu(feishu: FeishuConfig, options: SetupOptions, terminal: Termina
 def _long_connection(
     feishu: FeishuConfig, options: SetupOptions, terminal: Terminal, outcome: Outcome
 ) -> None:
-    from ally.feishu.app_check import app_page, check_app
-    from ally.feishu.connection_check import ConnectionProbe
+    from ally.channels.feishu.app_check import app_page, check_app
+    from ally.channels.feishu.connection_check import ConnectionProbe
 
     probe = ConnectionProbe(feishu)
     try:

@@ -21,11 +21,11 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from ally.access import AccessConfig
+from ally.channels.feishu.channel import FeishuChannel
+from ally.channels.feishu.client import FeishuApi
+from ally.channels.feishu.gateway import FeishuGateway
+from ally.channels.feishu.inbound import MessageReader
 from ally.config import FeishuConfig
-from ally.feishu.channel import FeishuChannel
-from ally.feishu.client import FeishuApi
-from ally.feishu.gateway import FeishuGateway
-from ally.feishu.inbound import MessageReader
 from dev.fake_feishu import FakeFeishu, Message, forget_sdk_token, message_event
 from tests.stack import Stack, running_stack
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ally.channels.feishu import cards
 from ally.contracts import AgentRequest, ApprovalPrompt, ChatRef
-from ally.feishu import cards
 
 pytestmark = pytest.mark.feishu
 

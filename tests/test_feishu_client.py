@@ -16,13 +16,13 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.channel import ChannelActivities
 from ally.channels import PermanentDeliveryError, RetryLaterError
+from ally.channels.feishu import cards
+from ally.channels.feishu.channel import FeishuChannel
+from ally.channels.feishu.client import FeishuApi, FeishuRateLimited, FeishuRejected, FeishuUnavailable
+from ally.channels.feishu.events import MessageReceived
+from ally.channels.feishu.inbound import Ignored, MessageReader, Normalised
 from ally.config import FeishuConfig
 from ally.contracts import ChatRef, Reply
-from ally.feishu import cards
-from ally.feishu.channel import FeishuChannel
-from ally.feishu.client import FeishuApi, FeishuRateLimited, FeishuRejected, FeishuUnavailable
-from ally.feishu.events import MessageReceived
-from ally.feishu.inbound import Ignored, MessageReader, Normalised
 from dev.fake_feishu import FakeFeishu, forget_sdk_token, mention, message_event, post_message_event
 
 pytestmark = pytest.mark.feishu

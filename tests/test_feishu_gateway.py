@@ -19,8 +19,8 @@ from temporalio.client import Client
 
 from ally import names
 from ally.access import AccessConfig
-from ally.feishu.channel import ApprovalCards
-from ally.feishu.webhook import WebhookServer
+from ally.channels.feishu.channel import ApprovalCards
+from ally.channels.feishu.webhook import WebhookServer
 from ally.model_server import Hang, RunCommand, Say
 from dev.fake_feishu import Reaction as FakeReaction
 from dev.fake_feishu import (
@@ -216,7 +216,7 @@ async def test_rate_limit_storms_and_server_errors_still_deliver_the_reply_exact
 async def test_bad_events_are_refused_or_acknowledged_with_a_log_line_and_the_next_one_is_served(
     client: Client, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="ally.feishu")
+    caplog.set_level(logging.INFO, logger="ally.channels.feishu")
     async with feishu_stack(client, tmp_path, "cli_feishu_e2e_bad") as fs:
         fs.stack.model.push(Say(text="Still here."), Say(text="And over the webhook."))
         app = fs.fake.app_id

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from ally.feishu.long_connection import LongConnection
+from ally.channels.feishu.long_connection import LongConnection
 from ally.model_server import RunCommand, Say
-from dev.fake_feishu import Message, card_action_event, envelope, message_event
+from dev.fake_feishu import FakeFeishu, Message, card_action_event, envelope, message_event
 from tests.feishu_stack import card_markdown, feishu_stack
 
 pytestmark = [pytest.mark.feishu, pytest.mark.codex]
@@ -56,15 +56,7 @@ async def test_a_message_and_a_card_click_over_the_long_connection(client: Clien
             assert clicked["code"] == 200 and clicked["data"]["toast"]["content"] == "Approved"
             assert card_markdown(answers[-1]) == "Touched over WS." and target.exists()
         finally:
-            # No stop() in lark-oapi 1.7.5: make the client's reconnects fail for good and drop it,
-            # so its thread goes quiet (the fake's own WS tests do the same).
-            fs.fake.fail_next("/callback/ws/endpoint", status=200, code=403, msg="retired", times=100)
-            fs.fake.drop_long_connections()
-            await fs.fake.async_wait_for(
-                lambda: any(c.code == 403 for c in fs.fake.calls_to("/callback/ws/endpoint")), timeout=10
-            )
-            with pytest.raises(RuntimeError, match="long connection stopped"):
-                await connection.watch()
+            await retire(fs.fake, connection)
 
 
 BURST_MESSAGES = 200
@@ -109,13 +101,7 @@ async def test_a_burst_of_200_messages_in_20_chats_is_acknowledged_in_time_and_a
             await fs.fake.async_wait_for(lambda: len(answers()) >= BURST_MESSAGES, timeout=240)
             await asyncio.sleep(1.0)  # room for a duplicate, if one were coming
         finally:
-            fs.fake.fail_next("/callback/ws/endpoint", status=200, code=403, msg="retired", times=100)
-            fs.fake.drop_long_connections()
-            await fs.fake.async_wait_for(
-                lambda: any(c.code == 403 for c in fs.fake.calls_to("/callback/ws/endpoint")), timeout=10
-            )
-            with pytest.raises(RuntimeError, match="long connection stopped"):
-                await connection.watch()
+            await retire(fs.fake, connection)
 
         print(f"ack latency: p50 {statistics.median(latencies):.3f} s, max {max(latencies):.3f} s")
         assert max(latencies) < FEISHU_ACK_DEADLINE_S
@@ -131,3 +117,15 @@ async def test_a_burst_of_200_messages_in_20_chats_is_acknowledged_in_time_and_a
                 if e["event"]["message"]["chat_id"] == chat
             ]
             assert [m.parent_id for m in answers() if m.chat_id == chat] == sent
+
+
+async def retire(fake: FakeFeishu, connection: LongConnection) -> None:
+    """No stop() in lark-oapi 1.7.5: make the client's reconnects fail for good and drop it, so its
+    thread goes quiet (the fake's own WS tests do the same)."""
+    fake.fail_next("/callback/ws/endpoint", status=200, code=403, msg="retired", times=100)
+    fake.drop_long_connections()
+    await fake.async_wait_for(
+        lambda: any(c.code == 403 for c in fake.calls_to("/callback/ws/endpoint")), timeout=10
+    )
+    with pytest.raises(RuntimeError, match="long connection stopped"):
+        await connection.watch()

@@ -22,9 +22,9 @@ from temporalio.service import RPCError
 
 from ally import names
 from ally.access import AccessConfig
+from ally.channels.feishu.webhook import WebhookServer
 from ally.chat_client import ChatClient
 from ally.contracts import Decision, Person
-from ally.feishu.webhook import WebhookServer
 from ally.model_server import Hang, RunCommand, Say
 from dev.fake_feishu import (
     bot_added_event,

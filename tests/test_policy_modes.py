@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ally.channels.feishu.cards import approval_card, card_content
 from ally.console_chat import describe_request
 from ally.contracts import (
     AgentRequest,
@@ -22,22 +23,10 @@ from ally.contracts import (
     SessionGrants,
     Verdict,
 )
-from ally.feishu.cards import approval_card, card_content
 from ally.policy import evaluate, remember
+from tests.test_policy import WS, command
 
-WS = "/home/me/project"
 AUTONOMOUS: tuple[Mode, ...] = ("read_only", "trusted")
-
-
-def command(text: str, cwd: str | None = WS) -> AgentRequest:
-    return AgentRequest(
-        key="1:7",
-        kind="command",
-        method="item/commandExecution/requestApproval",
-        thread_id="t",
-        command=text,
-        cwd=cwd,
-    )
 
 
 def decide(

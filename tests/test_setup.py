@@ -32,7 +32,7 @@ from ally.processes import free_local_port
 from dev.fake_feishu import FakeFeishu, message_event
 from tests.processes import processes_with_env
 from tests.stack import eventually, running_stack
-from tests.test_up import start_up, wait_gone
+from tests.test_up import start_up
 
 ALLY = Path(sys.executable).parent / "ally"
 SECRET = "s3cr3t-only-in-the-file-9f2c"
@@ -134,9 +134,7 @@ def answer_over_feishu(home: Path, fake: FakeFeishu, sender: str) -> str:
         )
         return json.dumps(reply.content, ensure_ascii=False)
     finally:
-        up.process.send_signal(signal.SIGTERM)
-        assert up.process.wait(timeout=60) == 0
-        assert wait_gone(up.marker) == {}
+        up.stop()
 
 
 @pytest.mark.feishu

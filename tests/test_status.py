@@ -23,7 +23,7 @@ from ally.processes import free_local_port
 from ally.run_state import PartState, write_part_state
 from ally.status import collect_status, duration
 from tests.processes import processes_with_env
-from tests.test_up import start_up, wait_gone
+from tests.test_up import start_up
 
 
 @pytest.fixture
@@ -73,9 +73,7 @@ def test_status_of_a_running_stack_reads_as_sentences_and_its_logs_are_one_comma
     )
     assert f"codex child {health.pid} up" in logs.stdout
 
-    up.process.send_signal(signal.SIGTERM)
-    assert up.process.wait(timeout=60) == 0
-    assert wait_gone(up.marker) == {}
+    up.stop()
 
 
 async def test_status_says_which_part_is_gone_and_what_troubles_the_codex_child(

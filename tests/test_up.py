@@ -34,6 +34,12 @@ class RunningUp:
     def marker(self) -> str:
         return f"WORK_ALLY_HOME={self.home}"
 
+    def stop(self) -> None:
+        """SIGTERM, as Ctrl-C or a service manager would: a clean exit, and no process left."""
+        self.process.send_signal(signal.SIGTERM)
+        assert self.process.wait(timeout=60) == 0
+        assert wait_gone(self.marker) == {}
+
 
 def start_up(
     home: Path,
@@ -132,9 +138,7 @@ def test_up_runs_every_part_and_sigterm_leaves_no_process_behind(home: Path) -> 
     assert any("start-dev" in cmd for cmd in running.values())
     assert any("app-server" in cmd for cmd in running.values())
 
-    up.process.send_signal(signal.SIGTERM)
-    assert up.process.wait(timeout=60) == 0
-    assert wait_gone(up.marker) == {}
+    up.stop()
 
 
 @pytest.mark.codex
@@ -169,9 +173,7 @@ def test_with_nothing_configured_the_demo_answers_a_terminal_chat_end_to_end(hom
     chat.stdin.close()
     assert chat.wait(timeout=30) == 0
     assert "codex> (demo model) You said: hello from the terminal" in seen, seen
-    up.process.send_signal(signal.SIGTERM)
-    assert up.process.wait(timeout=60) == 0
-    assert wait_gone(up.marker) == {}
+    up.stop()
 
 
 @pytest.mark.codex
@@ -210,9 +212,7 @@ def test_ally_up_with_feishu_answers_a_message_over_the_long_connection(home: Pa
         assert "access_key=<redacted>" in logs and "ticket=<redacted>" in logs
         assert fake.app_secret not in logs
 
-        up.process.send_signal(signal.SIGTERM)
-        assert up.process.wait(timeout=60) == 0
-        assert wait_gone(up.marker) == {}
+        up.stop()
 
 
 def run_up_expecting_failure(home: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -295,6 +295,4 @@ def test_the_restart_backoff_starts_over_once_a_part_has_been_healthy(home: Path
     assert quick == ["0.5s", "1s", "1.5s"]
     time.sleep(healthy_after + 0.5)
     assert kill_the_runtime_worker() == "0.5s"  # healthy for a while: a fresh failure
-    up.process.send_signal(signal.SIGTERM)
-    assert up.process.wait(timeout=60) == 0
-    assert wait_gone(up.marker) == {}
+    up.stop()

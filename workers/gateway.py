@@ -4,7 +4,7 @@ Hosts the Feishu chats' worker (workers/chat.py: their conversation and turn wor
 Feishu channel's activities) on `FEISHU_CHATS_QUEUE`, and runs the transport that brings Feishu's
 events in: the long connection (default; no public URL needed) or a webhook server on
 `feishu.webhook_port`. Events become signal-with-start of the chat's conversation
-(ally/feishu/gateway.py). If the transport dies (bad credentials, the app not allowed a long
+(ally/channels/feishu/gateway.py). If the transport dies (bad credentials, the app not allowed a long
 connection), the process exits and `ally up` restarts it; the chats' workflows wait durably.
 """
 
@@ -16,15 +16,15 @@ import logging
 import sys
 from pathlib import Path
 
+from ally.channels.feishu import FEISHU_CHATS_QUEUE
+from ally.channels.feishu.channel import FeishuChannel
+from ally.channels.feishu.client import FeishuApi
+from ally.channels.feishu.gateway import FeishuGateway
+from ally.channels.feishu.inbound import MessageReader
+from ally.channels.feishu.long_connection import LongConnection
+from ally.channels.feishu.webhook import WebhookServer
 from ally.clean_exit import run_process
 from ally.config import load_config
-from ally.feishu import FEISHU_CHATS_QUEUE
-from ally.feishu.channel import FeishuChannel
-from ally.feishu.client import FeishuApi
-from ally.feishu.gateway import FeishuGateway
-from ally.feishu.inbound import MessageReader
-from ally.feishu.long_connection import LongConnection
-from ally.feishu.webhook import WebhookServer
 from ally.inbound import new_conversation, thread_settings
 from ally.temporal_client import connect
 from ally.worker_process import configure_logging, serve_until_signalled

@@ -1,6 +1,6 @@
 """The chat's side: which chat, who spoke, what the channel shows (replies, approval cards, emoji).
 
-Channels (ally/channels/, ally/feishu/) speak these; the workflows never see a channel's own shapes.
+Channels (ally/channels/, ally/channels/feishu/) speak these; the workflows never see a channel's own shapes.
 """
 
 from __future__ import annotations

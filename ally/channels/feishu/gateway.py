@@ -1,8 +1,8 @@
 """Feishu events in: one `lark.EventDispatcherHandler`, fed by the long connection or a webhook.
 
-Where things are: the transports (ally/feishu/long_connection.py, ally/feishu/webhook.py, and what
-they share with the handlers in ally/feishu/acks.py); messages (ally/feishu/intake.py); decisions by
-card, text or reaction (ally/feishu/decisions.py). This file registers the handlers and bridges the
+Where things are, in this folder: the transports (long_connection.py, webhook.py, and what they
+share with the handlers in acks.py); messages (intake.py); decisions by card, text or reaction
+(decisions.py). This file registers the handlers and bridges the
 transport's thread to the gateway's asyncio loop.
 
 The handlers run on the transport's thread (the SDK calls them synchronously) and must answer
@@ -35,13 +35,11 @@ from pydantic import BaseModel, ValidationError
 from temporalio.client import Client
 
 from ally.access import AccessConfig
-from ally.chat_client import ChatClient
-from ally.contracts import ChatRef, ConversationState
-from ally.feishu import cards, events
-from ally.feishu.acks import ACK_WAITS, HandOverFailed, PendingAck
-from ally.feishu.channel import FeishuChannel
-from ally.feishu.decisions import APPROVING_EMOJIS, FeishuDecisions
-from ally.feishu.events import (
+from ally.channels.feishu import cards, events
+from ally.channels.feishu.acks import ACK_WAITS, HandOverFailed, PendingAck
+from ally.channels.feishu.channel import FeishuChannel
+from ally.channels.feishu.decisions import APPROVING_EMOJIS, FeishuDecisions
+from ally.channels.feishu.events import (
     CardClick,
     ChatMembership,
     Envelope,
@@ -50,8 +48,10 @@ from ally.feishu.events import (
     ReactionEvent,
     Recalled,
 )
-from ally.feishu.inbound import MessageReader
-from ally.feishu.intake import Intake
+from ally.channels.feishu.inbound import MessageReader
+from ally.channels.feishu.intake import Intake
+from ally.chat_client import ChatClient
+from ally.contracts import ChatRef, ConversationState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

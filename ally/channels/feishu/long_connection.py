@@ -19,9 +19,9 @@ from lark_oapi.ws.const import HEADER_BIZ_RT, HEADER_MESSAGE_ID, HEADER_SEQ, HEA
 from lark_oapi.ws.enum import MessageType
 from lark_oapi.ws.model import Response as AckFrame
 
+from ally.channels.feishu import events
+from ally.channels.feishu.acks import HandOverFailed, ThreadEnd, deferred_acks
 from ally.config import FeishuConfig
-from ally.feishu import events
-from ally.feishu.acks import HandOverFailed, ThreadEnd, deferred_acks
 
 log = logging.getLogger(__name__)
 

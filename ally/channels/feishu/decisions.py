@@ -13,13 +13,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ally import names
+from ally.channels.feishu import cards
+from ally.channels.feishu.channel import FeishuChannel
+from ally.channels.feishu.client import FeishuApiError
+from ally.channels.feishu.events import CardClick, ReactionEvent
+from ally.channels.feishu.inbound import MessageReader
 from ally.chat_client import ChatClient, DecisionReceipt
 from ally.contracts import Decision, InboundMessage, Person
-from ally.feishu import cards
-from ally.feishu.channel import FeishuChannel
-from ally.feishu.client import FeishuApiError
-from ally.feishu.events import CardClick, ReactionEvent
-from ally.feishu.inbound import MessageReader
 from ally.shortcuts import parse_decisions
 
 log = logging.getLogger(__name__)

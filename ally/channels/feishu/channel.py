@@ -19,9 +19,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from ally.channels import PermanentDeliveryError
+from ally.channels.feishu import cards
+from ally.channels.feishu.client import PARENT_GONE, FeishuApi, FeishuApiError, FeishuRejected
 from ally.contracts import ApprovalOutcome, ApprovalPrompt, ChatRef, Reaction, ReactionRef, Reply, SentMessage
-from ally.feishu import cards
-from ally.feishu.client import PARENT_GONE, FeishuApi, FeishuApiError, FeishuRejected
 from ally.names import chunk_key
 
 log = logging.getLogger(__name__)

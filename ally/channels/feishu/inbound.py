@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ally.channels.feishu import FEISHU_CHATS_QUEUE
+from ally.channels.feishu.client import FeishuApi, FeishuApiError, FeishuRejected
+from ally.channels.feishu.events import Mention, MessageReceived
 from ally.contracts import ChatRef, InboundMessage, Person
-from ally.feishu import FEISHU_CHATS_QUEUE
-from ally.feishu.client import FeishuApi, FeishuApiError, FeishuRejected
-from ally.feishu.events import Mention, MessageReceived
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from lark_oapi.core.const import (
 )
 from lark_oapi.core.utils.decryptor import AESCipher
 
-from ally.feishu.acks import HandOverFailed, ThreadEnd
+from ally.channels.feishu.acks import HandOverFailed, ThreadEnd
 
 log = logging.getLogger(__name__)
 

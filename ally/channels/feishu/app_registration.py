@@ -26,7 +26,7 @@ import lark_oapi as lark
 from lark_oapi.scene.registration import AppAccessDeniedError, AppExpiredError, RegisterAppError
 from pydantic import BaseModel, SecretStr
 
-from ally.feishu.app_check import registration_addons
+from ally.channels.feishu.app_check import registration_addons
 
 FEISHU_ACCOUNTS = "https://accounts.feishu.cn"
 LARK_ACCOUNTS = "https://accounts.larksuite.com"

@@ -3,7 +3,7 @@ and the end of a transport's thread as the gateway loop sees it.
 
 A handler runs on the transport's thread and must not block it (Feishu wants its ack within 3 s);
 inside `deferred_acks` it only starts its work and leaves a `PendingAck`, which the transport awaits
-before it answers that one event (ally/feishu/long_connection.py).
+before it answers that one event (ally/channels/feishu/long_connection.py).
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ from lark_oapi.api.application.v6 import GetApplicationRequest, ListScopeRequest
 from lark_oapi.core.exception import ObtainAccessTokenException
 from pydantic import BaseModel
 
+from ally.channels.feishu.client import build_lark_client, forget_tenant_token
 from ally.config import FeishuConfig
-from ally.feishu.client import build_lark_client, forget_tenant_token
 
 Status = Literal["ok", "warn", "fail"]
 GRANTED = 1

@@ -4,7 +4,7 @@ A message is handed to its chat's conversation with signal-with-start (`ChatClie
 which Temporal records durably. Messages of one chat are handed over in the order they arrived,
 whatever each one's reading costs: each takes its place in its chat's line before its first await.
 A decision shortcut ("y", "1 y 2 n") answers the chat's waiting approvals instead
-(ally/feishu/decisions.py).
+(ally/channels/feishu/decisions.py).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 
 from ally import names
 from ally.access import AccessConfig, may_prompt
+from ally.channels.feishu.channel import FeishuChannel
+from ally.channels.feishu.decisions import FeishuDecisions
+from ally.channels.feishu.events import Envelope, MessageReceived
+from ally.channels.feishu.inbound import Ignored, MessageReader
 from ally.chat_client import ChatClient, MessageRefused
 from ally.contracts import ChatRef, ConversationState, InboundMessage
-from ally.feishu.channel import FeishuChannel
-from ally.feishu.decisions import FeishuDecisions
-from ally.feishu.events import Envelope, MessageReceived
-from ally.feishu.inbound import Ignored, MessageReader
 
 log = logging.getLogger(__name__)
 
