@@ -94,6 +94,18 @@ class SupervisorConfig(_Section):
     )
 
 
+class MetricsConfig(_Section):
+    enabled: bool = Field(False, description="Serve Prometheus metrics from the parts given a port below.")
+    host: str = Field("127.0.0.1", description="Address the metrics endpoints listen on.")
+    runtime_worker_port: int = Field(
+        0, ge=0, le=65535, description="The runtime worker's /metrics port (0 = none)."
+    )
+    gateway_port: int = Field(0, ge=0, le=65535, description="The Feishu gateway's /metrics port (0 = none).")
+    poll_seconds: float = Field(
+        15.0, gt=0, description="How often the gauges (approvals waiting, Codex restarts) are refreshed."
+    )
+
+
 class AllyConfig(_Section):
     feishu: FeishuConfig = FeishuConfig()
     codex: CodexConfig = CodexConfig()
@@ -102,6 +114,7 @@ class AllyConfig(_Section):
     supervisor: SupervisorConfig = SupervisorConfig()
     policy: PolicyConfig = PolicyConfig()
     access: AccessConfig = AccessConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
 
 def data_dir() -> Path:
