@@ -109,6 +109,7 @@ class CodexGauges:
     def __init__(self, meter: MetricMeter, runtime: CodexRuntime) -> None:
         self.runtime = runtime
         self.restarts = meter.create_counter(CODEX_RESTARTS, "Times the Codex child was restarted.")
+        self.restarts.add(0)  # a series from the start, so `increase()` sees the first restart
         self.up = meter.create_gauge(CODEX_UP, "1 while the Codex child runs, 0 while it is down.")
         self.counted = 0
 

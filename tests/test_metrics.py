@@ -11,6 +11,9 @@ import asyncio
 import os
 import re
 import signal
+import socket
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,11 +31,15 @@ from ally.contracts import Decision
 from ally.processes import free_local_port
 from ally.status import collect_status
 from ally.temporal_client import connect
+from dev.fake_feishu import FakeFeishu, message_event
 from dev.model_server import RunCommand, Say
 from tests.stack import PERSON, Stack, eventually, running_stack
 from tests.test_turns import FlakyChannel
+from tests.test_up import home, run_up_expecting_failure, start_up, wait_gone
 
-pytestmark = [pytest.mark.codex, pytest.mark.faults]
+__all__ = ["home"]  # the fixture that kills what a failed `ally up` test left behind
+
+pytestmark = pytest.mark.codex
 
 SAMPLE = re.compile(
     r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+\d+)?$"
@@ -92,6 +99,7 @@ def total(samples: list[Sample], name: str, **labels: str) -> float:
     return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())
 
 
+@pytest.mark.faults
 async def test_the_metrics_endpoint_counts_turns_approvals_delivery_retries_and_codex_restarts(
     client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -167,3 +175,82 @@ async def test_the_metrics_endpoint_counts_turns_approvals_delivery_retries_and_
             assert ours == set(OURS)
             for page in (DOCS / "grafana-dashboard.json", DOCS / "metrics.md"):
                 assert set(re.findall(r"work_ally_[a-z_]+[a-z]", page.read_text())) == ours, page
+
+
+def scrape_now(url: str) -> list[Sample]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return parse(response.read().decode())
+
+
+@pytest.mark.feishu
+def test_ally_up_serves_each_parts_metrics_and_a_feishu_message_moves_the_gateways_turn_counters(
+    home: Path,
+) -> None:
+    app_id = "cli_metrics_e2e"
+    ports = {"runtime-worker": free_local_port(), "gateway": free_local_port()}
+    with FakeFeishu(app_id=app_id) as fake:
+        fake.add_user("ou_alice", "Alice")
+        up = start_up(
+            home,
+            "--demo",
+            env={
+                "WORK_ALLY_FEISHU__APP_ID": app_id,
+                "WORK_ALLY_FEISHU__APP_SECRET": fake.app_secret,
+                "WORK_ALLY_FEISHU__DOMAIN": fake.domain,
+                "WORK_ALLY_METRICS__ENABLED": "true",
+                "WORK_ALLY_METRICS__RUNTIME_WORKER_PORT": str(ports["runtime-worker"]),
+                "WORK_ALLY_METRICS__GATEWAY_PORT": str(ports["gateway"]),
+                "WORK_ALLY_METRICS__POLL_SECONDS": "0.5",
+            },
+        )
+        runtime_url, gateway_url = (f"http://127.0.0.1:{port}/metrics" for port in ports.values())
+        fake.wait_for(lambda: fake.long_connection.connection_count, timeout=30)
+
+        # Each part serves its own endpoint: the runtime worker its Codex child and its queues' workers.
+        def codex_up() -> list[Sample] | None:
+            now = scrape_now(runtime_url)
+            return now if total(now, metrics.CODEX_UP) == 1 else None
+
+        runtime = fake.wait_for(codex_up, timeout=30)
+        assert [s.value for s in runtime if s.name == metrics.CODEX_RESTARTS] == [0]
+        started = {s.labels.get("task_queue") for s in runtime if s.name == "temporal_worker_start"}
+        assert started == {"codex-runtime", "codex-runtime@test-host"}
+        before = scrape_now(gateway_url)
+        assert total(before, "temporal_worker_start", task_queue="feishu-chats") == 1
+
+        event = message_event("oc_dm_alice", "count me", sender_open_id="ou_alice", app_id=app_id)
+        assert fake.push_event(event, timeout=10)["code"] == 200
+        question = event["event"]["message"]["message_id"]
+        fake.wait_for(lambda: [m for m in fake.messages if m.parent_id == question], timeout=60)
+
+        def counted() -> list[Sample] | None:
+            now = scrape_now(gateway_url)
+            return now if total(now, metrics.TURNS_FINISHED, status="completed") == 1 else None
+
+        after = fake.wait_for(counted, timeout=30)
+        assert total(after, metrics.TURNS_STARTED) == total(before, metrics.TURNS_STARTED) + 1 == 1
+        status = subprocess.run(
+            [sys.executable, "-m", "ally", "status"], capture_output=True, text=True, env=up.env, timeout=60
+        )
+        assert f"Metrics: runtime-worker {runtime_url}, gateway {gateway_url}" in status.stdout.splitlines()
+
+        up.process.send_signal(signal.SIGTERM)
+        assert up.process.wait(timeout=60) == 0
+        assert wait_gone(up.marker) == {}
+
+
+@pytest.mark.faults
+def test_a_metrics_port_already_taken_stops_ally_up_with_the_key_to_change(home: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        died = run_up_expecting_failure(
+            home,
+            {"WORK_ALLY_METRICS__ENABLED": "true", "WORK_ALLY_METRICS__RUNTIME_WORKER_PORT": str(port)},
+        )
+    assert died.returncode == 1
+    (line,) = died.stderr.strip().splitlines()
+    assert line.startswith("ally: runtime-worker exited at start: cannot serve metrics on 127.0.0.1:"), line
+    assert "[metrics] runtime_worker_port" in line and "Traceback" not in died.stdout + died.stderr
+    assert wait_gone(f"WORK_ALLY_HOME={home}") == {}
