@@ -58,7 +58,8 @@ def metrics_address(config: AllyConfig, part: Part) -> str | None:
     """host:port where `part` serves its metrics, or None when it serves none."""
     metrics = config.metrics
     port = metrics.runtime_worker_port if part == "runtime-worker" else metrics.gateway_port
-    return f"{metrics.host}:{port}" if metrics.enabled and port else None
+    host = f"[{metrics.host}]" if ":" in metrics.host else metrics.host  # an IPv6 address
+    return f"{host}:{port}" if metrics.enabled and port else None
 
 
 def metrics_url(config: AllyConfig, part: Part) -> str | None:

@@ -26,7 +26,7 @@ from temporalio.worker import Worker
 from ally import metrics
 from ally.channels.console import ConsoleEvent
 from ally.chat_client import ChatClient
-from ally.config import AllyConfig, MetricsConfig, TemporalConfig
+from ally.config import AllyConfig, ConfigError, MetricsConfig, TemporalConfig, load_config
 from ally.contracts import Decision
 from ally.processes import free_local_port
 from ally.status import collect_status
@@ -254,3 +254,20 @@ def test_a_metrics_port_already_taken_stops_ally_up_with_the_key_to_change(home:
     assert line.startswith("ally: runtime-worker exited at start: cannot serve metrics on 127.0.0.1:"), line
     assert "[metrics] runtime_worker_port" in line and "Traceback" not in died.stdout + died.stderr
     assert wait_gone(f"WORK_ALLY_HOME={home}") == {}
+
+
+def test_metrics_are_off_unless_enabled_with_a_port_and_the_host_must_be_an_ip_address(
+    tmp_path: Path,
+) -> None:
+    def address(part: metrics.Part, **env: str) -> str | None:
+        environ = {f"WORK_ALLY_METRICS__{key.upper()}": value for key, value in env.items()}
+        return metrics.metrics_address(load_config(tmp_path / "absent.toml", environ), part)
+
+    assert address("gateway") is None and address("runtime-worker", runtime_worker_port="9464") is None
+    assert address("gateway", enabled="true") is None
+    assert address("gateway", enabled="true", gateway_port="0") is None
+    assert address("runtime-worker", enabled="true", gateway_port="9465") is None
+    assert address("gateway", enabled="true", gateway_port="9465") == "127.0.0.1:9465"
+    assert address("gateway", enabled="true", gateway_port="9465", host="::1") == "[::1]:9465"
+    with pytest.raises(ConfigError, match=r"WORK_ALLY_METRICS__HOST: .*not an ip address.*'localhost'"):
+        address("gateway", enabled="true", gateway_port="9465", host="localhost")
