@@ -28,6 +28,7 @@ from ally.contracts import (
     Reply,
     SentMessage,
 )
+from ally.metrics import delivery_retried
 
 
 class ChannelActivities:
@@ -84,6 +85,8 @@ class ChannelActivities:
 
 @contextmanager
 def _delivery_errors() -> Iterator[None]:
+    if activity.info().attempt > 1:
+        delivery_retried()  # whatever failed the attempt before: a channel's own error or any other
     try:
         yield
     except PermanentDeliveryError as error:

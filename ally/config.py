@@ -10,6 +10,7 @@ it and exits 2.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import socket
@@ -17,7 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from ally.access import AccessConfig
 from ally.contracts import PolicyConfig
@@ -94,6 +95,29 @@ class SupervisorConfig(_Section):
     )
 
 
+class MetricsConfig(_Section):
+    enabled: bool = Field(False, description="Serve Prometheus metrics from the parts given a port below.")
+    host: str = Field(
+        "127.0.0.1", description="IP address the metrics endpoints listen on (0.0.0.0 = every interface)."
+    )
+    runtime_worker_port: int = Field(
+        0, ge=0, le=65535, description="The runtime worker's /metrics port (0 = none)."
+    )
+    gateway_port: int = Field(0, ge=0, le=65535, description="The Feishu gateway's /metrics port (0 = none).")
+    poll_seconds: float = Field(
+        15.0, gt=0, description="How often the gauges (approvals waiting, Codex restarts) are refreshed."
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _an_ip_address(cls, host: str) -> str:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError("not an IP address: write one such as 127.0.0.1 or 0.0.0.0") from None
+        return host
+
+
 class AllyConfig(_Section):
     feishu: FeishuConfig = FeishuConfig()
     codex: CodexConfig = CodexConfig()
@@ -102,6 +126,7 @@ class AllyConfig(_Section):
     supervisor: SupervisorConfig = SupervisorConfig()
     policy: PolicyConfig = PolicyConfig()
     access: AccessConfig = AccessConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
 
 def data_dir() -> Path:

@@ -14,6 +14,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
 from ally.codex.models import RuntimeHealth
 from ally.config import AllyConfig
+from ally.metrics import PARTS, metrics_url
 from ally.names import FEISHU_CHATS_QUEUE, RUNTIME_DISCOVERY_QUEUE, runtime_queue
 from ally.run_state import read_part_states
 from ally.temporal_client import connect, target, ui_url
@@ -37,6 +38,7 @@ class StatusReport(BaseModel):
     ui: str | None
     parts: list[PartReport]
     pollers: dict[str, int]
+    metrics: dict[str, str] = {}  # part -> its Prometheus endpoint, when [metrics] gives it one
 
     @property
     def running(self) -> bool:
@@ -58,6 +60,8 @@ class StatusReport(BaseModel):
                 lines.append(f"{what}: polled by {_count(count, 'worker')}.")
             else:
                 lines.append(f"{what}: NO worker polls it; what is sent there waits.")
+        if self.metrics:
+            lines.append("Metrics: " + ", ".join(f"{part} {url}" for part, url in self.metrics.items()))
         return lines
 
 
@@ -167,4 +171,5 @@ async def collect_status(config: AllyConfig) -> StatusReport:
         ui=ui_url(config),
         parts=parts,
         pollers=pollers,
+        metrics={part: url for part in PARTS if (url := metrics_url(config, part))},
     )

@@ -14,6 +14,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 
 from ally.config import AllyConfig
+from ally.metrics import Part, metrics_runtime
 
 
 def cluster_settings(config: AllyConfig) -> dict[str, Any]:
@@ -37,11 +38,16 @@ def target(config: AllyConfig) -> tuple[str, str]:
     return f"127.0.0.1:{config.temporal.port}", config.temporal.namespace
 
 
-async def connect(config: AllyConfig) -> Client:
+async def connect(config: AllyConfig, *, metrics_for: Part | None = None) -> Client:
+    """A client; `metrics_for` names the part whose metrics it (and its workers) export, when
+    `[metrics]` gives that part a port."""
     settings = cluster_settings(config) or {
         "target_host": f"127.0.0.1:{config.temporal.port}",
         "namespace": config.temporal.namespace,
     }
+    runtime = metrics_runtime(config, metrics_for) if metrics_for else None
+    if runtime is not None:
+        settings["runtime"] = runtime
     return await Client.connect(**settings, data_converter=pydantic_data_converter)
 
 

@@ -26,6 +26,7 @@ from ally.channels.feishu.webhook import WebhookServer
 from ally.clean_exit import run_process
 from ally.config import load_config
 from ally.inbound import new_conversation, thread_settings
+from ally.metrics import ApprovalsGauge, MetricsUnavailable, metrics_runtime, refreshing
 from ally.temporal_client import connect
 from ally.worker_process import configure_logging, serve_until_signalled
 from workers.chat import chat_worker
@@ -42,7 +43,12 @@ async def main() -> None:
     if not config.feishu.configured:
         log.error("Feishu is not configured: set [feishu] app_id and app_secret (docs/feishu-setup.md)")
         sys.exit(2)
-    client = await connect(config)
+    try:
+        client = await connect(config, metrics_for="gateway")
+    except MetricsUnavailable as unavailable:
+        log.error("%s", unavailable)
+        sys.exit(2)
+    exporting = metrics_runtime(config, "gateway")
     api = FeishuApi.from_config(config.feishu)
     channel = FeishuChannel(api)
     reader = MessageReader(api, inbox=Path(thread_settings(config).cwd) / INBOX_DIR)
@@ -78,7 +84,11 @@ async def main() -> None:
     )
     watching = asyncio.create_task(transport.watch())
     try:
-        await asyncio.wait({serving, watching}, return_when=asyncio.FIRST_COMPLETED)
+        async with contextlib.AsyncExitStack() as gauges:
+            if exporting is not None:
+                approvals = ApprovalsGauge(exporting.metric_meter, client)
+                await gauges.enter_async_context(refreshing(config.metrics.poll_seconds, approvals.refresh))
+            await asyncio.wait({serving, watching}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watching.cancel()
         if not serving.done():

@@ -8,6 +8,7 @@ writer lock (docs/codex-app-server.md §1).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from temporalio.worker import Worker
@@ -18,6 +19,7 @@ from ally.codex.binary import CodexBinaryNotFound, find_codex_binary
 from ally.codex.runtime import CodexRuntime, CodexStartFailed
 from ally.config import load_config
 from ally.contracts import RuntimeLocation
+from ally.metrics import CodexGauges, MetricsUnavailable, metrics_runtime, refreshing
 from ally.names import RUNTIME_DISCOVERY_QUEUE, runtime_queue
 from ally.temporal_client import connect
 from ally.worker_process import configure_logging, serve_until_signalled
@@ -39,7 +41,12 @@ async def main() -> None:
         log.error("cannot start the Codex runtime: %s", error)
         sys.exit(2)
     try:
-        client = await connect(config)
+        try:
+            client = await connect(config, metrics_for="runtime-worker")
+        except MetricsUnavailable as error:
+            log.error("%s", error)
+            sys.exit(2)
+        exporting = metrics_runtime(config, "runtime-worker")
         host = config.runtime.host
         codex = CodexActivities(runtime, RuntimeLocation(host=host, task_queue=runtime_queue(host)))
         pinned = Worker(
@@ -50,9 +57,15 @@ async def main() -> None:
             max_heartbeat_throttle_interval=HEARTBEAT_FLUSH,
         )
         discovery = Worker(client, task_queue=RUNTIME_DISCOVERY_QUEUE, activities=[codex.locate_runtime])
-        await serve_until_signalled(
-            "runtime-worker", [pinned, discovery], detail=lambda: runtime.health().model_dump(mode="json")
-        )
+        async with contextlib.AsyncExitStack() as gauges:
+            if exporting is not None:
+                codex_gauges = CodexGauges(exporting.metric_meter, runtime)
+                await gauges.enter_async_context(
+                    refreshing(config.metrics.poll_seconds, codex_gauges.refresh)
+                )
+            await serve_until_signalled(
+                "runtime-worker", [pinned, discovery], detail=lambda: runtime.health().model_dump(mode="json")
+            )
     finally:
         await runtime.stop()
 

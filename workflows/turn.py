@@ -35,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from activities import runtime
     from activities.channel import ChannelActivities
     from activities.policy import evaluate_policy
-    from ally import names
+    from ally import metrics, names
     from ally.contracts import (
         AgentRequest,
         AnswerRequestInput,
@@ -189,6 +189,7 @@ class TurnWorkflow:
     async def run(self, turn: TurnInput) -> TurnResult:
         # The parent starts this workflow with TurnState=running, so that costs no event here.
         workflow.set_current_details("**running**")
+        metrics.turn_started()
         if turn.message.chat.reactions:  # not awaited: the turn does not wait for an emoji
             self.working = self._react(WORKING_EMOJI)
         running = workflow.start_activity(
@@ -239,6 +240,7 @@ class TurnWorkflow:
         tone = reply_tone(outcome, stopped=self.stop_requested)
         if await self._finish(reply_text(outcome), tone=tone, done=outcome.status == "completed"):
             self._set_state("done" if outcome.status == "completed" else "failed")
+        metrics.turn_finished(outcome.status)
         return TurnResult(
             thread_id=self.thread_id,
             turn_id=self.turn_id,
@@ -445,6 +447,7 @@ class TurnWorkflow:
             "Nothing was lost: send /retry to run it again."
         )
         await self._finish(lost, tone="problem", done=False)
+        metrics.turn_finished("host_lost")
         return TurnResult(
             thread_id=self.thread_id, turn_id=self.turn_id, status="host_lost", unsteered=self._unsteered()
         )
