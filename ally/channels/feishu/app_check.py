@@ -22,12 +22,11 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-import lark_oapi as lark
 from lark_oapi.api.application.v6 import GetApplicationRequest, ListScopeRequest
 from lark_oapi.core.exception import ObtainAccessTokenException
 from pydantic import BaseModel
 
-from ally.channels.feishu.client import build_lark_client, forget_tenant_token
+from ally.channels.feishu.client import bot_info_request, build_lark_client, forget_tenant_token
 from ally.config import FeishuConfig
 
 Status = Literal["ok", "warn", "fail"]
@@ -137,15 +136,8 @@ def check_app(config: FeishuConfig, *, timeout_s: float = 10.0) -> AppCheck:
 
 
 def _bot_info(client: Any, config: FeishuConfig, check: AppCheck) -> dict[str, Any] | None:
-    request = (
-        lark.BaseRequest.builder()
-        .http_method(lark.HttpMethod.GET)
-        .uri("/open-apis/bot/v3/info")
-        .token_types({lark.AccessTokenType.TENANT})
-        .build()
-    )
     try:
-        response = client.request(request)
+        response = client.request(bot_info_request())
     except ObtainAccessTokenException as error:
         check.findings.append(
             Finding(

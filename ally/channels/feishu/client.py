@@ -261,13 +261,7 @@ class FeishuApi:
     async def bot_open_id(self) -> str:
         """The bot's own open_id: GET /open-apis/bot/v3/info answers `bot` at top level, no `data`,
         and has no typed SDK call, so its raw body is read here."""
-        request = (
-            lark.BaseRequest.builder()
-            .http_method(lark.HttpMethod.GET)
-            .uri("/open-apis/bot/v3/info")
-            .token_types({lark.AccessTokenType.TENANT})
-            .build()
-        )
+        request = bot_info_request()
         response = await self._call("read the bot's info", lambda: self.client.request(request))
         try:
             return str(json.loads(response.raw.content)["bot"]["open_id"])
@@ -319,3 +313,14 @@ def _reset_seconds(headers: dict[str, str]) -> float:
         return max(float(headers[RATE_LIMIT_RESET_HEADER]), 0.0)
     except (KeyError, ValueError):
         return DEFAULT_RATE_LIMIT_WAIT_S
+
+
+def bot_info_request() -> Any:
+    """GET /open-apis/bot/v3/info with the tenant token: the SDK has no typed call for it."""
+    return (
+        lark.BaseRequest.builder()
+        .http_method(lark.HttpMethod.GET)
+        .uri("/open-apis/bot/v3/info")
+        .token_types({lark.AccessTokenType.TENANT})
+        .build()
+    )
