@@ -1,0 +1,104 @@
+"""The owner hears about trouble once per incident, in their private chat, and hears when it is over.
+
+Through the fake Feishu and the real lark-oapi SDK: the alerts workflow runs on the Feishu chats'
+worker and sends with the channel's own `send_reply`, to the owner's open_id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from ally.alerts import open_incidents, start_alerts
+from ally.contracts import AlertsConfig, ChatRef
+from ally.status import alert_lines
+from dev.fake_feishu import Message
+from tests.feishu_stack import FeishuStack, card_markdown, feishu_stack
+from tests.stack import codex_workers, eventually
+from workflows.alerts import AlertsWorkflow
+
+pytestmark = [pytest.mark.feishu, pytest.mark.faults, pytest.mark.codex]
+
+OWNER = "ou_owner"
+DOWN_AFTER_S = 3.0
+
+
+def owner_messages(fs: FeishuStack) -> list[Message]:
+    return [m for m in fs.fake.messages if m.receive_id == OWNER]
+
+
+async def has_owner_messages(fs: FeishuStack, count: int, within: float = 30.0) -> list[Message]:
+    def enough() -> list[Message] | None:
+        found = owner_messages(fs)
+        return found if len(found) >= count else None
+
+    found = await eventually(enough, within=within, what=f"{count} messages to the owner")
+    await asyncio.sleep(2.0)  # room for a duplicate, if one were coming
+    assert len(owner_messages(fs)) == count
+    return found
+
+
+@contextlib.asynccontextmanager
+async def runtime_host(fs: FeishuStack, client: Client) -> AsyncIterator[None]:
+    """The runtime worker's queues served while inside; leaving is the worker going away."""
+    stack = fs.stack
+    async with contextlib.AsyncExitStack() as running:
+        for worker in codex_workers(client, stack.runtime, stack.host, stack.discovery_queue):
+            await running.enter_async_context(worker)
+        yield
+
+
+async def test_a_runtime_host_down_past_the_threshold_alerts_the_owner_once_and_its_return_resolves_it(
+    client: Client, tmp_path: Path
+) -> None:
+    async with feishu_stack(client, tmp_path, "cli_alerts_runtime", with_runtime_worker=False) as fs:
+        workflow_id = f"alerts-{uuid.uuid4().hex[:8]}"
+        config = AlertsConfig(
+            owner=ChatRef(channel="feishu", chat_id=OWNER, worker_queue=fs.worker_queue),
+            discovery_queue=fs.stack.discovery_queue,
+            probe_every_s=0.5,
+            probe_timeout_s=1.0,
+            runtime_down_after_s=DOWN_AFTER_S,
+        )
+        try:
+            async with runtime_host(fs, client):
+                await start_alerts(client, config, workflow_id=workflow_id)
+                await asyncio.sleep(DOWN_AFTER_S + 1.0)
+                assert owner_messages(fs) == []  # a host that answers is no incident
+
+            # Killed, and kept down well past the threshold: one alert, not one per probe.
+            (alert,) = await has_owner_messages(fs, 1, within=DOWN_AFTER_S + 20)
+            assert "No Codex runtime host has answered" in card_markdown(alert)
+            assert alert.chat_id == fs.fake.api.p2p_chat_id(OWNER)
+            await asyncio.sleep(DOWN_AFTER_S)
+            assert len(owner_messages(fs)) == 1
+            view = await open_incidents(client, workflow_id=workflow_id)
+            assert view is not None and [i.kind for i in view.open] == ["runtime_down"]
+            (status_line,) = alert_lines(view, time.time())
+            assert status_line.startswith("Alert #1, open for ")
+            assert "No Codex runtime host has answered" in status_line
+
+            # Back: one follow-up.
+            async with runtime_host(fs, client):
+                messages = await has_owner_messages(fs, 2)
+                assert "Resolved" in card_markdown(messages[1])
+                view = await open_incidents(client, workflow_id=workflow_id)
+                assert view is not None and view.open == [] and len(view.resolved) == 1
+                assert alert_lines(view, time.time()) == ["Alerts: none open."]
+
+            # Down again: a new incident, a new alert.
+            messages = await has_owner_messages(fs, 3, within=DOWN_AFTER_S + 20)
+            assert "No Codex runtime host has answered" in card_markdown(messages[2])
+            view = await open_incidents(client, workflow_id=workflow_id)
+            assert view is not None and [i.number for i in view.open] == [2]
+        finally:
+            handle = client.get_workflow_handle_for(AlertsWorkflow.run, workflow_id)
+            with contextlib.suppress(Exception):
+                await handle.terminate("test over")
