@@ -82,6 +82,7 @@ async def feishu_stack(
     access: AccessConfig | None = None,
     demo: bool = False,
     with_runtime_worker: bool = True,
+    alerts_workflow_id: str | None = None,
 ) -> AsyncIterator[FeishuStack]:
     # lark-oapi caches tenant tokens process-wide by app_id: one app id per test (docs/feishu-platform.md §5).
     forget_sdk_token(app_id)
@@ -105,7 +106,9 @@ async def feishu_stack(
                 channel=channel,
                 reader=reader,
                 new_state=lambda chat: stack.conversation(
-                    chat, approvers=(access or AccessConfig()).approvers
+                    chat,
+                    approvers=(access or AccessConfig()).approvers,
+                    alerts_workflow_id=alerts_workflow_id,
                 ),
                 access=access,
             )

@@ -18,6 +18,7 @@ from temporalio.client import Client
 
 from ally.alerts import open_incidents, start_alerts
 from ally.contracts import AlertsConfig, ChatRef
+from ally.model_server import Fail
 from ally.status import alert_lines
 from dev.fake_feishu import Message
 from tests.feishu_stack import FeishuStack, card_markdown, feishu_stack
@@ -28,6 +29,7 @@ pytestmark = [pytest.mark.feishu, pytest.mark.faults, pytest.mark.codex]
 
 OWNER = "ou_owner"
 DOWN_AFTER_S = 3.0
+QUIET_S = 10.0
 
 
 def owner_messages(fs: FeishuStack) -> list[Message]:
@@ -41,7 +43,7 @@ async def has_owner_messages(fs: FeishuStack, count: int, within: float = 30.0) 
 
     found = await eventually(enough, within=within, what=f"{count} messages to the owner")
     await asyncio.sleep(2.0)  # room for a duplicate, if one were coming
-    assert len(owner_messages(fs)) == count
+    assert len(owner_messages(fs)) == count, [card_markdown(m) for m in owner_messages(fs)]
     return found
 
 
@@ -98,6 +100,44 @@ async def test_a_runtime_host_down_past_the_threshold_alerts_the_owner_once_and_
             assert "No Codex runtime host has answered" in card_markdown(messages[2])
             view = await open_incidents(client, workflow_id=workflow_id)
             assert view is not None and [i.number for i in view.open] == [2]
+        finally:
+            handle = client.get_workflow_handle_for(AlertsWorkflow.run, workflow_id)
+            with contextlib.suppress(Exception):
+                await handle.terminate("test over")
+
+
+async def test_turns_failing_one_after_another_alert_the_owner_once_not_once_per_turn(
+    client: Client, tmp_path: Path
+) -> None:
+    workflow_id = f"alerts-{uuid.uuid4().hex[:8]}"
+    async with feishu_stack(client, tmp_path, "cli_alerts_turns", alerts_workflow_id=workflow_id) as fs:
+        config = AlertsConfig(
+            owner=ChatRef(channel="feishu", chat_id=OWNER, worker_queue=fs.worker_queue),
+            discovery_queue=fs.stack.discovery_queue,
+            probe_every_s=1.0,
+            failures=3,
+            failures_window_s=120.0,
+            quiet_after_s=QUIET_S,
+        )
+        fs.fake.add_user("ou_alice", "Alice")
+        try:
+            await start_alerts(client, config, workflow_id=workflow_id)
+            for n in range(4):  # one more than the threshold: still one alert
+                fs.stack.model.push(Fail(status=400, body="scripted outage"))
+                event = await fs.say("oc_dm_alice", f"try {n}", sender_open_id="ou_alice")
+                await fs.wait_for_replies(event["event"]["message"]["message_id"])
+                if n == 1:
+                    assert owner_messages(fs) == []  # two failures are no incident yet
+
+            (alert,) = await has_owner_messages(fs, 1)
+            assert "turns failed within" in card_markdown(alert)
+            view = await open_incidents(client, workflow_id=workflow_id)
+            assert view is not None and [i.kind for i in view.open] == ["turns_failing"]
+
+            # Quiet for a while: one follow-up, and the chat was never told about the owner's alert.
+            messages = await has_owner_messages(fs, 2, within=QUIET_S + 20)
+            assert "Resolved" in card_markdown(messages[1]) and "turns failing" in card_markdown(messages[1])
+            assert all(m.receive_id != OWNER for m in fs.replies_to(event["event"]["message"]["message_id"]))
         finally:
             handle = client.get_workflow_handle_for(AlertsWorkflow.run, workflow_id)
             with contextlib.suppress(Exception):

@@ -120,6 +120,7 @@ class AlertsWorkflow:
             last = max(self.state.failures, default=incident.opened_at)
             if now - last >= config.quiet_after_s:
                 self._resolve(incident)
+                self.state.failures = []  # the next incident counts its own failures
 
     # --- incidents -------------------------------------------------------------------------------
 
