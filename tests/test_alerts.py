@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,12 +19,14 @@ import pytest
 from temporalio.client import Client
 
 from ally.alerts import open_incidents, start_alerts
+from ally.codex.binary import find_codex_binary
 from ally.contracts import AlertsConfig, ChatRef
 from ally.model_server import Fail
 from ally.status import alert_lines
-from dev.fake_feishu import Message
+from dev.fake_feishu import FakeFeishu, Message
 from tests.feishu_stack import FeishuStack, card_markdown, feishu_stack
 from tests.stack import codex_workers, eventually
+from tests.test_up import _runtime_worker_pid, start_up, wait_gone
 from workflows.alerts import AlertsWorkflow
 
 pytestmark = [pytest.mark.feishu, pytest.mark.faults, pytest.mark.codex]
@@ -142,3 +146,58 @@ async def test_turns_failing_one_after_another_alert_the_owner_once_not_once_per
             handle = client.get_workflow_handle_for(AlertsWorkflow.run, workflow_id)
             with contextlib.suppress(Exception):
                 await handle.terminate("test over")
+
+
+@pytest.mark.codex
+def test_with_ally_up_a_codex_that_stops_starting_alerts_the_owner_once_and_resolves_when_it_starts(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "ally-home"
+    broken = tmp_path / "codex-broken"  # while this file exists, Codex dies at start
+    codex = tmp_path / "codex"
+    codex.write_text(
+        f"#!/bin/sh\nif [ -e {broken} ]; then echo 'codex: broken install' >&2; exit 3; fi\n"
+        f'exec {find_codex_binary()} "$@"\n'
+    )
+    codex.chmod(0o755)
+    app_id = "cli_alerts_ally_up"
+    with FakeFeishu(app_id=app_id) as fake:
+        up = start_up(
+            home,
+            "--demo",
+            env={
+                "WORK_ALLY_FEISHU__APP_ID": app_id,
+                "WORK_ALLY_FEISHU__APP_SECRET": fake.app_secret,
+                "WORK_ALLY_FEISHU__DOMAIN": fake.domain,
+                "WORK_ALLY_CODEX__BINARY": str(codex),
+                "WORK_ALLY_ALERTS__OWNER": OWNER,
+                "WORK_ALLY_ALERTS__RUNTIME_DOWN_AFTER_SECONDS": str(DOWN_AFTER_S),
+                "WORK_ALLY_ALERTS__PROBE_EVERY_SECONDS": "0.5",
+                "WORK_ALLY_ALERTS__PROBE_TIMEOUT_SECONDS": "1",
+                "WORK_ALLY_SUPERVISOR__RESTART_BACKOFF_SECONDS": "1",
+            },
+        )
+        try:
+
+            def to_owner() -> list[Message]:
+                return [m for m in fake.messages if m.receive_id == OWNER]
+
+            time.sleep(DOWN_AFTER_S + 1)
+            assert to_owner() == []
+            broken.touch()
+            pid = _runtime_worker_pid(home)
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)  # restarted by `ally up`, and now Codex will not start
+
+            fake.wait_for(lambda: len(to_owner()) >= 1, timeout=DOWN_AFTER_S + 40)
+            time.sleep(DOWN_AFTER_S + 2)  # still down, restarts still failing: no second alert
+            (alert,) = to_owner()
+            assert "No Codex runtime host has answered" in card_markdown(alert)
+
+            broken.unlink()
+            fake.wait_for(lambda: len(to_owner()) >= 2, timeout=60)
+            time.sleep(2)
+            assert len(to_owner()) == 2 and "Resolved" in card_markdown(to_owner()[1])
+        finally:
+            up.stop()
+        assert wait_gone(up.marker) == {}
