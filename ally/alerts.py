@@ -28,7 +28,7 @@ def alerts_config(config: AllyConfig, owner: str, worker_queue: str) -> AlertsCo
         runtime_down_after_s=alerts.runtime_down_after_seconds,
         failures=alerts.failed_turns,
         failures_window_s=alerts.failed_turns_window_seconds,
-        quiet_after_s=alerts.failed_turns_quiet_seconds,
+        quiet_after_s=alerts.quiet_seconds,
     )
 
 

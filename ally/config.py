@@ -130,8 +130,10 @@ class AlertsConfig(_Section):
     probe_timeout_seconds: float = Field(10.0, gt=0, description="How long one ask waits for an answer.")
     failed_turns: int = Field(3, ge=1, description="Alert when this many turns failed…")
     failed_turns_window_seconds: float = Field(600.0, gt=0, description="…within this long.")
-    failed_turns_quiet_seconds: float = Field(
-        600.0, gt=0, description="The failing-turns alert resolves after this long without a failed turn."
+    quiet_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="A failing-turns or crashing-part incident resolves after this long without another.",
     )
 
 

@@ -149,7 +149,7 @@ async def test_turns_failing_one_after_another_alert_the_owner_once_not_once_per
 
 
 @pytest.mark.codex
-def test_with_ally_up_a_codex_that_stops_starting_alerts_the_owner_once_and_resolves_when_it_starts(
+def test_with_ally_up_a_codex_that_stops_starting_alerts_once_per_incident_and_resolves_when_it_starts(
     tmp_path: Path,
 ) -> None:
     home = tmp_path / "ally-home"
@@ -175,12 +175,17 @@ def test_with_ally_up_a_codex_that_stops_starting_alerts_the_owner_once_and_reso
                 "WORK_ALLY_ALERTS__PROBE_EVERY_SECONDS": "0.5",
                 "WORK_ALLY_ALERTS__PROBE_TIMEOUT_SECONDS": "1",
                 "WORK_ALLY_SUPERVISOR__RESTART_BACKOFF_SECONDS": "1",
+                "WORK_ALLY_ALERTS__QUIET_SECONDS": str(QUIET_S),
             },
         )
         try:
 
-            def to_owner() -> list[Message]:
-                return [m for m in fake.messages if m.receive_id == OWNER]
+            def to_owner(*words: str) -> list[Message]:
+                return [
+                    m
+                    for m in fake.messages
+                    if m.receive_id == OWNER and all(w in card_markdown(m) for w in words)
+                ]
 
             time.sleep(DOWN_AFTER_S + 1)
             assert to_owner() == []
@@ -189,15 +194,18 @@ def test_with_ally_up_a_codex_that_stops_starting_alerts_the_owner_once_and_reso
             assert pid is not None
             os.kill(pid, signal.SIGKILL)  # restarted by `ally up`, and now Codex will not start
 
-            fake.wait_for(lambda: len(to_owner()) >= 1, timeout=DOWN_AFTER_S + 40)
-            time.sleep(DOWN_AFTER_S + 2)  # still down, restarts still failing: no second alert
-            (alert,) = to_owner()
-            assert "No Codex runtime host has answered" in card_markdown(alert)
+            fake.wait_for(lambda: to_owner("No Codex runtime host has answered"), timeout=DOWN_AFTER_S + 40)
+            time.sleep(DOWN_AFTER_S + 2)  # still down, restarts still failing: no second alert of either
+            assert len(to_owner("No Codex runtime host has answered")) == 1
+            (crashed,) = to_owner("The runtime-worker died")
+            assert "`ally logs runtime-worker`" in card_markdown(crashed)
 
             broken.unlink()
-            fake.wait_for(lambda: len(to_owner()) >= 2, timeout=60)
+            fake.wait_for(lambda: len(to_owner("Resolved")) >= 2, timeout=60 + QUIET_S)
             time.sleep(2)
-            assert len(to_owner()) == 2 and "Resolved" in card_markdown(to_owner()[1])
+            assert len(to_owner()) == 4  # two incidents, each opened once and resolved once
+            assert to_owner("Resolved", "no Codex runtime host answering")
+            assert to_owner("Resolved", "the runtime-worker crashing")
         finally:
             up.stop()
         assert wait_gone(up.marker) == {}

@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         AlertsView,
         Incident,
         IncidentKind,
+        PartCrashed,
         Reply,
         TurnFailed,
     )
@@ -42,6 +43,7 @@ class AlertsWorkflow:
         # Set here, not in run: a `configure` signal sent with the start is handled before run begins.
         self.state = state
         self.failed: list[TurnFailed] = []
+        self.crashed: list[PartCrashed] = []
         self.outbox: list[tuple[Incident, str]] = []  # messages owed to the owner, sent in order
 
     @workflow.run
@@ -49,12 +51,14 @@ class AlertsWorkflow:
         while True:
             await self._probe_runtime()
             self._count_failures()
+            self._note_crashes()
             await self._send_pending()
             if workflow.info().is_continue_as_new_suggested():
                 workflow.continue_as_new(self.state)
             with contextlib.suppress(asyncio.TimeoutError):  # the next probe is due
                 await workflow.wait_condition(
-                    lambda: bool(self.failed), timeout=timedelta(seconds=self.state.config.probe_every_s)
+                    lambda: bool(self.failed or self.crashed),
+                    timeout=timedelta(seconds=self.state.config.probe_every_s),
                 )
 
     @workflow.signal
@@ -65,6 +69,10 @@ class AlertsWorkflow:
     @workflow.signal
     def turn_failed(self, failure: TurnFailed) -> None:
         self.failed.append(failure)
+
+    @workflow.signal
+    def part_crashed(self, crash: PartCrashed) -> None:
+        self.crashed.append(crash)
 
     @workflow.query
     def view(self) -> AlertsView:
@@ -122,14 +130,46 @@ class AlertsWorkflow:
                 self._resolve(incident)
                 self.state.failures = []  # the next incident counts its own failures
 
+    def _note_crashes(self) -> None:
+        """A part `ally up` had to restart: one incident per part while it keeps crashing; over
+        once it has run `quiet_after_s` without another crash."""
+        now = workflow.time()
+        fresh, self.crashed = self.crashed, []
+        for crash in fresh:
+            incident = self._open("part_crashed", crash.part)
+            if incident is None:
+                code = "" if crash.exit_code is None else f" (exit code {crash.exit_code})"
+                self._open_incident(
+                    "part_crashed",
+                    f"The {crash.part} died{code} and `ally up` restarted it: {crash.reason}. "
+                    f"See `ally logs {crash.part}`.",
+                    subject=crash.part,
+                )
+            else:
+                incident.last_seen = now
+        quiet_after = self.state.config.quiet_after_s
+        for incident in list(self.state.incidents):
+            crashing = incident.kind == "part_crashed" and incident.resolved_at is None
+            if crashing and now - (incident.last_seen or incident.opened_at) >= quiet_after:
+                self._resolve(incident)
+
     # --- incidents -------------------------------------------------------------------------------
 
-    def _open(self, kind: IncidentKind) -> Incident | None:
-        return next((i for i in self.state.incidents if i.kind == kind and i.resolved_at is None), None)
+    def _open(self, kind: IncidentKind, subject: str = "") -> Incident | None:
+        return next(
+            (
+                i
+                for i in self.state.incidents
+                if i.kind == kind and i.subject == subject and i.resolved_at is None
+            ),
+            None,
+        )
 
-    def _open_incident(self, kind: IncidentKind, text: str) -> None:
+    def _open_incident(self, kind: IncidentKind, text: str, subject: str = "") -> None:
         self.state.opened += 1
-        incident = Incident(number=self.state.opened, kind=kind, opened_at=workflow.time(), text=text)
+        incident = Incident(
+            number=self.state.opened, kind=kind, opened_at=workflow.time(), text=text, subject=subject
+        )
         self.state.incidents.append(incident)
         self.outbox.append((incident, "open"))
 
@@ -147,7 +187,8 @@ class AlertsWorkflow:
                 text = f"⚠️ Alert: {incident.text}"
             else:
                 lasted = _words((incident.resolved_at or incident.opened_at) - incident.opened_at)
-                text = f"✅ Resolved (after {lasted}): {_TITLES[incident.kind]} is over."
+                title = _TITLES[incident.kind].format(subject=incident.subject)
+                text = f"✅ Resolved (after {lasted}): {title} is over."
             key = names.delivery_key(workflow.info().workflow_id, f"alert:{incident.number}:{what}")
             try:
                 await workflow.execute_activity_method(
@@ -171,6 +212,7 @@ class AlertsWorkflow:
 _TITLES: dict[IncidentKind, str] = {
     "runtime_down": "no Codex runtime host answering",
     "turns_failing": "turns failing repeatedly",
+    "part_crashed": "the {subject} crashing",
 }
 
 

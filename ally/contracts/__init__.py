@@ -79,6 +79,9 @@ from ally.contracts.alerts import (
     IncidentKind as IncidentKind,
 )
 from ally.contracts.alerts import (
+    PartCrashed as PartCrashed,
+)
+from ally.contracts.alerts import (
     TurnFailed as TurnFailed,
 )
 from ally.contracts.chat import (

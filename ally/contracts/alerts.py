@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from ally.contracts.chat import ChatRef
 
-IncidentKind = Literal["runtime_down", "turns_failing"]
+IncidentKind = Literal["runtime_down", "turns_failing", "part_crashed"]
 
 
 class AlertsConfig(BaseModel):
@@ -34,6 +34,8 @@ class Incident(BaseModel):
     opened_at: float  # workflow time
     text: str
     resolved_at: float | None = None
+    subject: str = ""  # which part, for a crashed part
+    last_seen: float | None = None  # workflow time of the latest crash it covers
 
 
 class TurnFailed(BaseModel):
@@ -42,6 +44,14 @@ class TurnFailed(BaseModel):
     workflow_id: str
     chat_id: str
     status: str
+
+
+class PartCrashed(BaseModel):
+    """`ally up` restarted a part that died on its own: what the supervisor tells the alerts workflow."""
+
+    part: str
+    exit_code: int | None
+    reason: str
 
 
 class AlertsState(BaseModel):
