@@ -21,7 +21,7 @@ from temporalio.client import Client
 from ally.alerts import open_incidents, start_alerts
 from ally.codex.binary import find_codex_binary
 from ally.contracts import AlertsConfig, ChatRef
-from ally.model_server import Fail
+from ally.model_server import Fail, Say
 from ally.status import alert_lines
 from dev.fake_feishu import FakeFeishu, Message
 from tests.feishu_stack import FeishuStack, card_markdown, feishu_stack
@@ -209,3 +209,19 @@ def test_with_ally_up_a_codex_that_stops_starting_alerts_once_per_incident_and_r
         finally:
             up.stop()
         assert wait_gone(up.marker) == {}
+
+
+async def test_a_failed_turn_with_no_alerts_running_leaves_the_chat_answering(
+    client: Client, tmp_path: Path
+) -> None:
+    # A conversation configured to tell alerts that are not running (no gateway started them yet).
+    absent = f"alerts-absent-{uuid.uuid4().hex[:8]}"
+    async with feishu_stack(client, tmp_path, "cli_alerts_absent", alerts_workflow_id=absent) as fs:
+        fs.fake.add_user("ou_alice", "Alice")
+        fs.stack.model.push(Fail(status=400, body="scripted outage"), Say(text="back to normal"))
+        first = await fs.say("oc_dm_alice", "try once", sender_open_id="ou_alice")
+        (failed,) = await fs.wait_for_replies(first["event"]["message"]["message_id"])
+        assert "scripted outage" in card_markdown(failed)
+        second = await fs.say("oc_dm_alice", "try again", sender_open_id="ou_alice")
+        (answer,) = await fs.wait_for_replies(second["event"]["message"]["message_id"])
+        assert "back to normal" in card_markdown(answer)
