@@ -128,7 +128,10 @@ class ChatClient:
         if (reason := refusal(message.text)) is not None:
             raise MessageRefused(reason)
         chat_config = ChatConfig(
-            settings=new_state.settings, policy=new_state.policy, approvers=new_state.approvers
+            settings=new_state.settings,
+            policy=new_state.policy,
+            approvers=new_state.approvers,
+            alerts_workflow_id=new_state.alerts_workflow_id,
         )
         await self.client.start_workflow(
             ConversationWorkflow.run,

@@ -118,6 +118,25 @@ class MetricsConfig(_Section):
         return host
 
 
+class AlertsConfig(_Section):
+    enabled: bool = Field(True, description="Tell the owner, in their private chat, when something is wrong.")
+    owner: str = Field(
+        "", description="The owner's Feishu open_id (ou_…); empty = the first of [access] approvers."
+    )
+    runtime_down_after_seconds: float = Field(
+        180.0, gt=0, description="Alert when no Codex runtime host has answered for this long."
+    )
+    probe_every_seconds: float = Field(30.0, gt=0, description="How often a runtime host is asked.")
+    probe_timeout_seconds: float = Field(10.0, gt=0, description="How long one ask waits for an answer.")
+    failed_turns: int = Field(3, ge=1, description="Alert when this many turns failed…")
+    failed_turns_window_seconds: float = Field(600.0, gt=0, description="…within this long.")
+    quiet_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="A failing-turns or crashing-part incident resolves after this long without another.",
+    )
+
+
 class AllyConfig(_Section):
     feishu: FeishuConfig = FeishuConfig()
     codex: CodexConfig = CodexConfig()
@@ -127,6 +146,7 @@ class AllyConfig(_Section):
     policy: PolicyConfig = PolicyConfig()
     access: AccessConfig = AccessConfig()
     metrics: MetricsConfig = MetricsConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
 
 def data_dir() -> Path:

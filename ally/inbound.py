@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ally import names
+from ally.alerts import owner_of
 from ally.config import AllyConfig, data_dir
 from ally.contracts import ChatRef, ConversationState, ThreadSettings
 
@@ -30,6 +32,7 @@ def new_conversation(config: AllyConfig, chat: ChatRef) -> ConversationState:
         settings=thread_settings(config),
         policy=config.policy,
         approvers=config.access.approvers,
+        alerts_workflow_id=names.ALERTS_WORKFLOW_ID if owner_of(config) else None,
     )
 
 

@@ -35,6 +35,10 @@ SEARCH_ATTRIBUTES = (CHAT, AGENT_THREAD, TURN_STATE)
 LOCAL_OPERATOR = "local-operator"
 
 
+# One alerts workflow per deployment (workflows/alerts.py).
+ALERTS_WORKFLOW_ID = "ally-alerts"
+
+
 def conversation_id(chat: str) -> str:
     return f"chat:{chat}"
 

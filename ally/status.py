@@ -12,8 +12,10 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
+from ally.alerts import open_incidents
 from ally.codex.models import RuntimeHealth
 from ally.config import AllyConfig
+from ally.contracts import AlertsView
 from ally.metrics import PARTS, metrics_url
 from ally.names import FEISHU_CHATS_QUEUE, RUNTIME_DISCOVERY_QUEUE, runtime_queue
 from ally.run_state import read_part_states
@@ -39,6 +41,7 @@ class StatusReport(BaseModel):
     parts: list[PartReport]
     pollers: dict[str, int]
     metrics: dict[str, str] = {}  # part -> its Prometheus endpoint, when [metrics] gives it one
+    alerts: AlertsView | None = None  # None: no alerts workflow answered (no owner, or no gateway)
 
     @property
     def running(self) -> bool:
@@ -60,9 +63,21 @@ class StatusReport(BaseModel):
                 lines.append(f"{what}: polled by {_count(count, 'worker')}.")
             else:
                 lines.append(f"{what}: NO worker polls it; what is sent there waits.")
+        if self.alerts is not None:
+            lines += alert_lines(self.alerts, time.time())
         if self.metrics:
             lines.append("Metrics: " + ", ".join(f"{part} {url}" for part, url in self.metrics.items()))
         return lines
+
+
+def alert_lines(alerts: AlertsView, now: float) -> list[str]:
+    """The owner's open incidents, as their alert said them."""
+    if not alerts.open:
+        return ["Alerts: none open."]
+    return [
+        f"Alert #{incident.number}, open for {duration(now - incident.opened_at)}: {incident.text}"
+        for incident in alerts.open
+    ]
 
 
 def _queue_role(queue: str) -> str:
@@ -147,6 +162,7 @@ async def collect_status(config: AllyConfig) -> StatusReport:
     address, namespace = target(config)
     pollers: dict[str, int] = {}
     reachable = False
+    alerts: AlertsView | None = None
     try:
         client = await asyncio.wait_for(connect(config), 3)
         reachable = True
@@ -163,6 +179,7 @@ async def collect_status(config: AllyConfig) -> StatusReport:
                 )
             )
             pollers[queue] = len(described.pollers)
+        alerts = await asyncio.wait_for(open_incidents(client), 3) if config.feishu.configured else None
     except (TimeoutError, RuntimeError, OSError):
         pass
     return StatusReport(
@@ -171,5 +188,6 @@ async def collect_status(config: AllyConfig) -> StatusReport:
         ui=ui_url(config),
         parts=parts,
         pollers=pollers,
+        alerts=alerts,
         metrics={part: url for part in PARTS if (url := metrics_url(config, part))},
     )

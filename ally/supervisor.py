@@ -23,15 +23,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel
+from temporalio.client import Client
 
+from ally.alerts import owner_of
 from ally.codex.binary import CodexBinaryNotFound, find_codex_binary
 from ally.config import AllyConfig, data_dir
-from ally.names import runtime_queue
+from ally.contracts import PartCrashed
+from ally.names import ALERTS_WORKFLOW_ID, runtime_queue
 from ally.processes import free_local_port, spawn_group, stop_group
 from ally.readiness import MissingPiece, missing_pieces
 from ally.run_state import PartState, logs_dir, read_part_states, remove_part_state, write_part_state
 from ally.temporal_client import connect, ui_url, uses_embedded_server
 from ally.temporal_server import dev_server_command
+from workflows.alerts import AlertsWorkflow
 
 SUPERVISOR = "supervisor"
 
@@ -119,6 +123,7 @@ class Supervisor:
         self.say = say
         self.stopping = asyncio.Event()
         self.parts: list[Part] = []
+        self._client: Client | None = None  # connected when a part dies, to tell the owner
 
     async def run(self) -> int:
         self._preflight()
@@ -234,11 +239,26 @@ class Supervisor:
                     continue
                 delay = self._restart_delay(part)
                 self.say(f"{part.name} exited ({part.process.returncode}); restarting in {delay:g}s")
+                await self._tell_alerts(part, part.process.returncode)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), delay)
                 if self.stopping.is_set():
                     return
                 await self._start(part)
+
+    async def _tell_alerts(self, part: Part, exit_code: int | None) -> None:
+        """The owner hears of a part that died on its own (workflows/alerts.py). Best effort: with
+        no owner, no alerts workflow yet, or Temporal itself the part that died, the restart goes on."""
+        if owner_of(self.config) is None or not self.config.feishu.configured:
+            return
+        crash = PartCrashed(part=part.name, exit_code=exit_code, reason=part.last_words())
+        try:
+            if self._client is None:
+                self._client = await asyncio.wait_for(connect(self.config), 3)
+            alerts = self._client.get_workflow_handle_for(AlertsWorkflow.run, ALERTS_WORKFLOW_ID)
+            await asyncio.wait_for(alerts.signal(AlertsWorkflow.part_crashed, crash), 3)
+        except Exception as error:  # any failure to tell must not stop the restart
+            self.say(f"could not alert the owner that {part.name} died: {error}")
 
     def _restart_delay(self, part: Part) -> float:
         """The next step of the backoff; a part that ran `healthy_after_seconds` starts it over

@@ -81,6 +81,8 @@ async def feishu_stack(
     sdk_timeout_s: float = 5.0,
     access: AccessConfig | None = None,
     demo: bool = False,
+    with_runtime_worker: bool = True,
+    alerts_workflow_id: str | None = None,
 ) -> AsyncIterator[FeishuStack]:
     # lark-oapi caches tenant tokens process-wide by app_id: one app id per test (docs/feishu-platform.md §5).
     forget_sdk_token(app_id)
@@ -95,14 +97,18 @@ async def feishu_stack(
         def delivery(stack: Stack) -> list[Worker]:
             return [stack.chat_worker(channel, queue)]
 
-        async with running_stack(client, tmp_path, extra_workers=delivery, demo=demo) as stack:
+        async with running_stack(
+            client, tmp_path, extra_workers=delivery, demo=demo, with_runtime_worker=with_runtime_worker
+        ) as stack:
             reader = MessageReader(api, inbox=stack.workspace / "feishu-inbox", worker_queue=queue)
             gateway = FeishuGateway(
                 client=client,
                 channel=channel,
                 reader=reader,
                 new_state=lambda chat: stack.conversation(
-                    chat, approvers=(access or AccessConfig()).approvers
+                    chat,
+                    approvers=(access or AccessConfig()).approvers,
+                    alerts_workflow_id=alerts_workflow_id,
                 ),
                 access=access,
             )

@@ -19,10 +19,11 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from activities.channel import ChannelActivities
 from activities.policy import evaluate_policy
 from ally.channels import Channel
+from workflows.alerts import AlertsWorkflow
 from workflows.conversation import ConversationWorkflow
 from workflows.turn import TurnWorkflow
 
-WORKFLOWS = [ConversationWorkflow, TurnWorkflow]
+WORKFLOWS = [ConversationWorkflow, TurnWorkflow, AlertsWorkflow]
 
 
 def chat_worker(client: Client, channel: Channel, task_queue: str) -> Worker:

@@ -16,6 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ally.alerts import alerts_config, owner_of, start_alerts
 from ally.channels.feishu import FEISHU_CHATS_QUEUE
 from ally.channels.feishu.channel import FeishuChannel
 from ally.channels.feishu.client import FeishuApi
@@ -74,6 +75,10 @@ async def main() -> None:
     else:
         transport = LongConnection(feishu, gateway.event_handler())
     transport.start()
+    if (owner := owner_of(config)) is not None:
+        await start_alerts(client, alerts_config(config, owner, FEISHU_CHATS_QUEUE))
+    else:
+        log.info("no owner to alert: set [alerts] owner or [access] approvers")
 
     serving = asyncio.create_task(
         serve_until_signalled(

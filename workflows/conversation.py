@@ -30,10 +30,12 @@ with workflow.unsafe.imports_passed_through():
         InboundMessage,
         Reply,
         SessionGrants,
+        TurnFailed,
         TurnInput,
         TurnOrigin,
         TurnResult,
     )
+    from workflows.alerts import AlertsWorkflow
     from workflows.turn import TurnWorkflow
 
 AUTOMATIC_SHOWN = 10
@@ -95,6 +97,7 @@ class ConversationWorkflow:
             self.state.settings = inbound.config.settings
             self.state.policy = inbound.config.policy
             self.state.approvers = inbound.config.approvers
+            self.state.alerts_workflow_id = inbound.config.alerts_workflow_id
         message = inbound.message
         if message.message_id in self.state.seen:
             return  # a redelivery: Feishu pushes again when an ack is slow
@@ -224,12 +227,30 @@ class ConversationWorkflow:
             if result.status == "host_lost":
                 self.state.runtime = None  # locate again: the host may be back, or another one is
             self._requeue_unsteered(result.unsteered)
+            status = result.status
         except ChildWorkflowError as error:
             workflow.logger.warning("turn workflow failed: %s", error)
+            status = "failed"
+        if status in ("failed", "host_lost"):
+            await self._report_failure(status)
         self.state.turns += 1
         self.child = None
         self.current = None
         self.steered = []
+
+    async def _report_failure(self, status: str) -> None:
+        """Tell the owner's alerts of a failed turn: several soon after each other open an incident.
+        Best effort: no alerts running (no owner) must not stop the chat."""
+        if self.state.alerts_workflow_id is None or self.current is None:
+            return
+        alerts = workflow.get_external_workflow_handle_for(AlertsWorkflow.run, self.state.alerts_workflow_id)
+        chat_id = self.state.chat.chat_id
+        turn = names.turn_workflow_id(chat_id, self.current.message_id)
+        failure = TurnFailed(workflow_id=turn, chat_id=chat_id, status=status)
+        try:
+            await alerts.signal(AlertsWorkflow.turn_failed, failure)
+        except Exception as error:
+            workflow.logger.info("alerts not told of a failed turn: %s", error)
 
     def _requeue_unsteered(self, texts: list[str]) -> None:
         """A steer that reached the turn too late is not lost: it runs as the next turn."""

@@ -9,6 +9,7 @@ to the chat or the policy, and sends the agent their `Decision`.
     chat.py       the chat's side: chats, people, messages, replies, cards, emoji
     policy.py     the approval policy's configuration, question and verdict
     workflows.py  the workflows' own inputs, results, states and query views
+    alerts.py     the owner's alerts: incidents, and what opens and resolves them
 
 One model argument per workflow and activity, so fields can be added without breaking histories.
 Payloads carry ids and the final text only, never transcripts. Nothing here imports an agent's
@@ -61,6 +62,27 @@ from ally.contracts.agent import (
 )
 from ally.contracts.agent import (
     TurnProgress as TurnProgress,
+)
+from ally.contracts.alerts import (
+    AlertsConfig as AlertsConfig,
+)
+from ally.contracts.alerts import (
+    AlertsState as AlertsState,
+)
+from ally.contracts.alerts import (
+    AlertsView as AlertsView,
+)
+from ally.contracts.alerts import (
+    Incident as Incident,
+)
+from ally.contracts.alerts import (
+    IncidentKind as IncidentKind,
+)
+from ally.contracts.alerts import (
+    PartCrashed as PartCrashed,
+)
+from ally.contracts.alerts import (
+    TurnFailed as TurnFailed,
 )
 from ally.contracts.chat import (
     ApprovalOutcome as ApprovalOutcome,

@@ -131,6 +131,7 @@ class ConversationState(BaseModel):
     unannounced: list[str] = []  # ids of queued messages not told their position yet
     announce_at: float | None = None  # workflow time the next queue notice is due
     last_announced: float | None = None  # workflow time of the last queue notice
+    alerts_workflow_id: str | None = None  # told of each failed turn (workflows/alerts.py); None = nobody
 
 
 class ChatConfig(BaseModel):
@@ -140,6 +141,7 @@ class ChatConfig(BaseModel):
     settings: ThreadSettings
     policy: PolicyConfig = PolicyConfig()
     approvers: list[str] = []
+    alerts_workflow_id: str | None = None
 
 
 class Inbound(BaseModel):

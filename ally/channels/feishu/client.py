@@ -185,7 +185,9 @@ class FeishuApi:
             .uuid(uuid)
             .build()
         )
-        request = CreateMessageRequest.builder().receive_id_type("chat_id").request_body(body).build()
+        # A person's open_id (ou_…) reaches their private chat with the bot: the owner's alerts.
+        id_type = "open_id" if chat_id.startswith("ou_") else "chat_id"
+        request = CreateMessageRequest.builder().receive_id_type(id_type).request_body(body).build()
         response = await self._call(f"send to {chat_id}", lambda: self.client.im.v1.message.create(request))
         return SentFeishuMessage(message_id=response.data.message_id, thread_id=response.data.thread_id or "")
 
