@@ -93,9 +93,10 @@ RUN_TURN_MAX = timedelta(hours=12)
 POLICY_PATCH = "policy-verdict-recorded"
 POLICY_CALL = timedelta(seconds=10)
 POLICY_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(milliseconds=100))
-# A channel call is a local activity, and a local activity's failure reaches the workflow as the
-# activity's own error (an ApplicationError, or a timeout), not wrapped in an ActivityError.
-CHAT_CALL_FAILED = (ActivityError, ApplicationError, TemporalTimeoutError)
+# Channel calls and the policy are local activities, and a local activity's failure reaches the
+# workflow as the activity's own error (an ApplicationError, or a timeout), not wrapped in an
+# ActivityError: catch all three around every local activity.
+LOCAL_CALL_FAILED = (ActivityError, ApplicationError, TemporalTimeoutError)
 # Before this patch a refused reply (bot removed from the chat) failed the whole turn.
 UNDELIVERED_PATCH = "undelivered-local-reply"
 
@@ -277,7 +278,7 @@ class TurnWorkflow:
                     ),
                     summary=f"ask: {pending.request.kind}",
                 )
-            except CHAT_CALL_FAILED as error:
+            except LOCAL_CALL_FAILED as error:
                 if not workflow.patched(UNDELIVERED_PATCH):
                     raise
                 # The chat refused the card for good (the bot was removed): the request still
@@ -333,7 +334,7 @@ class TurnWorkflow:
                 retry_policy=POLICY_RETRY,
                 summary=f"policy: {request.kind}",
             )
-        except ActivityError as error:
+        except LOCAL_CALL_FAILED as error:
             workflow.logger.warning("the policy could not be evaluated: %s", error)
             return Verdict(decision=None, rule="the policy could not be evaluated")
 
@@ -497,7 +498,7 @@ class TurnWorkflow:
         try:
             await self._to_chat(send, message, summary="deliver the reply")
             return True
-        except CHAT_CALL_FAILED as error:
+        except LOCAL_CALL_FAILED as error:
             if not isinstance(error, ActivityError) and not workflow.patched(UNDELIVERED_PATCH):
                 raise
             # Only a permanent rejection (bot removed from the chat, message gone) or 55 minutes of
