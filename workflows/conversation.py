@@ -137,9 +137,7 @@ class ConversationWorkflow:
         return ConversationView(
             thread_id=self.state.thread_id,
             running=self.current.text[:80] if self.current else None,
-            running_turn_workflow_id=names.turn_workflow_id(self.state.chat.chat_id, self.current.message_id)
-            if self.current
-            else None,
+            running_turn_workflow_id=self._running_turn(),
             queued=[m.text[:80] for m in self.state.queue],
             busy_policy=self.state.busy_policy,
             turns=self.state.turns,
@@ -241,12 +239,11 @@ class ConversationWorkflow:
     async def _report_failure(self, status: str) -> None:
         """Tell the owner's alerts of a failed turn: several soon after each other open an incident.
         Best effort: no alerts running (no owner) must not stop the chat."""
-        if self.state.alerts_workflow_id is None or self.current is None:
+        turn = self._running_turn()
+        if self.state.alerts_workflow_id is None or turn is None:
             return
         alerts = workflow.get_external_workflow_handle_for(AlertsWorkflow.run, self.state.alerts_workflow_id)
-        chat_id = self.state.chat.chat_id
-        turn = names.turn_workflow_id(chat_id, self.current.message_id)
-        failure = TurnFailed(workflow_id=turn, chat_id=chat_id, status=status)
+        failure = TurnFailed(workflow_id=turn, chat_id=self.state.chat.chat_id, status=status)
         try:
             await alerts.signal(AlertsWorkflow.turn_failed, failure)
         except Exception as error:
@@ -402,6 +399,12 @@ class ConversationWorkflow:
             return True
         return person_id in self.state.approvers or person_id == names.LOCAL_OPERATOR
 
+    def _running_turn(self) -> str | None:
+        """The workflow id of the turn that runs now, if one does."""
+        if self.current is None:
+            return None
+        return names.turn_workflow_id(self.state.chat.chat_id, self.current.message_id)
+
     def _state_fits_one_payload(self) -> bool:
         """Continue-as-new carries the state in one payload (at most 2 MB): with large messages
         queued, wait until the queue has drained instead of failing the workflow task forever."""
@@ -417,7 +420,7 @@ class ConversationWorkflow:
         lines = [f"Thread: {self.state.thread_id or '(new with the next message)'}"]
         if self.current is not None:
             lines.append(f"Running: {self.current.text[:80]}")
-            turn = names.turn_workflow_id(self.state.chat.chat_id, self.current.message_id)
+            turn = self._running_turn()
             lines.append(f"Turn: {turn} (Temporal UI)")
         else:
             lines.append("Running: nothing")
