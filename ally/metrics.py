@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Literal
 
 from temporalio import activity, workflow
 from temporalio.common import MetricMeter
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 
 from ally import names
 
@@ -68,6 +75,24 @@ def metrics_url(config: AllyConfig, part: Part) -> str | None:
 
 
 _runtimes: dict[str, Runtime] = {}
+_plain: list[Runtime] = []
+
+
+def core_logging() -> LoggingConfig:
+    """The SDK's core writes its own warnings (a retried call, a busy workflow) to stdout unless
+    told otherwise, which broke `--json`'s one document there: they go to Python's logging instead,
+    which writes to stderr, or to the part's log file."""
+    return LoggingConfig(
+        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+        forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+    )
+
+
+def plain_runtime() -> Runtime:
+    """The process's Temporal runtime when it exports no metrics: the default, with `core_logging`."""
+    if not _plain:
+        _plain.append(Runtime(telemetry=TelemetryConfig(logging=core_logging())))
+    return _plain[0]
 
 
 def metrics_runtime(config: AllyConfig, part: Part) -> Runtime | None:
@@ -78,7 +103,9 @@ def metrics_runtime(config: AllyConfig, part: Part) -> Runtime | None:
         return None
     if address not in _runtimes:
         try:
-            telemetry = TelemetryConfig(metrics=PrometheusConfig(bind_address=address))
+            telemetry = TelemetryConfig(
+                metrics=PrometheusConfig(bind_address=address), logging=core_logging()
+            )
             _runtimes[address] = Runtime(telemetry=telemetry)
         except ValueError as error:
             raise MetricsUnavailable(

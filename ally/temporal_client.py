@@ -14,7 +14,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 
 from ally.config import AllyConfig
-from ally.metrics import Part, metrics_runtime
+from ally.metrics import Part, metrics_runtime, plain_runtime
 
 
 def cluster_settings(config: AllyConfig) -> dict[str, Any]:
@@ -46,8 +46,7 @@ async def connect(config: AllyConfig, *, metrics_for: Part | None = None) -> Cli
         "namespace": config.temporal.namespace,
     }
     runtime = metrics_runtime(config, metrics_for) if metrics_for else None
-    if runtime is not None:
-        settings["runtime"] = runtime
+    settings["runtime"] = runtime or plain_runtime()
     return await Client.connect(**settings, data_converter=pydantic_data_converter)
 
 
