@@ -27,7 +27,12 @@ def runtime_queue(host: str) -> str:
 CHAT = SearchAttributeKey.for_keyword("AllyChat")
 AGENT_THREAD = SearchAttributeKey.for_keyword("AllyThread")
 TURN_STATE = SearchAttributeKey.for_keyword("AllyTurnState")
-SEARCH_ATTRIBUTES = (CHAT, AGENT_THREAD, TURN_STATE)
+ASSISTANT = SearchAttributeKey.for_keyword("AllyAssistant")  # the assistant's id
+SEARCH_ATTRIBUTES = (CHAT, AGENT_THREAD, TURN_STATE, ASSISTANT)
+
+# The assistant every install has, and the one chats talked to before there were several: its
+# conversations keep their old workflow ids (`conversation_id`).
+DEFAULT_ASSISTANT = "default"
 
 
 # The person at this machine's terminal (`ally approvals`, `ally chat`): trusted to decide any
@@ -39,8 +44,11 @@ LOCAL_OPERATOR = "local-operator"
 ALERTS_WORKFLOW_ID = "ally-alerts"
 
 
-def conversation_id(chat: str) -> str:
-    return f"chat:{chat}"
+def conversation_id(chat: str, assistant: str = DEFAULT_ASSISTANT, topic: str = "") -> str:
+    """One assistant in one chat, or in one topic of it. The default assistant at a chat's top level
+    keeps the id conversations had before assistants existed, so they go on after an upgrade."""
+    where = f"chat:{chat}" + (f"/{topic}" if topic else "")
+    return where if assistant == DEFAULT_ASSISTANT else f"{where}@{assistant}"
 
 
 def turn_workflow_id(chat: str, message: str) -> str:

@@ -37,7 +37,13 @@ from ally.contracts.agent import (
     EndStatus as EndStatus,
 )
 from ally.contracts.agent import (
+    McpServer as McpServer,
+)
+from ally.contracts.agent import (
     Person as Person,
+)
+from ally.contracts.agent import (
+    ReasoningEffort as ReasoningEffort,
 )
 from ally.contracts.agent import (
     RequestKind as RequestKind,

@@ -8,14 +8,25 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 ApprovalPolicy = Literal["untrusted", "on-request", "never"]
 SandboxMode = Literal["read-only", "workspace-write", "danger-full-access"]
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
 RequestKind = Literal["command", "file_change", "permissions", "user_input", "elicitation", "other"]
 EndStatus = Literal["completed", "interrupted", "failed"]
 # How a person (or a rule) answers a request: one spelling for cards, text shortcuts and the terminal.
 DecisionWord = Literal["accept", "acceptForSession", "decline", "cancel"]
+
+
+class McpServer(BaseModel):
+    """An MCP server (stdio) an assistant's threads may use: started by the agent for them only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: str
+    args: list[str] = []
+    env: dict[str, str] = {}
 
 
 class ThreadSettings(BaseModel):
@@ -24,11 +35,17 @@ class ThreadSettings(BaseModel):
 
     cwd: str
     model: str | None = None  # None: the model in the agent's own configuration
+    reasoning_effort: ReasoningEffort | None = None  # None: the agent's own default
     sandbox: SandboxMode = "workspace-write"
     approval_policy: ApprovalPolicy = "on-request"
     developer_instructions: str | None = None
     # Dotted config keys for this thread only, e.g. {"features.request_permissions_tool": True}.
     config: dict[str, Any] = {}
+    # The assistant's MCP servers, by name: this thread's only (the host translates them).
+    mcp_servers: dict[str, McpServer] = {}
+    # The assistant's persona: written to AGENTS.md in `cwd` by the host when the workspace has none
+    # (a person's own AGENTS.md is never overwritten). None: leave the workspace as it is.
+    agents_md: str | None = None
 
 
 class RuntimeLocation(BaseModel):

@@ -13,6 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from ally.contracts.agent import AgentRequest
 
 Mode = Literal["ask", "read_only", "trusted"]
+MODES_BY_AUTONOMY: tuple[Mode, ...] = ("ask", "read_only", "trusted")  # each decides more on its own
+
+
+def capped(mode: Mode, ceiling: Mode) -> Mode:
+    """`mode`, lowered to `ceiling` when it would decide more on its own."""
+    return min(mode, ceiling, key=MODES_BY_AUTONOMY.index)
 RuleKind = Literal["command", "file_change", "permissions", "elicitation"]
 # Rules cannot name user_input (only a person can write the answers) or other (unknown methods).
 PATH_KINDS = {"command", "file_change", "permissions"}  # kinds whose requests carry paths
@@ -65,6 +71,9 @@ class PolicyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
     mode: Mode = Field("ask", description="Default autonomy of a chat: ask, read_only or trusted.")
+    ceiling: Mode = Field(
+        "trusted", description="The most autonomy a chat may choose with /auto (ask < read_only < trusted)."
+    )
     rules: list[Rule] = []
     reminder_after_minutes: float = Field(10, gt=0, description="Remind the chat of an open approval.")
     decline_after_minutes: float = Field(30, gt=0, description="Decline an approval nobody answered.")

@@ -40,6 +40,9 @@ class TurnInput(BaseModel):
     policy: PolicyConfig = PolicyConfig()
     mode: Mode = "ask"
     grants: SessionGrants = SessionGrants()  # "approve for session" answers in this thread so far
+    assistant: str = names.DEFAULT_ASSISTANT  # the id of the assistant whose turn this is
+    # After a turn that changed files in a git workspace, commit them locally (workflows/turn.py).
+    autosave: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -109,9 +112,18 @@ class HeldAttachment(BaseModel):
 
 
 class ConversationState(BaseModel):
-    """Everything a conversation carries across continue-as-new."""
+    """Everything a conversation carries across continue-as-new.
+
+    A conversation is one assistant in one chat, or in one topic of a topic group
+    (`names.conversation_id`); conversations recorded before assistants existed are the default
+    assistant's, at the chat's top level.
+    """
 
     chat: ChatRef
+    assistant: str = names.DEFAULT_ASSISTANT  # the assistant's id (stable across renames)
+    assistant_name: str = ""  # its name as shown to people; "" = the id
+    topic: str = ""  # the topic (its first message's id) in a topic group; "" = the whole chat
+    autosave: bool = False
     settings: ThreadSettings
     discovery_queue: str = names.RUNTIME_DISCOVERY_QUEUE
     thread_id: str | None = None
@@ -142,6 +154,9 @@ class ChatConfig(BaseModel):
     policy: PolicyConfig = PolicyConfig()
     approvers: list[str] = []
     alerts_workflow_id: str | None = None
+    assistant_name: str = ""  # the assistant may have been renamed since the conversation began
+    discovery_queue: str | None = None  # where to find the assistant's host; None = as it was
+    autosave: bool = False
 
 
 class Inbound(BaseModel):
