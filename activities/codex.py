@@ -60,7 +60,8 @@ class CodexActivities:
 
     def pinned(self) -> list[Callable[..., Any]]:
         """The activities that must run where the child process is."""
-        return [self.run_turn, self.answer_request, self.steer_turn]
+        # locate_runtime too: a conversation of an assistant pinned to this host asks it here.
+        return [self.locate_runtime, self.run_turn, self.answer_request, self.steer_turn]
 
     @activity.defn(name="locate_runtime")
     async def locate_runtime(self) -> RuntimeLocation:

@@ -13,7 +13,7 @@
   accepts durably and the workflow re-checks when it next runs (docs/temporal.md §2).
 - `waiting` / `waiting_everywhere` list the requests that wait for a decision, in one chat or in
   every running turn, each with a short id that does not move while it waits.
-- `recall` drops a queued message; `stop` interrupts a chat's running turn.
+- `recall` drops a queued message; `stop` interrupts a conversation's running turn.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -132,16 +133,28 @@ class ChatClient:
             policy=new_state.policy,
             approvers=new_state.approvers,
             alerts_workflow_id=new_state.alerts_workflow_id,
+            assistant_name=new_state.assistant_name,
+            discovery_queue=new_state.discovery_queue,
+            autosave=new_state.autosave,
         )
+        chat = message.chat.chat_id
+        where = f"{chat}/{new_state.topic}" if new_state.topic else chat
         await self.client.start_workflow(
             ConversationWorkflow.run,
             new_state,
-            id=names.conversation_id(message.chat.chat_id),
+            id=names.conversation_id(chat, new_state.assistant, new_state.topic),
             task_queue=message.chat.worker_queue,  # the worker that serves this chat runs its workflows
             start_signal=ConversationWorkflow.inbound.__name__,  # the signal is named for its method
             start_signal_args=[Inbound(message=message, config=chat_config)],
-            search_attributes=TypedSearchAttributes([SearchAttributePair(names.CHAT, message.chat.chat_id)]),
-            static_summary=f"conversation {message.chat.chat_id}",
+            # Set at the start (not upserted by the workflow), so recorded histories replay unchanged;
+            # continue-as-new and the turns (started with a copy) carry them on.
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(names.CHAT, chat),
+                    SearchAttributePair(names.ASSISTANT, new_state.assistant),
+                ]
+            ),
+            static_summary=f"{new_state.assistant_name or new_state.assistant} in {where}",
         )
 
     async def decide(
@@ -184,17 +197,17 @@ class ChatClient:
             return await _confirmed(handle, decision.key, str(result), confirm_within)
         return DecisionReceipt(status="decided", detail=str(result))
 
-    async def waiting(self, chat_id: str, *, rpc_timeout: float = 2.0) -> list[WaitingRequest]:
-        """What waits for a decision in this chat's running turn, in the order it was asked;
-        nothing when the chat has no conversation or no running turn, or it does not answer."""
+    async def waiting(self, conversation_id: str, *, rpc_timeout: float = 2.0) -> list[WaitingRequest]:
+        """What waits for a decision in this conversation's running turn (`names.conversation_id`),
+        in the order it was asked; nothing when there is no such conversation or running turn, or
+        it does not answer."""
         timeout = timedelta(seconds=rpc_timeout)
-        conversation = self.client.get_workflow_handle_for(
-            ConversationWorkflow.run, names.conversation_id(chat_id)
-        )
+        conversation = self.client.get_workflow_handle_for(ConversationWorkflow.run, conversation_id)
+        chat_id = names.chat_of(conversation_id)
         try:
             view: ConversationView = await conversation.query(ConversationWorkflow.view, rpc_timeout=timeout)
         except (RPCError, WorkflowQueryFailedError) as error:
-            log.info("no conversation view for %s: %s", chat_id, error)
+            log.info("no conversation view for %s: %s", conversation_id, error)
             return []
         if view.running_turn_workflow_id is None:
             return []
@@ -215,28 +228,54 @@ class ChatClient:
                 rows += _rows(turn.workflow_id, turn.chat, view)
         return rows
 
-    async def recall(self, chat_id: str, message_id: str) -> None:
-        """Drop a message still queued in its chat; a turn it already started keeps running."""
-        handle = self.client.get_workflow_handle_for(ConversationWorkflow.run, names.conversation_id(chat_id))
+    async def recall(self, conversation_id: str, message_id: str) -> None:
+        """Drop a message still queued in this conversation; a turn it already started keeps running."""
+        handle = self.client.get_workflow_handle_for(ConversationWorkflow.run, conversation_id)
         try:
             await handle.signal(ConversationWorkflow.recall, message_id)
         except RPCError as error:
             if error.status != RPCStatusCode.NOT_FOUND:
                 raise
-            log.info("recall of %s in %s: no conversation there", message_id, chat_id)
+            log.info("recall of %s: no conversation %s", message_id, conversation_id)
 
-    async def stop(self, chat_id: str) -> bool:
-        """Interrupt the chat's running turn (its queued messages stay); False when none runs."""
-        handle = self.client.get_workflow_handle_for(ConversationWorkflow.run, names.conversation_id(chat_id))
+    async def recall_in_chat(self, chat_id: str, message_id: str) -> None:
+        """`recall` when the message's conversation is not known (one per assistant and topic): each
+        of the chat's running conversations is told; those that do not hold it ignore it."""
+        query = (
+            f"WorkflowType = '{ConversationWorkflow.__name__}' AND ExecutionStatus = 'Running' "
+            f"AND {names.CHAT.name} = '{chat_id}'"
+        )
+        async for execution in self.client.list_workflows(query):
+            await self.recall(execution.id, message_id)
+
+    async def stop(self, conversation_id: str) -> bool:
+        """Interrupt the conversation's running turn (its queued messages stay); False when none runs."""
+        handle = self.client.get_workflow_handle_for(ConversationWorkflow.run, conversation_id)
         try:
             view = await handle.query(ConversationWorkflow.view)
             if view.running_turn_workflow_id is None:
                 return False
             await self.client.get_workflow_handle(view.running_turn_workflow_id).signal(TurnWorkflow.stop)
         except (RPCError, WorkflowQueryFailedError) as error:
-            log.info("stop in %s: no running turn reached: %s", chat_id, error)
+            log.info("stop in %s: no running turn reached: %s", conversation_id, error)
             return False
         return True
+
+
+def conversation_exists(client: Client) -> Callable[[str], Awaitable[bool]]:
+    """Whether a conversation with this id was ever started (running or not): a group that talked
+    before there were several assistants keeps talking to the default one (ally/routing.py)."""
+
+    async def exists(conversation_id: str) -> bool:
+        try:
+            await client.get_workflow_handle(conversation_id).describe()
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return True
+
+    return exists
 
 
 def _rows(turn_workflow_id: str, chat: str, view: TurnView) -> list[WaitingRequest]:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ally.cli_assistants import assistants_app
 from ally.config import AllyConfig, ConfigError, config_path, data_dir, load_config
 
 app = typer.Typer(
@@ -60,13 +61,21 @@ def up(
 
 
 @app.command()
-def chat() -> None:
+def chat(
+    assistant: Annotated[
+        str | None,
+        typer.Option(
+            "--assistant", "-a", help="The assistant to talk to, by name (default: the default one)."
+        ),
+    ] = None,
+) -> None:
     """Talk to Codex from this terminal, through the same durable workflows as a Feishu chat.
 
     Needs `ally up` running. Approvals are answered inline: y, always, n, cancel, or "1 y 2 n".
+    Each assistant keeps its own thread for this terminal.
     """
     config = _config()
-    from ally.console_chat import ConsoleChat
+    from ally.console_chat import ConsoleChat, UnknownAssistant
     from ally.temporal_client import connect
 
     async def lines() -> AsyncIterator[str]:
@@ -78,10 +87,13 @@ def chat() -> None:
 
     async def talk() -> None:
         client = await connect(config)
-        await ConsoleChat(client, config, typer.echo).run(lines())
+        await ConsoleChat(client, config, typer.echo, assistant).run(lines())
 
     try:
         asyncio.run(talk())
+    except UnknownAssistant as e:
+        typer.echo(f"ally: {e}", err=True)
+        raise typer.Exit(2) from None
     except (KeyboardInterrupt, RuntimeError) as e:
         if isinstance(e, RuntimeError):
             typer.echo(f"ally: cannot reach Temporal ({e}); is `ally up` running?", err=True)
@@ -430,6 +442,7 @@ service_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(service_app, name="service")
+app.add_typer(assistants_app, name="assistants")
 
 
 @service_app.command("install")
@@ -501,23 +514,33 @@ def service_status(as_json: JsonOption = False) -> None:
 
 @app.command("config")
 def show_config(as_json: JsonOption = False) -> None:
-    """The effective configuration (file + WORK_ALLY_* overrides), secrets masked."""
+    """The effective configuration (file + WORK_ALLY_* overrides), secrets masked, and each
+    assistant's settings as they run (global -> assistant -> chat), each with where it comes from."""
     config = _config()
-    shown = _masked(config)
+    shown: dict[str, Any] = _masked(config)
+    from ally.assistants import all_assistants
+
+    resolved = {a.id: {k: s.model_dump() for k, s in a.sources.items()} for a in all_assistants(config)}
     if as_json:
-        typer.echo(json.dumps(shown, indent=2, default=str))
+        typer.echo(json.dumps({**shown, "assistants": resolved}, indent=2, default=str))
         return
     typer.echo(f"# data dir: {data_dir()}   file: {config_path()}")
     for section, values in shown.items():
         typer.echo(f"\n[{section}]")
         for key, value in values.items():
             typer.echo(f"{key} = {json.dumps(value, default=str)}")
+    for assistant_id, settings in resolved.items():
+        typer.echo(f"\n# assistant {assistant_id}, as it runs (each value <- where it comes from)")
+        for key, setting in settings.items():
+            typer.echo(f"#   {key:<18} {setting['value']}    <- {setting['source']}")
 
 
 def _masked(config: AllyConfig) -> dict[str, dict[str, Any]]:
     """Each section as JSON values (lists stay lists); of a secret, only whether it is set."""
     shown: dict[str, dict[str, Any]] = {}
     for section, model in config:
+        if isinstance(model, dict):  # [assistants.<id>]: shown resolved, by `_assistants_shown`
+            continue
         values: dict[str, Any] = model.model_dump(mode="json")
         for key, value in model:
             if hasattr(value, "get_secret_value"):

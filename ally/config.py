@@ -13,15 +13,25 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import socket
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, get_origin
+from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ally.access import AccessConfig
-from ally.contracts import PolicyConfig
+from ally.contracts import ApprovalPolicy, McpServer, Mode, PolicyConfig, ReasoningEffort, Rule, SandboxMode
+from ally.names import DEFAULT_ASSISTANT
 
 ENV_PREFIX = "WORK_ALLY_"
 HOME_ENV = "WORK_ALLY_HOME"
@@ -137,6 +147,89 @@ class AlertsConfig(_Section):
     )
 
 
+ASSISTANT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
+class AssistantPolicy(_Section):
+    """An assistant's part of the approval policy: it adds rules to `[policy]` (a deny rule at any
+    level beats every allow) and may lower the autonomy its chats start with and may choose."""
+
+    mode: Mode | None = Field(None, description="Autonomy its chats start with (default: [policy] mode).")
+    ceiling: Mode | None = Field(
+        None, description="The most autonomy its chats may choose with /auto (default: [policy] ceiling)."
+    )
+    rules: list[Rule] = Field([], description="Added to [policy] rules for this assistant's chats.")
+
+
+class AssistantAccess(_Section):
+    users: list[str] = Field(
+        [], description="Who may talk to this assistant, within [access]; empty = everyone [access] lets in."
+    )
+    approvers: list[str] = Field([], description="Who may decide its requests, besides [access] approvers.")
+
+
+class AssistantConfig(_Section):
+    """One `[assistants.<id>]` table. The id (the table's key) never changes; `name` may. Anything
+    unset comes from the global sections ([codex], [policy], [access])."""
+
+    name: str = Field("", description="Its name in chats and commands (default: its id).")
+    workspace: Path | None = Field(
+        None, description="Its working directory on its host (default: <data dir>/workspaces/<id>)."
+    )
+    host: str | None = Field(
+        None, description="The runtime host it lives on ([runtime] host there); unset = any host."
+    )
+    model: str | None = None
+    reasoning_effort: ReasoningEffort | None = None
+    sandbox: SandboxMode | None = None
+    approval_policy: ApprovalPolicy | None = None
+    mcp_servers: dict[str, McpServer] = Field({}, description="MCP servers its threads (only) may use.")
+    policy: AssistantPolicy = AssistantPolicy()
+    access: AssistantAccess = AssistantAccess()
+    chats: list[str] = Field(
+        [], description="Groups bound to it here (a group may also be bound with /bind)."
+    )
+    autosave: bool = Field(False, description="Commit what a turn changed in a git workspace (never pushes).")
+
+    @field_validator("name")
+    @classmethod
+    def _a_usable_name(cls, name: str) -> str:
+        name = name.strip()
+        if name and (len(name) > 40 or any(c.isspace() for c in name) or name.startswith("/")):
+            raise ValueError("a name is one word of at most 40 characters, not starting with /")
+        return name
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _server_names(cls, servers: dict[str, McpServer]) -> dict[str, McpServer]:
+        for name in servers:
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", name):
+                raise ValueError(f"MCP server name {name!r}: letters, digits, - and _ only")
+        return servers
+
+
+class ChatOverride(_Section):
+    """What config.toml says about one chat: it may only tighten what its assistant allows."""
+
+    mode: Mode | None = Field(None, description="Autonomy this chat starts with (capped by its assistant).")
+    ceiling: Mode | None = Field(None, description="The most autonomy /auto may choose here.")
+    rules: list[Rule] = Field([], description="Deny rules for this chat only (allow rules belong higher up).")
+
+    @field_validator("rules")
+    @classmethod
+    def _deny_only(cls, rules: list[Rule]) -> list[Rule]:
+        if any(rule.action != "deny" for rule in rules):
+            raise ValueError("a chat may only tighten: its rules must be deny rules")
+        return rules
+
+
+class ChatsConfig(_Section):
+    default_assistant: str = Field(
+        DEFAULT_ASSISTANT, description="The assistant a private chat talks to until /assistant switches it."
+    )
+    overrides: dict[str, ChatOverride] = Field({}, description="Per chat id (oc_…): tighter settings.")
+
+
 class AllyConfig(_Section):
     feishu: FeishuConfig = FeishuConfig()
     codex: CodexConfig = CodexConfig()
@@ -147,6 +240,30 @@ class AllyConfig(_Section):
     access: AccessConfig = AccessConfig()
     metrics: MetricsConfig = MetricsConfig()
     alerts: AlertsConfig = AlertsConfig()
+    assistants: dict[str, AssistantConfig] = Field(
+        {}, description="Assistants by id; see docs/assistants.md."
+    )
+    chats: ChatsConfig = ChatsConfig()
+
+    @field_validator("assistants")
+    @classmethod
+    def _ids_and_names(cls, assistants: dict[str, AssistantConfig]) -> dict[str, AssistantConfig]:
+        names: dict[str, str] = {}
+        for key, assistant in assistants.items():
+            if not ASSISTANT_ID.fullmatch(key):
+                raise ValueError(f"assistant id {key!r}: lowercase letters, digits, - and _, at most 32")
+            shown = (assistant.name or key).casefold()
+            if shown in names:
+                raise ValueError(f"assistants {names[shown]!r} and {key!r} have the same name {shown!r}")
+            names[shown] = key
+        return assistants
+
+    @model_validator(mode="after")
+    def _default_exists(self) -> AllyConfig:
+        wanted = self.chats.default_assistant
+        if wanted != DEFAULT_ASSISTANT and wanted not in self.assistants:
+            raise ValueError(f"chats.default_assistant {wanted!r} is not an assistant id")
+        return self
 
 
 def data_dir() -> Path:
@@ -235,13 +352,20 @@ def _source(loc: tuple[str, ...], path: Path, overridden: dict[tuple[str, ...], 
 
 def _section_model(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     model: type[BaseModel] = AllyConfig
+    keyed = False  # the part after a table of tables ([assistants.<id>]) is a key, not a field
     for part in loc:
+        if keyed:
+            keyed = False
+            continue
         field = model.model_fields.get(str(part))
         annotation = field.annotation if field else None
+        if get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]
+            keyed = True
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return None
         model = annotation
-    return model
+    return None if keyed else model
 
 
 def _known_keys(loc: tuple[int | str, ...]) -> str:

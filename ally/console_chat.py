@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Callable
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from ally import names
+from ally.assistants import all_assistants, default_assistant, find
 from ally.channels.console import ConsoleChannel, ConsoleEvent
 from ally.chat_client import ChatClient, WaitingRequest, refusal
 from ally.config import AllyConfig
@@ -25,13 +27,27 @@ from ally.shortcuts import parse_decisions
 from workers.chat import chat_worker
 
 
+class UnknownAssistant(Exception):
+    """`ally chat --assistant` named no assistant; the message lists those there are."""
+
+
 class ConsoleChat:
-    def __init__(self, client: Client, config: AllyConfig, out: Callable[[str], None]) -> None:
+    def __init__(
+        self, client: Client, config: AllyConfig, out: Callable[[str], None], assistant: str | None = None
+    ) -> None:
+        """`assistant`: the name or id of the assistant to talk to (default: the default one).
+        Raises `UnknownAssistant` for one that does not exist."""
         self.client = client
         self.chats = ChatClient(client)
         self.config = config
         self.out = out
         self.chat = console_chat(config.runtime.host)
+        chosen = find(config, assistant) if assistant else default_assistant(config)
+        if chosen is None:
+            known = ", ".join(a.name for a in all_assistants(config))
+            raise UnknownAssistant(f"there is no assistant called {assistant!r} (assistants: {known})")
+        self.assistant = chosen
+        self.conversation_id = names.conversation_id(self.chat.chat_id, chosen.id)
         user = getpass.getuser()
         self.person = Person(id=f"console:{user}", name=user)
         self.prompts_open = 0  # only to number what is printed; decisions go by what the turn says
@@ -40,7 +56,10 @@ class ConsoleChat:
         self.worker = chat_worker(client, ConsoleChannel(self._show), self.chat.worker_queue)
 
     async def run(self, lines: AsyncIterator[str]) -> None:
-        self.out("Talking to Codex through work-ally. /help lists commands; Ctrl-D leaves.")
+        self.out(
+            f"Talking to {self.assistant.name} ({self.assistant.workspace}) through work-ally. "
+            "/help lists commands; Ctrl-D leaves."
+        )
         async with self.worker:
             async for line in lines:
                 if line.strip():
@@ -58,7 +77,7 @@ class ConsoleChat:
             self.out(f"ally> Could not pass that on ({error.message}). Is `ally up` running?")
 
     async def _handle(self, line: str) -> None:
-        waiting = await self.chats.waiting(self.chat.chat_id)
+        waiting = await self.chats.waiting(self.conversation_id)
         if waiting and waiting[0].request.kind == "user_input":
             await self._answer_question(waiting[0], line)
             return
@@ -74,7 +93,7 @@ class ConsoleChat:
         message = InboundMessage(
             message_id=f"console-{uuid.uuid4()}", chat=self.chat, sender=self.person, text=line
         )
-        await self.chats.hand_over(message, new_conversation(self.config, self.chat))
+        await self.chats.hand_over(message, new_conversation(self.config, self.chat, self.assistant.id))
 
     async def _answer_question(self, row: WaitingRequest, line: str) -> None:
         answers: dict[str, list[str]] = {}

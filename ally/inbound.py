@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ally import names
-from ally.alerts import owner_of
+from ally import routing
+from ally.assistants import default_assistant, resolve
 from ally.config import AllyConfig, data_dir
 from ally.contracts import ChatRef, ConversationState, ThreadSettings
+from ally.routing import Route
 
 
 def thread_settings(config: AllyConfig) -> ThreadSettings:
@@ -25,15 +26,10 @@ def thread_settings(config: AllyConfig) -> ThreadSettings:
     )
 
 
-def new_conversation(config: AllyConfig, chat: ChatRef) -> ConversationState:
-    """How a chat starts out: this machine's thread settings, no thread yet."""
-    return ConversationState(
-        chat=chat,
-        settings=thread_settings(config),
-        policy=config.policy,
-        approvers=config.access.approvers,
-        alerts_workflow_id=names.ALERTS_WORKFLOW_ID if owner_of(config) else None,
-    )
+def new_conversation(config: AllyConfig, chat: ChatRef, assistant: str | None = None) -> ConversationState:
+    """How a chat's conversation with `assistant` (default: the default assistant) starts out."""
+    chosen = resolve(config, assistant) if assistant else default_assistant(config)
+    return routing.new_conversation(config, chat, Route(assistant=chosen))
 
 
 def console_chat(host: str) -> ChatRef:

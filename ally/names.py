@@ -51,6 +51,11 @@ def conversation_id(chat: str, assistant: str = DEFAULT_ASSISTANT, topic: str = 
     return where if assistant == DEFAULT_ASSISTANT else f"{where}@{assistant}"
 
 
+def chat_of(conversation_id: str) -> str:
+    """The chat a conversation id (`conversation_id`) is in."""
+    return conversation_id.removeprefix("chat:").split("/", 1)[0].split("@", 1)[0]
+
+
 def turn_workflow_id(chat: str, message: str) -> str:
     """One turn per inbound message: Feishu redeliveries map to the same workflow id."""
     return f"turn:{chat}:{message}"

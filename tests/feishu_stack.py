@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,9 @@ from ally.channels.feishu.channel import FeishuChannel
 from ally.channels.feishu.client import FeishuApi
 from ally.channels.feishu.gateway import FeishuGateway
 from ally.channels.feishu.inbound import MessageReader
+from ally.channels.feishu.intake import Conversations
 from ally.config import FeishuConfig
+from ally.contracts import ChatRef, ConversationState, InboundMessage
 from dev.fake_feishu import FakeFeishu, Message, forget_sdk_token, message_event
 from tests.stack import Stack, running_stack
 
@@ -72,6 +74,19 @@ def card_markdown(message: Message) -> str:
     return "".join(e["content"] for e in elements if e.get("tag") == "markdown")
 
 
+@dataclass
+class OneAssistant:
+    """Every chat (and each topic of a topic group) talks to one assistant, set up by the test."""
+
+    new_state: Callable[[ChatRef], ConversationState]
+
+    async def start_state(self, message: InboundMessage, topic: str) -> ConversationState:
+        return self.new_state(message.chat).model_copy(update={"topic": topic})
+
+    async def command(self, message: InboundMessage) -> str | None:
+        return None
+
+
 @contextlib.asynccontextmanager
 async def feishu_stack(
     client: Client,
@@ -83,7 +98,10 @@ async def feishu_stack(
     demo: bool = False,
     with_runtime_worker: bool = True,
     alerts_workflow_id: str | None = None,
+    conversations: Callable[[Stack], Conversations] | None = None,
 ) -> AsyncIterator[FeishuStack]:
+    """`conversations`: where messages go; by default every chat talks to one assistant with the
+    stack's settings (tests of assistants give a real `ally.routing.Router`)."""
     # lark-oapi caches tenant tokens process-wide by app_id: one app id per test (docs/feishu-platform.md §5).
     forget_sdk_token(app_id)
     with FakeFeishu(app_id=app_id) as fake:
@@ -101,15 +119,18 @@ async def feishu_stack(
             client, tmp_path, extra_workers=delivery, demo=demo, with_runtime_worker=with_runtime_worker
         ) as stack:
             reader = MessageReader(api, inbox=stack.workspace / "feishu-inbox", worker_queue=queue)
+            one = OneAssistant(
+                lambda chat: stack.conversation(
+                    chat,
+                    approvers=(access or AccessConfig()).approvers,
+                    alerts_workflow_id=alerts_workflow_id,
+                )
+            )
             gateway = FeishuGateway(
                 client=client,
                 channel=channel,
                 reader=reader,
-                new_state=lambda chat: stack.conversation(
-                    chat,
-                    approvers=(access or AccessConfig()).approvers,
-                    alerts_workflow_id=alerts_workflow_id,
-                ),
+                conversations=conversations(stack) if conversations else one,
                 access=access,
             )
             yield FeishuStack(

@@ -16,6 +16,7 @@ import pytest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.worker import Worker
 
+from ally import names
 from ally.channels.console import ConsoleChannel, ConsoleEvent
 from ally.chat_client import ChatClient
 from ally.contracts import ChatRef, Decision, InboundMessage, Person, Reply, SentMessage
@@ -151,13 +152,14 @@ async def test_a_chat_stopped_from_outside_ends_its_waiting_turn_like_a_typed_st
     async with running_stack(client, tmp_path) as stack:
         chats = ChatClient(client)
         chat, message = await waiting_to_touch(stack, stack.workspace / "stopped-from-outside.txt")
-        assert [row.request.kind for row in await chats.waiting(chat.chat_id)] == ["command"]
-        assert await chats.stop(chat.chat_id)
+        conversation = names.conversation_id(chat.chat_id)
+        assert [row.request.kind for row in await chats.waiting(conversation)] == ["command"]
+        assert await chats.stop(conversation)
         await stack.turn_handle(chat, message).result()
         stopped = [r.text for r in stack.replies(chat, tone="notice") if r.text.startswith("Stopped")]
         assert stopped == ["Stopped."]
-        assert await chats.waiting(chat.chat_id) == []
-        assert not await chats.stop(chat.chat_id)  # nothing runs any more
+        assert await chats.waiting(conversation) == []
+        assert not await chats.stop(conversation)  # nothing runs any more
         assert not (stack.workspace / "stopped-from-outside.txt").exists()
 
 

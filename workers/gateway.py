@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from ally.alerts import alerts_config, owner_of, start_alerts
+from ally.bindings import BindingsFile
 from ally.channels.feishu import FEISHU_CHATS_QUEUE
 from ally.channels.feishu.channel import FeishuChannel
 from ally.channels.feishu.client import FeishuApi
@@ -24,10 +25,12 @@ from ally.channels.feishu.gateway import FeishuGateway
 from ally.channels.feishu.inbound import MessageReader
 from ally.channels.feishu.long_connection import LongConnection
 from ally.channels.feishu.webhook import WebhookServer
+from ally.chat_client import conversation_exists
 from ally.clean_exit import run_process
 from ally.config import load_config
-from ally.inbound import new_conversation, thread_settings
+from ally.inbound import thread_settings
 from ally.metrics import ApprovalsGauge, MetricsUnavailable, metrics_runtime, refreshing
+from ally.routing import LiveConfig, Router
 from ally.temporal_client import connect
 from ally.worker_process import configure_logging, serve_until_signalled
 from workers.chat import chat_worker
@@ -53,12 +56,9 @@ async def main() -> None:
     api = FeishuApi.from_config(config.feishu)
     channel = FeishuChannel(api)
     reader = MessageReader(api, inbox=Path(thread_settings(config).cwd) / INBOX_DIR)
+    router = Router(LiveConfig(config), BindingsFile(), has_default_conversation=conversation_exists(client))
     gateway = FeishuGateway(
-        client=client,
-        channel=channel,
-        reader=reader,
-        new_state=lambda chat: new_conversation(config, chat),
-        access=config.access,
+        client=client, channel=channel, reader=reader, conversations=router, access=config.access
     )
     chats = chat_worker(client, channel, FEISHU_CHATS_QUEUE)
 

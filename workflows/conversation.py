@@ -23,17 +23,20 @@ with workflow.unsafe.imports_passed_through():
     from activities.runtime import locate_runtime
     from ally import names
     from ally.contracts import (
+        MODES_BY_AUTONOMY,
         ConversationState,
         ConversationView,
         HeldAttachment,
         Inbound,
         InboundMessage,
+        Mode,
         Reply,
         SessionGrants,
         TurnFailed,
         TurnInput,
         TurnOrigin,
         TurnResult,
+        capped,
     )
     from workflows.alerts import AlertsWorkflow
     from workflows.turn import TurnWorkflow
@@ -69,6 +72,8 @@ HELP = """Commands:
   read_only: commands that only read, and only inside the workspace, run on their own
   trusted: also what keeps every effect inside the workspace (edits, local git, tests, builds);
     network, processes, packages, schedulers, git remotes, shell/interpreter code and unknown commands ask
+/assistant: which assistant this chat talks to; /assistant NAME switches (private chats)
+/bind NAME: bind this group to an assistant (approvers)
 /help: this list"""
 
 
@@ -94,10 +99,19 @@ class ConversationWorkflow:
     @workflow.signal
     def inbound(self, inbound: Inbound) -> None:
         if inbound.config is not None:  # the latest configuration wins, for the turns still to come
-            self.state.settings = inbound.config.settings
-            self.state.policy = inbound.config.policy
-            self.state.approvers = inbound.config.approvers
-            self.state.alerts_workflow_id = inbound.config.alerts_workflow_id
+            config = inbound.config
+            self.state.settings = config.settings
+            self.state.policy = config.policy
+            self.state.approvers = config.approvers
+            self.state.alerts_workflow_id = config.alerts_workflow_id
+            self.state.assistant_name = config.assistant_name
+            self.state.autosave = config.autosave
+            if config.discovery_queue is not None and config.discovery_queue != self.state.discovery_queue:
+                # The assistant moved to another host: its thread stays behind on the old one.
+                self.state.discovery_queue = config.discovery_queue
+                self.state.runtime = None
+                self.state.thread_id = None
+                self.state.grants = SessionGrants()
         message = inbound.message
         if message.message_id in self.state.seen:
             return  # a redelivery: Feishu pushes again when an ack is slow
@@ -184,9 +198,7 @@ class ConversationWorkflow:
                     summary="find a Codex runtime host",
                 )
             except ActivityError:
-                self._tell(
-                    message, "No Codex runtime is running on this machine. Start `ally up`, then /retry."
-                )
+                self._tell(message, self._no_runtime_text())
                 return
         self.current = message
         self.child = await workflow.start_child_workflow(
@@ -201,8 +213,11 @@ class ConversationWorkflow:
                 approval_timeout_s=self.state.policy.decline_after_minutes * 60,
                 reminder_after_s=self.state.policy.reminder_after_minutes * 60,
                 policy=self.state.policy,
-                mode=self.state.mode or self.state.policy.mode,
+                # A ceiling lowered since /auto was chosen applies from the next turn on.
+                mode=capped(self.state.mode or self.state.policy.mode, self.state.policy.ceiling),
                 grants=self.state.grants,
+                assistant=self.state.assistant,
+                autosave=self.state.autosave,
             ),
             id=names.turn_workflow_id(self.state.chat.chat_id, message.message_id),
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -309,12 +324,21 @@ class ConversationWorkflow:
             )
             self.state.queue.append(again)
             self._tell(message, f"Retrying: {again.text[:80]}")
-        elif command == "/auto" and rest in ("ask", "read_only", "trusted"):
-            if rest != "ask" and not self._may_raise_autonomy(message.sender.id):
+        elif command == "/auto" and rest in MODES_BY_AUTONOMY:
+            wanted: Mode = rest
+            if wanted != "ask" and not self._may_raise_autonomy(message.sender.id):
                 self._tell(message, RAISE_AUTONOMY_REFUSED)
                 return
-            self.state.mode = rest  # type: ignore[assignment]
-            self._tell(message, f"Autonomy: {rest}. Deny rules still apply.")
+            ceiling = self.state.policy.ceiling
+            if capped(wanted, ceiling) != wanted:
+                self._tell(
+                    message,
+                    f"{self._assistant_name()} allows at most /auto {ceiling} here "
+                    "(its ceiling in config.toml); autonomy is unchanged.",
+                )
+                return
+            self.state.mode = wanted
+            self._tell(message, f"Autonomy: {wanted}. Deny rules still apply.")
         elif command == "/mode" and rest in ("queue", "steer"):
             self.state.busy_policy = rest  # type: ignore[assignment]
             self._tell(message, f"While a turn runs, new messages will {rest}.")
@@ -416,8 +440,24 @@ class ConversationWorkflow:
     def _queue_note(self) -> str:
         return f" {len(self.state.queue)} queued message(s) stay queued." if self.state.queue else ""
 
+    def _assistant_name(self) -> str:
+        return self.state.assistant_name or self.state.assistant
+
+    def _no_runtime_text(self) -> str:
+        if self.state.discovery_queue.startswith(names.runtime_queue("")):
+            host = self.state.discovery_queue.removeprefix(names.runtime_queue(""))
+            return (
+                f"{self._assistant_name()} lives on the host {host}, whose Codex runtime is not answering. "
+                f"Start `ally up` there, then /retry."
+            )
+        return "No Codex runtime is running on this machine. Start `ally up`, then /retry."
+
     def _status_text(self) -> str:
-        lines = [f"Thread: {self.state.thread_id or '(new with the next message)'}"]
+        lines = [
+            f"Assistant: {self._assistant_name()}"
+            + (f" (topic {self.state.topic})" if self.state.topic else "")
+        ]
+        lines.append(f"Thread: {self.state.thread_id or '(new with the next message)'}")
         if self.current is not None:
             lines.append(f"Running: {self.current.text[:80]}")
             turn = self._running_turn()
@@ -427,7 +467,8 @@ class ConversationWorkflow:
         lines.append(f"Queued: {len(self.state.queue)}")
         lines += [f"  {i + 1}. {m.text[:60]}" for i, m in enumerate(self.state.queue)]
         lines.append(f"While busy: {self.state.busy_policy}. Turns so far: {self.state.turns}.")
-        lines.append(f"Autonomy: {self.state.mode or self.state.policy.mode}.")
+        mode = capped(self.state.mode or self.state.policy.mode, self.state.policy.ceiling)
+        lines.append(f"Autonomy: {mode} (at most {self.state.policy.ceiling}).")
         if self.state.automatic:
             lines.append("Decided automatically:")
             lines += [f"  - {decision}" for decision in self.state.automatic]

@@ -118,6 +118,9 @@ from ally.contracts.chat import (
     SentMessage as SentMessage,
 )
 from ally.contracts.policy import (
+    MODES_BY_AUTONOMY as MODES_BY_AUTONOMY,
+)
+from ally.contracts.policy import (
     CommandGrant as CommandGrant,
 )
 from ally.contracts.policy import (
@@ -137,6 +140,9 @@ from ally.contracts.policy import (
 )
 from ally.contracts.policy import (
     Verdict as Verdict,
+)
+from ally.contracts.policy import (
+    capped as capped,
 )
 from ally.contracts.workflows import (
     ChatConfig as ChatConfig,

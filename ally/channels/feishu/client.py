@@ -34,6 +34,7 @@ from lark_oapi.api.im.v1 import (
     CreateMessageRequestBody,
     DeleteMessageReactionRequest,
     Emoji,
+    GetChatRequest,
     GetMessageRequest,
     GetMessageResourceRequest,
     PatchMessageRequest,
@@ -253,6 +254,12 @@ class FeishuApi:
         return Download(data=response.file.read(), file_name=response.file_name or None)
 
     # --- who is who ------------------------------------------------------------------------------
+
+    async def chat_mode(self, chat_id: str) -> str:
+        """ "group", "topic" (a topic group: every top-level message starts a topic) or "p2p"."""
+        request = GetChatRequest.builder().chat_id(chat_id).build()
+        response = await self._call(f"look up chat {chat_id}", lambda: self.client.im.v1.chat.get(request))
+        return str(response.data.chat_mode or "group")
 
     async def user_name(self, open_id: str) -> str:
         """A person's display name (needs a contact scope and the person in the app's contact range)."""

@@ -41,14 +41,12 @@ class FeishuDecisions:
         self.reader = reader
         self._not_cards: OrderedDict[str, None] = OrderedDict()  # messages a thumbs-up cannot approve
 
-    async def by_text(self, message: InboundMessage) -> bool:
-        """Decide this chat's waiting approvals when the text is "y", "n", "always" or "1 y 2 n"."""
+    async def by_text(self, message: InboundMessage, conversation_id: str) -> bool:
+        """Decide the conversation's waiting approvals when the text is "y", "n", "always" or "1 y 2 n"."""
         if parse_decisions(message.text, 1) is None and parse_decisions(message.text, 99) is None:
             return False  # cheap check first: most messages are not decisions
         # Questions are answered on their card, not with a shortcut.
-        waiting = [
-            w for w in await self.chats.waiting(message.chat.chat_id) if w.request.kind != "user_input"
-        ]
+        waiting = [w for w in await self.chats.waiting(conversation_id) if w.request.kind != "user_input"]
         choice = parse_decisions(message.text, len(waiting))
         if not waiting or choice is None:
             return False

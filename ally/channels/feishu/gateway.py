@@ -25,7 +25,7 @@ import concurrent.futures
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import lark_oapi as lark
@@ -49,9 +49,8 @@ from ally.channels.feishu.events import (
     Recalled,
 )
 from ally.channels.feishu.inbound import MessageReader
-from ally.channels.feishu.intake import Intake
+from ally.channels.feishu.intake import Conversations, Intake
 from ally.chat_client import ChatClient
-from ally.contracts import ChatRef, ConversationState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,7 +69,7 @@ class FeishuGateway:
         client: Client,
         channel: FeishuChannel,
         reader: MessageReader,
-        new_state: Callable[[ChatRef], ConversationState],
+        conversations: Conversations,
         access: AccessConfig | None = None,
     ) -> None:
         """Build it on the gateway's event loop: the handlers hand their work to that loop."""
@@ -81,7 +80,7 @@ class FeishuGateway:
             channel=channel,
             reader=reader,
             decisions=self.decisions,
-            new_state=new_state,
+            conversations=conversations,
             access=access or AccessConfig(),
         )
         self.loop = asyncio.get_running_loop()
@@ -182,7 +181,7 @@ class FeishuGateway:
             # A queued message is dropped from the queue; a running turn keeps running (/stop).
             event = envelope.event
             self._run(
-                self.chats.recall(event.chat_id, event.message_id),
+                self.intake.recall(event.chat_id, event.message_id),
                 ACK_BUDGET_S,
                 f"recall {event.message_id}",
                 deferrable=True,

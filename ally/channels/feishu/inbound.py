@@ -17,6 +17,8 @@ Rules (docs/feishu-platform.md §1):
 - A group image or file cannot carry an @-mention. When one reaches the gateway (only with the
   `im:message.group_msg` scope), it is handed over as `attachment_only`: the conversation keeps it
   for that person's next @-mention in the chat, within a few minutes (workflows/conversation.py).
+- In a topic group (chat mode "topic", looked up once per chat) each topic is a conversation of its
+  own, named by its first message (`Normalised.conversation_topic`); replies stay in their topic.
 - The sender's name is not in the event: it is looked up once (contact API, cached) and becomes
   `Person.name`, which the turn puts in front of a group message so Codex knows who speaks.
 """
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 
 NAME_TTL_S = 6 * 3600.0  # people rarely rename; a stale name for a few hours is harmless
 NAMES_KEPT = 5000
+CHATS_KEPT = 5000
+CHAT_MODE_RETRY_S = 60.0
 SUPPORTED = "text, rich text, images and files"
 QUOTE_MAX_CHARS = 4000  # a quote is context, not the question: a long one is shortened
 # Post `emotion` elements carry Feishu's emoji_type; the common ones read better as emoji.
@@ -83,6 +87,9 @@ class Ignored:
 class Normalised:
     message: InboundMessage
     topic_id: str  # the topic/thread the message sits in ("" at top level): replies stay there
+    # In a topic group, the topic as a conversation: its first message's id (a top-level message
+    # starts one). "" elsewhere: one conversation for the whole chat.
+    conversation_topic: str = ""
 
 
 class MessageReader:
@@ -103,6 +110,7 @@ class MessageReader:
         self._bot_open_id: str | None = None
         self._bot_lock = asyncio.Lock()
         self._names: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._chat_modes: OrderedDict[str, tuple[str, float | None]] = OrderedDict()  # mode, retry at
 
     async def read(self, event: MessageReceived) -> Normalised | Ignored:
         message = event.message
@@ -176,7 +184,32 @@ class MessageReader:
             quoted=quoted,
             attachment_only=attachment_only,
         )
-        return Normalised(message=inbound, topic_id=message.thread_id)
+        topic = ""
+        if chat_type == "group" and await self.chat_mode(message.chat_id) == "topic":
+            # A reply carries its topic's first message as root; a top-level message starts a topic.
+            # Keyed by that id rather than thread_id, which a brand-new topic may not have yet.
+            topic = message.root_id or message.message_id
+        return Normalised(message=inbound, topic_id=message.thread_id or topic, conversation_topic=topic)
+
+    async def chat_mode(self, chat_id: str) -> str:
+        """The chat's mode, asked once per chat (a group does not become a topic group). A failed
+        lookup (no `im:chat:readonly` scope, Feishu down) counts as a plain group for a minute."""
+        known = self._chat_modes.get(chat_id)
+        now = time.monotonic()
+        if known is not None and (known[1] is None or known[1] > now):
+            return known[0]
+        try:
+            mode = await self.api.chat_mode(chat_id)
+            self._chat_modes[chat_id] = (mode, None)
+        except FeishuApiError as error:
+            log.info(
+                "cannot tell whether %s is a topic group (%s); treating it as a plain group", chat_id, error
+            )
+            mode = "group"
+            self._chat_modes[chat_id] = (mode, now + CHAT_MODE_RETRY_S)
+        while len(self._chat_modes) > CHATS_KEPT:
+            self._chat_modes.popitem(last=False)
+        return mode
 
     async def _quote(self, parent_id: str, message_id: str, bot_id: str, images: list[str]) -> str:
         """The quoted message as a blockquote for Codex; its images are attached to this message."""

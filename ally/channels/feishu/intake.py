@@ -3,16 +3,19 @@
 A message is handed to its chat's conversation with signal-with-start (`ChatClient.hand_over`),
 which Temporal records durably. Messages of one chat are handed over in the order they arrived,
 whatever each one's reading costs: each takes its place in its chat's line before its first await.
-A decision shortcut ("y", "1 y 2 n") answers the chat's waiting approvals instead
-(ally/channels/feishu/decisions.py).
+The message goes to the conversation of the assistant its chat talks to, in its topic in a topic
+group (ally/routing.py); `/assistant` and `/bind` are answered here, since they change where
+messages go. A decision shortcut ("y", "1 y 2 n") answers that conversation's waiting approvals
+instead (ally/channels/feishu/decisions.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ally import names
 from ally.access import AccessConfig, may_prompt
@@ -22,12 +25,23 @@ from ally.channels.feishu.events import Envelope, MessageReceived
 from ally.channels.feishu.inbound import Ignored, MessageReader
 from ally.chat_client import ChatClient, MessageRefused
 from ally.contracts import ChatRef, ConversationState, InboundMessage
+from ally.routing import NotRouted
 
 log = logging.getLogger(__name__)
 
 # A message still not handed over after this long (Temporal unreachable, a download that hangs)
 # gives up, so the messages after it in its chat go on; acknowledged by then, it is logged as lost.
 HAND_OVER_LIMIT_S = 60.0
+CONVERSATIONS_REMEMBERED = 5000
+
+
+class Conversations(Protocol):
+    """Where a message goes (ally/routing.py `Router`): its conversation's starting state, or why it
+    goes nowhere; and the answer to a routing command (`/assistant`, `/bind`), if it is one."""
+
+    async def start_state(self, message: InboundMessage, topic: str) -> ConversationState | NotRouted: ...
+
+    async def command(self, message: InboundMessage) -> str | None: ...
 
 
 @dataclass
@@ -36,9 +50,10 @@ class Intake:
     channel: FeishuChannel
     reader: MessageReader
     decisions: FeishuDecisions
-    new_state: Callable[[ChatRef], ConversationState]
+    conversations: Conversations
     access: AccessConfig
     handed_over: int = 0
+    _conversation_of: OrderedDict[str, str] = field(default_factory=OrderedDict)  # message -> conversation
     _told_not_enabled: set[str] = field(default_factory=set)
     _chat_tails: dict[str, asyncio.Future[None]] = field(default_factory=dict)  # each chat's latest hand-over
 
@@ -74,25 +89,48 @@ class Intake:
         if message.attachment_only and not verdict.allowed:
             # Not addressed to the assistant: nothing to refuse out loud.
             log.info("attachment %s not kept: %s", message.message_id, verdict.reason)
-        elif verdict.refusal == "chat":
+            return
+        if verdict.refusal == "chat":
             await self._not_enabled(message)
-        elif not message.attachment_only and await self.decisions.by_text(message):
-            pass  # an answer to a waiting approval; the turn's validator says who may give it
-        elif not verdict.allowed:
+            return
+        if not message.attachment_only and (answer := await self.conversations.command(message)) is not None:
+            if verdict.allowed:
+                await self._say(message.chat, message.message_id, answer)
+            return
+        state = await self.conversations.start_state(message, result.conversation_topic)
+        if isinstance(state, NotRouted):
+            if not message.attachment_only:
+                await self._say(message.chat, message.message_id, state.text)
+            return
+        conversation = names.conversation_id(message.chat.chat_id, state.assistant, state.topic)
+        if not message.attachment_only and await self.decisions.by_text(message, conversation):
+            return  # an answer to a waiting approval; the turn's validator says who may give it
+        if not verdict.allowed:
             log.info("message %s refused: %s", message.message_id, verdict.reason)
             await self._say(message.chat, message.message_id, "Sorry, you may not ask me things here.")
+            return
+        try:
+            await self.chats.hand_over(message, state)
+            self.handed_over += 1
+            self._remember(message.message_id, conversation)
+            log.info("message %s handed over to %s", message.message_id, conversation)
+        except MessageRefused as refused:  # too large, or not valid text
+            log.info("message %s refused: %s", message.message_id, refused)
+            await self._say(message.chat, message.message_id, str(refused))
+
+    async def recall(self, chat_id: str, message_id: str) -> None:
+        """A recalled message leaves the queue of the conversation it was handed to (or, when this
+        process did not hand it over, of whichever of the chat's conversations holds it)."""
+        conversation = self._conversation_of.get(message_id)
+        if conversation is not None:
+            await self.chats.recall(conversation, message_id)
         else:
-            try:
-                await self.chats.hand_over(message, self.new_state(message.chat))
-                self.handed_over += 1
-                log.info(
-                    "message %s handed over to %s",
-                    message.message_id,
-                    names.conversation_id(message.chat.chat_id),
-                )
-            except MessageRefused as refused:  # too large, or not valid text
-                log.info("message %s refused: %s", message.message_id, refused)
-                await self._say(message.chat, message.message_id, str(refused))
+            await self.chats.recall_in_chat(chat_id, message_id)
+
+    def _remember(self, message_id: str, conversation: str) -> None:
+        self._conversation_of[message_id] = conversation
+        while len(self._conversation_of) > CONVERSATIONS_REMEMBERED:
+            self._conversation_of.popitem(last=False)
 
     async def _tell_directly(self, event: MessageReceived, text: str) -> None:
         chat = ChatRef(
