@@ -75,7 +75,13 @@ def chat(
     Each assistant keeps its own thread for this terminal.
     """
     config = _config()
-    from ally.console_chat import ConsoleChat, UnknownAssistant
+    from ally.assistants import all_assistants, find
+    from ally.console_chat import ConsoleChat
+
+    if assistant is not None and find(config, assistant) is None:  # before waiting on Temporal
+        known = ", ".join(a.name for a in all_assistants(config))
+        typer.echo(f"ally: there is no assistant called {assistant!r} (assistants: {known})", err=True)
+        raise typer.Exit(2)
     from ally.temporal_client import connect
 
     async def lines() -> AsyncIterator[str]:
@@ -91,9 +97,6 @@ def chat(
 
     try:
         asyncio.run(talk())
-    except UnknownAssistant as e:
-        typer.echo(f"ally: {e}", err=True)
-        raise typer.Exit(2) from None
     except (KeyboardInterrupt, RuntimeError) as e:
         if isinstance(e, RuntimeError):
             typer.echo(f"ally: cannot reach Temporal ({e}); is `ally up` running?", err=True)

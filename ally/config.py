@@ -259,10 +259,16 @@ class AllyConfig(_Section):
         return assistants
 
     @model_validator(mode="after")
-    def _default_exists(self) -> AllyConfig:
+    def _default_exists_and_groups_bound_once(self) -> AllyConfig:
         wanted = self.chats.default_assistant
         if wanted != DEFAULT_ASSISTANT and wanted not in self.assistants:
             raise ValueError(f"chats.default_assistant {wanted!r} is not an assistant id")
+        bound: dict[str, str] = {}
+        for key, assistant in self.assistants.items():
+            for chat in assistant.chats:
+                if chat in bound:
+                    raise ValueError(f"chat {chat} is bound to two assistants: {bound[chat]!r} and {key!r}")
+                bound[chat] = key
         return self
 
 
@@ -335,6 +341,8 @@ def _explain(error: ValidationError, path: Path, overridden: dict[tuple[str, ...
     source = _source(loc, path, overridden)
     if first["type"] == "extra_forbidden":
         return f"{source}: unknown key '{where}' (known: {_known_keys(first['loc'][:-1])})"
+    if first["type"] == "value_error" and len(loc) <= 1:  # a check across keys: its own words say it all
+        return f"{source}: {first['msg'].removeprefix('Value error, ')}"
     expected = _expected_form(first["loc"])
     got = first.get("input")
     shown = "" if isinstance(got, dict) or _is_secret(first["loc"]) else f", got {got!r}"
