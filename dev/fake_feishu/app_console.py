@@ -35,6 +35,7 @@ DEFAULT_SCOPES = (
     "im:message.group_at_msg:readonly",
     "im:message:send_as_bot",
     "im:resource",
+    "im:chat:readonly",
     "contact:user.base:readonly",
     "im:message.reactions:write_only",
     "application:application:self_manage",

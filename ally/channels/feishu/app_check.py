@@ -57,6 +57,7 @@ SCOPES = (
         why="receive group messages that @-mention the bot",
     ),
     Need(names=("im:resource",), why="download images and files people send"),
+    Need(names=("im:chat:readonly", "im:chat"), why="tell topic groups apart: one conversation per topic"),
     Need(names=("contact:user.base:readonly",), why="show people's names"),
     Need(names=("im:message.reactions:write_only",), why="the OnIt / DONE reactions on your message"),
     Need(names=(APP_INFO_SCOPE,), why="let `ally setup` check the app's events"),
