@@ -29,6 +29,7 @@ from ally.codex.runtime import (
     ThreadNotFound,
     TurnEnded,
     UnknownRequest,
+    WorkspaceUnavailable,
 )
 from ally.contracts import (
     AgentRequest,
@@ -106,7 +107,7 @@ class CodexActivities:
                 raise _quietly("the Codex child restarted before the prompt reached it") from None
             return await self._outcome(progress, restarted=True)
         except _Refused as refused:
-            activity.logger.warning("Codex refused the prompt: %s", refused.error.message)
+            activity.logger.warning("the turn cannot run: %s", refused.reason)
             return refused.outcome()
         return await self._outcome(progress)
 
@@ -165,19 +166,27 @@ class CodexActivities:
 
     async def _submit(self, request: StartTurnInput) -> TurnProgress:
         try:
-            thread_id = await self.runtime.ensure_thread(request.thread_id, request.settings)
+            thread_id = await self._thread(request)
+        except WorkspaceUnavailable as error:
+            raise _Refused(request.thread_id or "", str(error)) from None
+        inputs = [InputPart(type="text", text=request.text)]
+        inputs += [InputPart(type="localImage", path=path) for path in request.local_images]
+        try:
+            turn_id = await self.runtime.start_turn(
+                thread_id, inputs, plan_mode=request.plan_mode, effort=request.settings.reasoning_effort
+            )
+        except InputRejected as error:
+            raise _Refused.input(thread_id, error) from None
+        return TurnProgress(thread_id=thread_id, turn_id=turn_id)
+
+    async def _thread(self, request: StartTurnInput) -> str:
+        try:
+            return await self.runtime.ensure_thread(request.thread_id, request.settings)
         except ThreadNotFound:
             # Codex stores a thread only with its first message; one that never got a turn (or
             # whose store is gone) cannot be resumed, so the chat continues on a fresh thread.
             activity.logger.warning("thread %s cannot be resumed; starting a new one", request.thread_id)
-            thread_id = await self.runtime.ensure_thread(None, request.settings)
-        inputs = [InputPart(type="text", text=request.text)]
-        inputs += [InputPart(type="localImage", path=path) for path in request.local_images]
-        try:
-            turn_id = await self.runtime.start_turn(thread_id, inputs, plan_mode=request.plan_mode)
-        except InputRejected as error:
-            raise _Refused(thread_id, error) from None
-        return TurnProgress(thread_id=thread_id, turn_id=turn_id)
+            return await self.runtime.ensure_thread(None, request.settings)
 
     async def _follow(self, workflow_id: str, progress: TurnProgress) -> None:
         caller = activity.client().get_workflow_handle(workflow_id)
@@ -221,15 +230,18 @@ class CodexActivities:
 
 
 class _Refused(Exception):
-    """Codex refused the prompt (too long): the turn's outcome, said in words, not a failure."""
+    """Codex cannot take this turn as asked (a prompt too long, a workspace that cannot be made):
+    the turn's outcome, said in words, not a failure to retry — the same request fails the same way."""
 
-    def __init__(self, thread_id: str, error: InputRejected) -> None:
-        super().__init__(error.message)
+    def __init__(self, thread_id: str, reason: str, *, input_refused: bool = False) -> None:
+        super().__init__(reason)
         self.thread_id = thread_id
-        self.error = error
+        self.reason = reason
+        self.input_refused = input_refused
 
-    def outcome(self) -> TurnOutcome:
-        too_long = self.error.too_long
+    @classmethod
+    def input(cls, thread_id: str, error: InputRejected) -> _Refused:
+        too_long = error.too_long
         if too_long is not None:
             actual, limit = too_long
             reason = (
@@ -238,9 +250,16 @@ class _Refused(Exception):
                 "the workspace and ask Codex to read it."
             )
         else:
-            reason = f"Codex did not accept this message: {self.error.message}"
+            reason = f"Codex did not accept this message: {error.message}"
+        return cls(thread_id, reason, input_refused=True)
+
+    def outcome(self) -> TurnOutcome:
         return TurnOutcome(
-            thread_id=self.thread_id, turn_id="", status="failed", error=reason, input_refused=True
+            thread_id=self.thread_id,
+            turn_id="",
+            status="failed",
+            error=self.reason,
+            input_refused=self.input_refused,
         )
 
 

@@ -73,6 +73,25 @@ class AskUser(BaseModel):
     questions: list[dict[str, Any]]
 
 
+class SearchTools(BaseModel):
+    """A `tool_search` call, run by Codex itself ("client" execution): how a model finds the deferred
+    tools of MCP servers before it may call one (docs/codex-app-server.md §9, §12)."""
+
+    kind: Literal["search_tools"] = "search_tools"
+    query: str
+    limit: int | None = None
+
+
+class CallTool(BaseModel):
+    """A plain function call; `namespace` names an MCP server's tools (`mcp__<server>`), as the
+    `tool_search` output listed them (docs/codex-app-server.md §12)."""
+
+    kind: Literal["call_tool"] = "call_tool"
+    name: str
+    arguments: dict[str, Any] = {}
+    namespace: str | None = None
+
+
 class Fail(BaseModel):
     """A plain HTTP error instead of a stream."""
 
@@ -110,7 +129,17 @@ class Hang(BaseModel):
 
 
 Step = Annotated[
-    Say | Stream | RunCommand | ApplyPatch | AskUser | Fail | DropStream | ResponseFailed | Hang,
+    Say
+    | Stream
+    | RunCommand
+    | ApplyPatch
+    | AskUser
+    | SearchTools
+    | CallTool
+    | Fail
+    | DropStream
+    | ResponseFailed
+    | Hang,
     Field(discriminator="kind"),
 ]
 Hang.model_rebuild()
@@ -203,6 +232,22 @@ def _output(step: Step, response_id: str, ids: Iterator[int]) -> Iterator[bytes 
             yield _done(call | {"input": patch})
         case AskUser(questions=questions):
             yield _done(_function_call(f"call_{n}", "request_user_input", {"questions": questions}))
+        case SearchTools(query=query, limit=limit):
+            search: dict[str, Any] = {"query": query} | ({"limit": limit} if limit is not None else {})
+            # Unlike a function call's, these arguments are an object, not a JSON string.
+            yield _done(
+                {
+                    "type": "tool_search_call",
+                    "id": f"tsc_{n}",
+                    "call_id": f"call_{n}",
+                    "execution": "client",
+                    "status": "completed",
+                    "arguments": search,
+                }
+            )
+        case CallTool(name=name, arguments=arguments, namespace=namespace):
+            call = _function_call(f"call_{n}", name, arguments)
+            yield _done(call | ({"namespace": namespace} if namespace else {}))
         case DropStream(partial_text=partial):
             if partial:
                 yield _added(_message(f"msg_{n}", ""))

@@ -47,6 +47,7 @@ def test_a_wheel_installed_outside_the_clone_runs_the_demo_and_answers_a_termina
     names = zipfile.ZipFile(wheel).namelist()
     assert not [n for n in names if n.startswith(("dev/", "tests/", "bench/"))]
     assert "ally/model_server.py" in names  # the demo's model ships in the package
+    assert "ally/templates/AGENTS.md" in names  # the persona template new workspaces get
 
     venv = outside / "venv"
     run(sys.executable, "-m", "venv", venv)
@@ -65,7 +66,8 @@ def test_a_wheel_installed_outside_the_clone_runs_the_demo_and_answers_a_termina
     where = run(
         venv / "bin" / "python",
         "-c",
-        "import ally, importlib.util as u; print(ally.__file__, u.find_spec('dev'))",
+        "import ally, importlib.util as u; print(ally.__file__, u.find_spec('dev'))\n"
+        "from ally.persona import persona; assert persona('Tess').startswith('# Tess')",
         cwd=outside,
         env=env | {"HOME": str(outside)},
     )

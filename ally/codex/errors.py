@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -86,3 +87,13 @@ class UnknownRequest(CodexRuntimeError):
 
 class InvalidAnswer(CodexRuntimeError):
     """The result given to answer_request does not fit the request's response schema."""
+
+
+class WorkspaceUnavailable(CodexRuntimeError):
+    """A new thread's workspace could not be created, or its persona written (a path that is a
+    file, no permission, a full disk). The same settings fail the same way until someone fixes it."""
+
+    def __init__(self, cwd: Path, reason: str) -> None:
+        super().__init__(f"the workspace {cwd} cannot be prepared: {reason}")
+        self.cwd = cwd
+        self.reason = reason

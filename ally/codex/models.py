@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, model_validator
 # The neutral vocabulary the workflows speak; this client takes and gives it as is.
 from ally.contracts.agent import ApprovalPolicy as ApprovalPolicy
 from ally.contracts.agent import EndStatus as EndStatus
+from ally.contracts.agent import ReasoningEffort as ReasoningEffort
 from ally.contracts.agent import RequestKind as RequestKind
 from ally.contracts.agent import SandboxMode as SandboxMode
 from ally.contracts.agent import ThreadSettings as ThreadSettings

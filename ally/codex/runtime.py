@@ -38,11 +38,13 @@ from ally.codex.errors import (
     TurnNotActive,
     UnknownRequest,
     UnknownTurn,
+    WorkspaceUnavailable,
 )
 from ally.codex.journal import TurnJournal, user_text
 from ally.codex.models import (
     InputPart,
     ItemCompleted,
+    ReasoningEffort,
     RequestKind,
     RequestPending,
     RequestResolved,
@@ -56,6 +58,7 @@ from ally.codex.models import (
 )
 from ally.codex.process import CodexProcess, CodexStartFailed
 from ally.codex.rpc import METHOD_NOT_FOUND, ConnectionClosed, JsonRpcError, RequestTimeout
+from ally.persona import PERSONA_FILE, prepare_workspace
 
 __all__ = [  # the runtime's public surface, so activities import from one place
     "CodexRejected",
@@ -82,6 +85,7 @@ __all__ = [  # the runtime's public surface, so activities import from one place
     "TurnSnapshot",
     "UnknownRequest",
     "UnknownTurn",
+    "WorkspaceUnavailable",
 ]
 
 log = logging.getLogger(__name__)
@@ -167,6 +171,9 @@ class CodexRuntime:
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self._loaded: dict[str, str] = {}  # thread id -> its model, for threads loaded in this child
+        # thread id -> the config overrides it was last given, to give again when it is resumed:
+        # kept across children, so a thread a restart unloaded comes back with its MCP servers.
+        self._config: dict[str, dict[str, Any]] = {}
         self._thread_locks: dict[str, asyncio.Lock] = {}
         self._pending: dict[str, _Pending] = {}
         # In every request key: a runtime that restarted (a new worker process) counts generations
@@ -350,8 +357,16 @@ class CodexRuntime:
 
     async def ensure_thread(self, thread_id: str | None, settings: ThreadSettings) -> str:
         """A thread loaded in the current child: a new one (`thread/start`) when `thread_id` is None,
-        else the stored one resumed, unless this child already has it loaded."""
+        else the stored one resumed, unless this child already has it loaded.
+
+        A new thread's workspace is prepared first: `settings.cwd` created, and the persona
+        (`settings.agents_md`) written to its AGENTS.md unless one is there (`WorkspaceUnavailable`
+        when that fails). A thread loaded in a live child keeps the MCP servers and config it was
+        loaded with; changed ones take effect in new threads and on the next resume.
+        """
+        config = thread_config(settings)
         if thread_id is None:
+            await _prepare_workspace(settings)
             params: dict[str, Any] = {
                 "cwd": settings.cwd,
                 "approvalPolicy": settings.approval_policy,
@@ -361,13 +376,15 @@ class CodexRuntime:
                 params["model"] = settings.model
             if settings.developer_instructions:
                 params["developerInstructions"] = settings.developer_instructions
-            if settings.config:
-                params["config"] = settings.config
+            if config:
+                params["config"] = config
             generation = self._generation
             started = _validated(protocol.ThreadStartResponse, await self._call("thread/start", params))
+            self._config[started.thread.id] = config
             if generation == self._generation:
                 self._loaded[started.thread.id] = started.model
             return started.thread.id
+        self._config[thread_id] = config
         await self._ensure_loaded(thread_id)
         return thread_id
 
@@ -379,12 +396,17 @@ class CodexRuntime:
         async with lock:
             if (model := self._loaded.get(thread_id)) is not None:
                 return model
+            # excludeTurns: we page turns with thread/turns/list when we need them
+            # (docs/codex-app-server.md §3).
+            params: dict[str, Any] = {"threadId": thread_id, "excludeTurns": True}
+            # A thread's config (its MCP servers among it) is not stored with it: a resume without
+            # it loads the thread without them (docs/codex-app-server.md §12).
+            if config := self._config.get(thread_id):
+                params["config"] = config
             for delay in (*WRITER_LOCK_RETRY_DELAYS, None):
                 generation = self._generation
                 try:
-                    # excludeTurns: we page turns with thread/turns/list when we need them
-                    # (docs/codex-app-server.md §3).
-                    result = await self._call("thread/resume", {"threadId": thread_id, "excludeTurns": True})
+                    result = await self._call("thread/resume", params)
                 except ThreadLocked:
                     if delay is None:
                         raise
@@ -443,11 +465,19 @@ class CodexRuntime:
     # --- turns --------------------------------------------------------------------------------
 
     async def start_turn(
-        self, thread_id: str, inputs: Sequence[InputPart], *, plan_mode: bool = False
+        self,
+        thread_id: str,
+        inputs: Sequence[InputPart],
+        *,
+        plan_mode: bool = False,
+        effort: ReasoningEffort | None = None,
     ) -> str:
         """Start a turn and return its id. On a busy thread Codex starts nothing: it appends the
         input to the active turn like a steer and returns that turn's id
-        (docs/codex-app-server.md §4) — compare."""
+        (docs/codex-app-server.md §4) — compare.
+
+        `effort` is the model's reasoning effort for this turn (None: the model's default); it
+        is given with every turn, as the collaboration mode is (docs/codex-app-server.md §14)."""
         model = await self._ensure_loaded(thread_id)
         params = {
             "threadId": thread_id,
@@ -455,9 +485,11 @@ class CodexRuntime:
             # Always say which mode: a Plan-mode turn/start persists to later turns that omit
             # collaborationMode (observed on 0.169.0). Plan mode is what lets request_user_input
             # reach us (docs/codex-app-server.md §6); it needs the experimentalApi capability (process.py).
+            # The mode's reasoning_effort decides the turn's effort, over turn/start's `effort` and
+            # any configured default; null means the model's default (docs/codex-app-server.md §14).
             "collaborationMode": {
                 "mode": "plan" if plan_mode else "default",
-                "settings": {"model": model, "reasoning_effort": None, "developer_instructions": None},
+                "settings": {"model": model, "reasoning_effort": effort, "developer_instructions": None},
             },
         }
         result = _validated(protocol.TurnStartResponse, await self._call("turn/start", params))
@@ -557,6 +589,15 @@ class CodexRuntime:
                 self._loaded.setdefault(thread["id"], thread["model"])
         elif method == "thread/closed":
             self._loaded.pop(params.get("threadId", ""), None)
+        elif method == "mcpServer/startupStatus/updated" and params.get("status") == "failed":
+            # The thread goes on without that server's tools and nothing else tells of it
+            # (docs/codex-app-server.md §12): the host's log is where a person can find out why.
+            log.warning(
+                "MCP server %r of thread %s did not start: %s",
+                params.get("name"),
+                params.get("threadId"),
+                params.get("error") or params.get("failureReason") or "no reason given",
+            )
 
     async def _on_server_request(
         self, generation: int, method: str, request_id: int | str, params: dict[str, Any]
@@ -609,6 +650,31 @@ class CodexRuntime:
         return RequestPending(
             key=key, method=method, kind=kind, thread_id=thread_id, turn_id=turn_id, params=params, **fields
         )
+
+
+def thread_config(settings: ThreadSettings) -> dict[str, Any]:
+    """The per-thread config overrides of `thread/start` and `thread/resume`: `settings.config`,
+    and the MCP servers as one `mcp_servers` table. Codex merges a table into its configured one
+    (servers of its own config.toml stay) and takes any server name it accepts, dots included,
+    which dotted keys (`mcp_servers.<name>.command`) would split (docs/codex-app-server.md §12)."""
+    config = dict(settings.config)
+    if settings.mcp_servers:
+        servers = config.get("mcp_servers")
+        servers = dict(servers) if isinstance(servers, dict) else {}
+        for name, server in settings.mcp_servers.items():
+            servers[name] = server.model_dump(exclude_defaults=True)
+        config["mcp_servers"] = servers
+    return config
+
+
+async def _prepare_workspace(settings: ThreadSettings) -> None:
+    cwd = Path(settings.cwd)
+    try:
+        written = await asyncio.to_thread(prepare_workspace, cwd, settings.agents_md)
+    except OSError as error:
+        raise WorkspaceUnavailable(cwd, error.strerror or str(error)) from None
+    if written:
+        log.info("wrote the persona to %s", cwd / PERSONA_FILE)
 
 
 def _validated(model: type[Model], result: Any) -> Model:
