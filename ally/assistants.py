@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from ally.config import AllyConfig, AssistantConfig, ChatOverride, data_dir
 from ally.contracts import MODES_BY_AUTONOMY, Mode, PolicyConfig, ThreadSettings, capped
 from ally.names import DEFAULT_ASSISTANT
+from ally.persona import persona
 
 T = TypeVar("T")
 
@@ -108,7 +109,7 @@ def resolve(config: AllyConfig, assistant_id: str) -> Assistant:
     )
     sources["host"] = Setting(value=own.host or "any runtime host", source=here if own.host else "built-in")
     model = pick("model", own.model, config.codex.model, "[codex]")
-    effort = pick("reasoning_effort", own.reasoning_effort, None, "Codex's own config")
+    effort = pick("reasoning_effort", own.reasoning_effort, config.codex.reasoning_effort, "[codex]")
     sandbox = pick("sandbox", own.sandbox, config.codex.sandbox, "[codex]")
     approval_policy = pick("approval_policy", own.approval_policy, config.codex.approval_policy, "[codex]")
     if own.mcp_servers:
@@ -121,6 +122,7 @@ def resolve(config: AllyConfig, assistant_id: str) -> Assistant:
         approval_policy=approval_policy,
         developer_instructions=config.codex.persona or None,
         mcp_servers=own.mcp_servers,
+        agents_md=persona(name) if _writes_persona(config, assistant_id, own) else None,
     )
     ceiling = _lowest(config.policy.ceiling, own.policy.ceiling)
     sources["ceiling"] = Setting(value=ceiling, source=here if own.policy.ceiling else "[policy]")
@@ -162,6 +164,15 @@ def chat_policy(assistant: Assistant, override: ChatOverride | None) -> PolicyCo
 def bound_groups(config: AllyConfig) -> dict[str, str]:
     """Groups bound to an assistant in config.toml: chat id -> assistant id."""
     return {chat: key for key, assistant in sorted(config.assistants.items()) for chat in assistant.chats}
+
+
+def _writes_persona(config: AllyConfig, assistant_id: str, own: AssistantConfig) -> bool:
+    """Whether the host may write the persona template into a workspace without an AGENTS.md. Not
+    into a directory of the person's own given as `[codex] workspace` before assistants existed
+    (often a project checkout), unless they ask for it."""
+    if own.write_persona is not None:
+        return own.write_persona
+    return not (assistant_id == DEFAULT_ASSISTANT and own.workspace is None and config.codex.workspace)
 
 
 def _lowest(ceiling: Mode, tighter: Mode | None) -> Mode:

@@ -66,6 +66,9 @@ class CodexConfig(_Section):
     home: Path | None = Field(None, description="CODEX_HOME for the runtime (default: ~/.codex).")
     workspace: Path | None = Field(None, description="Working directory of new threads (default: data dir).")
     model: str | None = Field(None, description="Model for new threads (default: Codex's own config).")
+    reasoning_effort: ReasoningEffort | None = Field(
+        None, description="Reasoning effort of every turn (default: the model's own)."
+    )
     persona: str = Field(
         "", description="Who the assistant is and how it speaks: developer instructions of new threads."
     )
@@ -190,6 +193,11 @@ class AssistantConfig(_Section):
         [], description="Groups bound to it here (a group may also be bound with /bind)."
     )
     autosave: bool = Field(False, description="Commit what a turn changed in a git workspace (never pushes).")
+    write_persona: bool | None = Field(
+        None,
+        description="Write the persona template as AGENTS.md into a workspace that has none (default: yes, "
+        "except for the default assistant in a workspace of your own, [codex] workspace).",
+    )
 
     @field_validator("name")
     @classmethod

@@ -92,6 +92,19 @@ def test_an_assistant_adds_rules_and_approvers_to_the_global_ones() -> None:
     assert backend.settings.reasoning_effort == "high"
 
 
+def test_the_persona_is_the_assistants_own_but_never_put_into_a_project_of_the_persons() -> None:
+    config = config_of(BASE)
+    backend = resolve(config, "backend")
+    assert backend.settings.agents_md is not None and "You are Backend" in backend.settings.agents_md
+    own_workspace = config_of('[codex]\nworkspace = "/home/me/project"\n')
+    assert resolve(own_workspace, "default").settings.agents_md is None  # a project checkout, left alone
+    asked = config_of('[codex]\nworkspace = "/home/me/project"\n[assistants.default]\nwrite_persona = true\n')
+    assert resolve(asked, "default").settings.agents_md is not None
+    assert resolve(config_of(""), "default").settings.agents_md is not None  # the data dir's own workspace
+    declined = config_of("[assistants.ops]\nwrite_persona = false\n")
+    assert resolve(declined, "ops").settings.agents_md is None
+
+
 def test_a_fresh_install_has_one_default_assistant_built_from_the_global_sections(tmp_path: Path) -> None:
     config = load_config(tmp_path / "missing.toml", environ={})
     assistants = all_assistants(config)

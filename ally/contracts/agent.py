@@ -30,12 +30,13 @@ class McpServer(BaseModel):
 
 
 class ThreadSettings(BaseModel):
-    """What a new thread is started with. A resumed thread keeps the settings it was started with
-    (docs/codex-app-server.md)."""
+    """What a thread is started with. A resumed thread keeps its model, sandbox and approval policy;
+    its `config` and MCP servers are given again at every resume, and the reasoning effort with every
+    turn (docs/codex-app-server.md §12, §14)."""
 
     cwd: str
     model: str | None = None  # None: the model in the agent's own configuration
-    reasoning_effort: ReasoningEffort | None = None  # None: the agent's own default
+    reasoning_effort: ReasoningEffort | None = None  # None: the model's own default
     sandbox: SandboxMode = "workspace-write"
     approval_policy: ApprovalPolicy = "on-request"
     developer_instructions: str | None = None
