@@ -221,7 +221,7 @@ class ConversationWorkflow:
             ),
             id=names.turn_workflow_id(self.state.chat.chat_id, message.message_id),
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            static_summary=f"{self.state.chat.chat_id}: {message.text[:60]}",
+            static_summary=f"{self._assistant_name()} in {self.state.chat.chat_id}: {message.text[:60]}",
             # Born "running": the turn need not spend a history event saying so.
             search_attributes=workflow.info().typed_search_attributes.updated(
                 SearchAttributePair(names.TURN_STATE, "running")
