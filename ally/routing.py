@@ -16,8 +16,8 @@ running gateway without a restart.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -48,22 +48,26 @@ class NotRouted(BaseModel):
 
 class LiveConfig:
     """config.toml as it is now: read again whenever the file changes. A change that does not load
-    (a typo while editing) keeps the last good configuration, and says so in the log once."""
+    (a typo while editing) keeps the last good configuration, and says so in the log once.
+
+    A change is told by the file's bytes, not its mtime and size: two writes within one tick of the
+    file system's coarse clock get the same mtime, and a rename to a name as long as the old one
+    keeps the size (`ally assistants rename` right after another edit went unseen). The file is a
+    few kilobytes, read a few times per message."""
 
     def __init__(self, config: AllyConfig, path: Path | None = None) -> None:
         self.path = path or config_path()
         self._config = config
-        self._stamp = self._stat()
+        self._stamp = self._digest()
 
-    def _stat(self) -> tuple[int, int] | None:
+    def _digest(self) -> bytes | None:
         try:
-            stat = os.stat(self.path)
+            return hashlib.sha256(self.path.read_bytes()).digest()
         except OSError:
             return None
-        return stat.st_mtime_ns, stat.st_size
 
     def current(self) -> AllyConfig:
-        stamp = self._stat()
+        stamp = self._digest()
         if stamp != self._stamp:
             self._stamp = stamp
             try:

@@ -214,6 +214,12 @@ async def _end_conversations(stack: Stack) -> None:
     for chat_id in stack.chats:
         with contextlib.suppress(Exception):
             await stack.client.get_workflow_handle(names.conversation_id(chat_id)).terminate("test over")
+    # Conversations of other assistants and of topics have other ids: found by their queue.
+    for queue in stack.queues:
+        running = f"TaskQueue='{queue}' AND ExecutionStatus='Running' AND WorkflowType='ConversationWorkflow'"
+        async for execution in stack.client.list_workflows(running):
+            with contextlib.suppress(Exception):
+                await stack.client.get_workflow_handle(execution.id).terminate("test over")
 
 
 async def _record_histories(stack: Stack, folder: Path) -> None:
