@@ -149,14 +149,16 @@ async def eventually(probe: Callable[[], T | None], *, within: float = 30.0, wha
 
 def codex_workers(client: Client, runtime: CodexRuntime, host: str, discovery_queue: str) -> list[Worker]:
     codex = CodexActivities(runtime, RuntimeLocation(host=host, task_queue=names.runtime_queue(host)))
+    identity = names.runtime_worker_identity(host, f"{os.getpid()}@test")  # as workers/runtime.py
     return [
         Worker(
             client,
             task_queue=names.runtime_queue(host),
             activities=codex.pinned(),
             max_heartbeat_throttle_interval=HEARTBEAT_FLUSH,  # as workers/runtime.py
+            identity=identity,
         ),
-        Worker(client, task_queue=discovery_queue, activities=[codex.locate_runtime]),
+        Worker(client, task_queue=discovery_queue, activities=[codex.locate_runtime], identity=identity),
     ]
 
 
