@@ -60,8 +60,10 @@ async def test_ally_turns_for_one_assistant_lists_only_its_running_turns_and_old
             names.turn_workflow_id(m.chat.chat_id, m.message_id): m.chat.chat_id
             for m in (work_message, default_message, old_message)
         }
-        for chat in (work_chat, default_chat, old_chat):
-            await eventually(lambda chat=chat: stack.approvals(chat), what=f"the approval in {chat.chat_id}")
+        await eventually(
+            lambda: all(stack.approvals(chat) for chat in (work_chat, default_chat, old_chat)),
+            what="an approval in each chat",
+        )
 
         async def listed(assistant: str | None) -> list[TurnRow]:
             rows = await running_turns(client, ui=None, assistant=assistant)
