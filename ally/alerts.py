@@ -6,6 +6,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
 from ally import names
+from ally.assistants import all_assistants
 from ally.config import AllyConfig
 from ally.contracts import AlertsConfig, AlertsState, AlertsView, ChatRef
 from workflows.alerts import AlertsWorkflow
@@ -20,9 +21,14 @@ def owner_of(config: AllyConfig) -> str | None:
 
 def alerts_config(config: AllyConfig, owner: str, worker_queue: str) -> AlertsConfig:
     alerts = config.alerts
+    hosts: dict[str, list[str]] = {}
+    for assistant in all_assistants(config):
+        if assistant.host is not None:
+            hosts.setdefault(assistant.host, []).append(assistant.name)
     return AlertsConfig(
         owner=ChatRef(channel="feishu", chat_id=owner, chat_type="p2p", worker_queue=worker_queue),
         discovery_queue=names.RUNTIME_DISCOVERY_QUEUE,
+        hosts=hosts,
         probe_every_s=alerts.probe_every_seconds,
         probe_timeout_s=alerts.probe_timeout_seconds,
         runtime_down_after_s=alerts.runtime_down_after_seconds,

@@ -120,23 +120,39 @@ def status(as_json: JsonOption = False) -> None:
 
 
 @app.command()
-def turns(as_json: JsonOption = False) -> None:
-    """Running and stuck turns: chat, state (running, awaiting_approval, delivering…), age, UI link."""
+def turns(
+    as_json: JsonOption = False,
+    assistant: Annotated[
+        str | None, typer.Option("--assistant", help="Only this assistant's turns (its name or id).")
+    ] = None,
+) -> None:
+    """Running and stuck turns: chat, assistant, state (running, awaiting_approval…), age, UI link."""
     config = _config()
+    from ally.assistants import all_assistants, find
     from ally.temporal_client import connect, ui_url
     from ally.turns_report import running_turns
 
+    wanted = None
+    if assistant is not None:
+        if (found := find(config, assistant)) is None:
+            known = ", ".join(a.name for a in all_assistants(config))
+            typer.echo(f"There is no assistant called {assistant!r} (assistants: {known}).", err=True)
+            raise typer.Exit(2)
+        wanted = found.id
+
     async def collect() -> list[Any]:
-        return await running_turns(await connect(config), ui=ui_url(config))
+        return await running_turns(await connect(config), ui=ui_url(config), assistant=wanted)
 
     rows = asyncio.run(collect())
     if as_json:
         typer.echo(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
         return
     if not rows:
-        typer.echo("No turn is running.")
+        typer.echo("No turn is running." if wanted is None else f"No turn of {assistant} is running.")
+    shown = {a.id: a.name for a in all_assistants(config)}
     for row in rows:
-        typer.echo(f"{row.workflow_id}  {row.state:<18} {row.running_s:>6.0f}s  chat {row.chat}")
+        who = shown.get(row.assistant, row.assistant)
+        typer.echo(f"{row.workflow_id}  {row.state:<18} {row.running_s:>6.0f}s  {who} in chat {row.chat}")
         if row.ui_link:
             typer.echo(f"    {row.ui_link}")
 

@@ -23,6 +23,21 @@ def runtime_queue(host: str) -> str:
     return f"codex-runtime@{host}"
 
 
+def runtime_worker_identity(host: str, machine: str) -> str:
+    """How a runtime worker introduces itself to Temporal (`machine` is its pid@hostname): the pollers
+    `ally status` sees on the discovery queue say which runtime host each one is."""
+    return f"{machine} {runtime_queue(host)}"
+
+
+def host_of_worker(identity: str) -> str | None:
+    """The runtime host a poller's identity names (`runtime_worker_identity`); None for any other worker."""
+    prefix = runtime_queue("")
+    last = identity.rpartition(" ")[2]
+    if not last.startswith(prefix):
+        return None
+    return last.removeprefix(prefix) or None
+
+
 # Custom search attributes, registered on the embedded dev server at start and in tests.
 CHAT = SearchAttributeKey.for_keyword("AllyChat")
 AGENT_THREAD = SearchAttributeKey.for_keyword("AllyThread")

@@ -9,20 +9,25 @@ from typing import Any
 
 from pydantic import BaseModel
 from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.taskqueue.v1 import PollerInfo, TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
 
 from ally.alerts import open_incidents
+from ally.assistants import all_assistants
 from ally.codex.models import RuntimeHealth
 from ally.config import AllyConfig
 from ally.contracts import AlertsView
 from ally.metrics import PARTS, metrics_url
-from ally.names import FEISHU_CHATS_QUEUE, RUNTIME_DISCOVERY_QUEUE, runtime_queue
+from ally.names import FEISHU_CHATS_QUEUE, RUNTIME_DISCOVERY_QUEUE, host_of_worker, runtime_queue
 from ally.run_state import read_part_states
 from ally.temporal_client import connect, target, ui_url
 
 # `ally up` first, then what it starts, in start order.
 PART_ORDER = {"supervisor": 0, "runtime-worker": 1, "gateway": 2}
+# A worker's long poll lasts up to a minute, and Temporal lists a poller for minutes after it went:
+# one that has not polled for longer than this is gone.
+POLLER_GONE_AFTER_S = 90.0
 
 
 class PartReport(BaseModel):
@@ -34,12 +39,39 @@ class PartReport(BaseModel):
     detail: dict[str, Any]
 
 
+class HostReport(BaseModel):
+    """One runtime host: configured (this machine's [runtime] host, or an assistant's), or seen polling."""
+
+    host: str
+    this_machine: bool
+    pollers: int  # runtime workers polling its pinned queue now
+    last_polled_s: float | None  # since a worker last polled it; None = never seen
+    assistants: list[str]  # the names of the assistants that live on it
+    serves_any: bool = False  # it polls the discovery queue: it runs the assistants without a host
+
+    def line(self) -> str:
+        name = f"{self.host} (this machine)" if self.this_machine else self.host
+        living = f"assistants {', '.join(self.assistants)}" if self.assistants else ""
+        if self.serves_any:
+            living = f"{living}, and those without a host" if living else "the assistants without a host"
+        living = living or "no assistant lives here"
+        if self.pollers:
+            return f"  {name}: polled by {_count(self.pollers, 'runtime worker')}; {living}."
+        since = (
+            "never seen" if self.last_polled_s is None else f"last seen {duration(self.last_polled_s)} ago"
+        )
+        waiting = f"; {', '.join(self.assistants)} cannot answer until it is back" if self.assistants else ""
+        return f"  {name}: NO runtime worker ({since}){waiting}. Start `ally up` there."
+
+
 class StatusReport(BaseModel):
     temporal: str
     temporal_reachable: bool
     ui: str | None
     parts: list[PartReport]
     pollers: dict[str, int]
+    hosts: list[HostReport] = []
+    any_host: list[str] = []  # the names of the assistants that run on whichever host answers
     metrics: dict[str, str] = {}  # part -> its Prometheus endpoint, when [metrics] gives it one
     alerts: AlertsView | None = None  # None: no alerts workflow answered (no owner, or no gateway)
 
@@ -63,6 +95,11 @@ class StatusReport(BaseModel):
                 lines.append(f"{what}: polled by {_count(count, 'worker')}.")
             else:
                 lines.append(f"{what}: NO worker polls it; what is sent there waits.")
+        if self.hosts:
+            lines.append("Runtime hosts:")
+            lines += [host.line() for host in self.hosts]
+            if self.any_host:
+                lines.append(f"  any host: {', '.join(self.any_host)}.")
         if self.alerts is not None:
             lines += alert_lines(self.alerts, time.time())
         if self.metrics:
@@ -161,6 +198,7 @@ async def collect_status(config: AllyConfig) -> StatusReport:
     ]
     address, namespace = target(config)
     pollers: dict[str, int] = {}
+    hosts: list[HostReport] = []
     reachable = False
     alerts: AlertsView | None = None
     try:
@@ -179,6 +217,7 @@ async def collect_status(config: AllyConfig) -> StatusReport:
                 )
             )
             pollers[queue] = len(described.pollers)
+        hosts = await runtime_hosts(client, namespace, config)
         alerts = await asyncio.wait_for(open_incidents(client), 3) if config.feishu.configured else None
     except (TimeoutError, RuntimeError, OSError):
         pass
@@ -188,6 +227,53 @@ async def collect_status(config: AllyConfig) -> StatusReport:
         ui=ui_url(config),
         parts=parts,
         pollers=pollers,
+        hosts=hosts,
+        any_host=[a.name for a in all_assistants(config) if a.host is None],
         alerts=alerts,
         metrics={part: url for part in PARTS if (url := metrics_url(config, part))},
     )
+
+
+async def runtime_hosts(client: Client, namespace: str, config: AllyConfig) -> list[HostReport]:
+    """Every runtime host this machine knows of, with the assistants living there: its own, those the
+    assistants name, and any other seen on the discovery queue (it serves the assistants without a
+    host). Whether a host is up is whether a worker polls its pinned queue."""
+    living: dict[str, list[str]] = {config.runtime.host: []}
+    for assistant in all_assistants(config):
+        if assistant.host is not None:
+            living.setdefault(assistant.host, []).append(assistant.name)
+    now = time.time()
+    serving: set[str] = set()
+    for poller in await _pollers(client, namespace, RUNTIME_DISCOVERY_QUEUE):
+        host = host_of_worker(poller.identity)
+        if host is not None and now - poller.last_access_time.ToSeconds() <= POLLER_GONE_AFTER_S:
+            living.setdefault(host, [])
+            serving.add(host)
+    reports: list[HostReport] = []
+    for host, assistants in living.items():
+        ages = [
+            now - p.last_access_time.ToSeconds()
+            for p in await _pollers(client, namespace, runtime_queue(host))
+        ]
+        reports.append(
+            HostReport(
+                host=host,
+                this_machine=host == config.runtime.host,
+                pollers=sum(1 for age in ages if age <= POLLER_GONE_AFTER_S),
+                last_polled_s=max(0.0, min(ages)) if ages else None,
+                assistants=assistants,
+                serves_any=host in serving,
+            )
+        )
+    return sorted(reports, key=lambda report: (not report.this_machine, report.host))
+
+
+async def _pollers(client: Client, namespace: str, queue: str) -> list[PollerInfo]:
+    described = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=namespace,
+            task_queue=TaskQueue(name=queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+        )
+    )
+    return list(described.pollers)

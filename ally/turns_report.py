@@ -22,6 +22,7 @@ from workflows.turn import TurnWorkflow
 class TurnRow(BaseModel):
     workflow_id: str
     chat: str
+    assistant: str  # the assistant's id; turns from before there were assistants are the default's
     state: str
     started: datetime
     running_s: float
@@ -32,10 +33,16 @@ def ui_link(ui: str | None, namespace: str, workflow_id: str) -> str | None:
     return f"{ui}/namespaces/{namespace}/workflows/{quote(workflow_id, safe='')}" if ui else None
 
 
-async def running_turns(client: Client, *, ui: str | None) -> list[TurnRow]:
+async def running_turns(client: Client, *, ui: str | None, assistant: str | None = None) -> list[TurnRow]:
+    """Running turns, oldest first; only `assistant`'s (an id) when given."""
     now = datetime.now(UTC)
     rows: list[TurnRow] = []
     query = f'WorkflowType="{TurnWorkflow.__name__}" AND ExecutionStatus="Running"'
+    if assistant is not None:
+        which = f"{names.ASSISTANT.name}='{assistant}'"
+        if assistant == names.DEFAULT_ASSISTANT:  # turns started before the attribute existed
+            which = f"({which} OR {names.ASSISTANT.name} IS NULL)"
+        query += f" AND {which}"
     async for execution in client.list_workflows(query):
         attributes = execution.typed_search_attributes
         started = execution.start_time
@@ -43,6 +50,7 @@ async def running_turns(client: Client, *, ui: str | None) -> list[TurnRow]:
             TurnRow(
                 workflow_id=execution.id,
                 chat=attributes.get(names.CHAT) or "?",
+                assistant=attributes.get(names.ASSISTANT) or names.DEFAULT_ASSISTANT,
                 state=attributes.get(names.TURN_STATE) or "starting",
                 started=started,
                 running_s=(now - started).total_seconds(),

@@ -149,15 +149,86 @@ async def eventually(probe: Callable[[], T | None], *, within: float = 30.0, wha
 
 def codex_workers(client: Client, runtime: CodexRuntime, host: str, discovery_queue: str) -> list[Worker]:
     codex = CodexActivities(runtime, RuntimeLocation(host=host, task_queue=names.runtime_queue(host)))
+    identity = names.runtime_worker_identity(host, f"{os.getpid()}@test")  # as workers/runtime.py
     return [
         Worker(
             client,
             task_queue=names.runtime_queue(host),
             activities=codex.pinned(),
             max_heartbeat_throttle_interval=HEARTBEAT_FLUSH,  # as workers/runtime.py
+            identity=identity,
         ),
-        Worker(client, task_queue=discovery_queue, activities=[codex.locate_runtime]),
+        Worker(client, task_queue=discovery_queue, activities=[codex.locate_runtime], identity=identity),
     ]
+
+
+@dataclass
+class RuntimeHost:
+    """Another runtime host on the same Temporal: a machine of its own, as far as work-ally can tell.
+
+    Its own scripted model, Codex home and `codex app-server` child, served by what its runtime
+    worker serves: its pinned queue (`codex-runtime@<name>`) and the shared discovery queue.
+    """
+
+    client: Client
+    name: str
+    discovery_queue: str
+    model: ScriptedModelServer
+    codex_home: Path
+    home: Path
+    runtime: CodexRuntime | None = None
+    _workers: contextlib.AsyncExitStack | None = None
+
+    @property
+    def pinned_queue(self) -> str:
+        return names.runtime_queue(self.name)
+
+    async def start(self) -> None:
+        """Bring the host up (again): a fresh Codex child with the same home, and its workers."""
+        runtime = CodexRuntime(find_codex_binary(), self.codex_home, env={"HOME": str(self.home)})
+        await runtime.start()
+        self.runtime = runtime
+        workers = contextlib.AsyncExitStack()
+        for worker in codex_workers(self.client, runtime, self.name, self.discovery_queue):
+            await workers.enter_async_context(worker)
+        self._workers = workers
+
+    async def stop(self) -> None:
+        """The host goes down: no worker polls its queues any more, and its Codex child is gone."""
+        if self._workers is not None:
+            await self._workers.aclose()
+            self._workers = None
+        if self.runtime is not None:
+            await self.runtime.stop()
+            self.runtime = None
+
+
+@contextlib.asynccontextmanager
+async def second_host(stack: Stack, folder: Path, name: str) -> AsyncIterator[RuntimeHost]:
+    """A second runtime host beside the stack's own (which stays as it is), up until the block ends."""
+    home = folder / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    # A connection of its own, as another machine has: the SDK refuses two workers of one client
+    # on the same queue (both hosts poll the discovery queue).
+    client = await Client.connect(
+        stack.client.service_client.config.target_host,
+        namespace=stack.client.namespace,
+        data_converter=stack.client.data_converter,
+    )
+    with ScriptedModelServer() as model:
+        host = RuntimeHost(
+            client=client,
+            name=f"{name}-{uuid.uuid4().hex[:8]}",
+            discovery_queue=stack.discovery_queue,
+            model=model,
+            codex_home=write_codex_home(folder / "codex-home", model.base_url),
+            home=home,
+        )
+        await host.start()
+        try:
+            yield host
+        finally:
+            await host.stop()
 
 
 @contextlib.asynccontextmanager

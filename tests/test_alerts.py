@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from ally.alerts import open_incidents, start_alerts
+from ally.alerts import alerts_config, open_incidents, start_alerts
 from ally.codex.binary import find_codex_binary
+from ally.config import AllyConfig, AssistantConfig
 from ally.contracts import AlertsConfig, ChatRef
 from ally.model_server import Fail, Say
 from ally.status import alert_lines
@@ -225,3 +226,55 @@ async def test_a_failed_turn_with_no_alerts_running_leaves_the_chat_answering(
         second = await fs.say("oc_dm_alice", "try again", sender_open_id="ou_alice")
         (answer,) = await fs.wait_for_replies(second["event"]["message"]["message_id"])
         assert "back to normal" in card_markdown(answer)
+
+
+async def test_a_pinned_host_down_alerts_the_owner_naming_the_host_and_its_assistants_while_others_answer(
+    client: Client, tmp_path: Path
+) -> None:
+    async with feishu_stack(client, tmp_path, "cli_alerts_hosts") as fs:
+        workflow_id = f"alerts-{uuid.uuid4().hex[:8]}"
+        desk = f"desk-{uuid.uuid4().hex[:8]}"  # beta's host; its runtime worker is not running
+        config = AlertsConfig(
+            owner=ChatRef(channel="feishu", chat_id=OWNER, worker_queue=fs.worker_queue),
+            discovery_queue=fs.stack.discovery_queue,
+            hosts={fs.stack.host: ["alpha"], desk: ["beta"]},
+            probe_every_s=0.5,
+            probe_timeout_s=1.0,
+            runtime_down_after_s=DOWN_AFTER_S,
+        )
+        try:
+            await start_alerts(client, config, workflow_id=workflow_id)
+            (alert,) = await has_owner_messages(fs, 1, within=DOWN_AFTER_S + 20)
+            text = card_markdown(alert)
+            assert f"The runtime host {desk} has not answered for" in text and "beta cannot answer" in text
+            view = await open_incidents(client, workflow_id=workflow_id)
+            assert view is not None and [(i.kind, i.subject) for i in view.open] == [("host_down", desk)]
+
+            # desk's runtime worker starts (a connection of its own, as on another machine): resolved.
+            elsewhere = await Client.connect(
+                client.service_client.config.target_host,
+                namespace=client.namespace,
+                data_converter=client.data_converter,
+            )
+            async with contextlib.AsyncExitStack() as running:
+                for worker in codex_workers(elsewhere, fs.stack.runtime, desk, fs.stack.discovery_queue):
+                    await running.enter_async_context(worker)
+                messages = await has_owner_messages(fs, 2)
+                assert "Resolved (after " in card_markdown(messages[1])
+                assert f"the runtime host {desk} not answering is over" in card_markdown(messages[1])
+        finally:
+            handle = client.get_workflow_handle_for(AlertsWorkflow.run, workflow_id)
+            with contextlib.suppress(Exception):
+                await handle.terminate("test over")
+
+
+def test_the_alerts_learn_each_pinned_host_and_its_assistants_from_config_toml() -> None:
+    config = AllyConfig(
+        assistants={
+            "alpha": AssistantConfig(name="Alpha", host="desk", workspace=Path("/w/a")),
+            "beta": AssistantConfig(host="desk", workspace=Path("/w/b")),
+            "gamma": AssistantConfig(host="laptop", workspace=Path("/w/c")),
+            "delta": AssistantConfig(workspace=Path("/w/d")),
+        }
+    )
+    assert alerts_config(config, OWNER, "q").hosts == {"desk": ["Alpha", "beta"], "laptop": ["gamma"]}

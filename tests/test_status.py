@@ -15,14 +15,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from temporalio.client import Client
 
+from ally import names
 from ally.codex.models import RuntimeHealth
 from ally.codex.version import CODEX_VERSION
-from ally.config import load_config
+from ally.config import AllyConfig, AssistantConfig, RuntimeConfig, TemporalConfig, load_config
 from ally.processes import free_local_port
 from ally.run_state import PartState, write_part_state
 from ally.status import collect_status, duration
 from tests.processes import processes_with_env
+from tests.stack import codex_workers, running_stack, second_host
 from tests.test_up import start_up
 
 
@@ -52,6 +55,12 @@ def test_status_of_a_running_stack_reads_as_sentences_and_its_logs_are_one_comma
         lines[2],
     ), lines
     assert "Queue codex-runtime@test-host (this host's Codex runtime): polled by 1 worker." in lines
+    # The runtime worker names its host to Temporal: this machine runs the assistants without a host.
+    hosts = lines.index("Runtime hosts:")
+    assert lines[hosts + 1 : hosts + 3] == [
+        "  test-host (this machine): polled by 1 runtime worker; the assistants without a host.",
+        "  any host: default.",
+    ], lines
     # Nothing a person reads is a raw field: no epoch seconds, no `key=None`.
     assert not re.search(r"\d{9,}|=None|version_mismatch", shown.stdout), shown.stdout
 
@@ -128,3 +137,59 @@ def test_durations_read_as_a_person_says_them() -> None:
         "2 h 5 min",
         "2 days",
     ]
+
+
+@pytest.mark.codex
+@pytest.mark.faults
+async def test_status_lists_each_runtime_host_with_its_assistants_and_flags_a_host_nobody_runs(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORK_ALLY_HOME", str(tmp_path / "ally"))
+    async with (
+        running_stack(client, tmp_path / "a") as stack,
+        second_host(stack, tmp_path / "b", "host-b") as host_b,
+    ):
+        desk = f"desk-{stack.host}"  # an assistant lives there, but no runtime worker has ever run there
+        # A host no assistant names, whose runtime worker serves the assistants without a host.
+        spare = f"spare-{stack.host}"
+        spare_workers = codex_workers(client, stack.runtime, spare, names.RUNTIME_DISCOVERY_QUEUE)
+        config = AllyConfig(
+            temporal=TemporalConfig(port=int(client.service_client.config.target_host.rsplit(":", 1)[1])),
+            runtime=RuntimeConfig(host=stack.host),
+            assistants={
+                "alpha": AssistantConfig(host=stack.host, workspace=tmp_path),
+                "beta": AssistantConfig(name="Beta", host=host_b.name, workspace=tmp_path),
+                "gamma": AssistantConfig(host=desk, workspace=tmp_path),
+                "delta": AssistantConfig(workspace=tmp_path),
+            },
+        )
+        async with spare_workers[0], spare_workers[1]:
+            report = await collect_status(config)
+
+    lines = report.lines()
+    start = lines.index("Runtime hosts:")
+    others = sorted(
+        [
+            f"  {host_b.name}: polled by 1 runtime worker; assistants Beta.",
+            f"  {desk}: NO runtime worker (never seen); gamma cannot answer until it is back. "
+            "Start `ally up` there.",
+            f"  {spare}: polled by 1 runtime worker; the assistants without a host.",
+        ]
+    )
+    assert lines[start + 1 :] == [
+        f"  {stack.host} (this machine): polled by 1 runtime worker; assistants alpha.",
+        *others,
+        "  any host: default, delta.",
+    ]
+    as_json = report.model_dump(mode="json")
+    by_host = {host["host"]: host for host in as_json["hosts"]}
+    assert by_host[desk] == {
+        "host": desk,
+        "this_machine": False,
+        "pollers": 0,
+        "last_polled_s": None,
+        "assistants": ["gamma"],
+        "serves_any": False,
+    }
+    assert by_host[host_b.name]["pollers"] == 1 and by_host[host_b.name]["last_polled_s"] < 90
+    assert as_json["any_host"] == ["default", "delta"]

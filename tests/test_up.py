@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from ally.config import AllyConfig, RuntimeConfig, TemporalConfig
 from ally.processes import free_local_port
+from ally.supervisor import UpOptions, plan_parts
 from dev.fake_feishu import FakeFeishu, message_event
 from tests.processes import processes_with_env
 
@@ -296,3 +298,11 @@ def test_the_restart_backoff_starts_over_once_a_part_has_been_healthy(home: Path
     time.sleep(healthy_after + 0.5)
     assert kill_the_runtime_worker() == "0.5s"  # healthy for a while: a fresh failure
     up.stop()
+
+
+def test_a_second_runtime_host_with_a_shared_temporal_and_no_feishu_runs_only_its_runtime_worker() -> None:
+    """docs/operations.md, "Several runtime hosts": `ally up` there needs no flag of its own."""
+    config = AllyConfig(
+        temporal=TemporalConfig(address="first-machine:7233"), runtime=RuntimeConfig(host="desk")
+    )
+    assert [part.name for part in plan_parts(config, UpOptions())] == ["runtime-worker"]

@@ -9,6 +9,8 @@ writer lock (docs/codex-app-server.md §1).
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import sys
 
 from temporalio.worker import Worker
@@ -20,7 +22,7 @@ from ally.codex.runtime import CodexRuntime, CodexStartFailed
 from ally.config import load_config
 from ally.contracts import RuntimeLocation
 from ally.metrics import CodexGauges, MetricsUnavailable, metrics_runtime, refreshing
-from ally.names import RUNTIME_DISCOVERY_QUEUE, runtime_queue
+from ally.names import RUNTIME_DISCOVERY_QUEUE, runtime_queue, runtime_worker_identity
 from ally.temporal_client import connect
 from ally.worker_process import configure_logging, serve_until_signalled
 
@@ -49,14 +51,18 @@ async def main() -> None:
         exporting = metrics_runtime(config, "runtime-worker")
         host = config.runtime.host
         codex = CodexActivities(runtime, RuntimeLocation(host=host, task_queue=runtime_queue(host)))
+        identity = runtime_worker_identity(host, f"{os.getpid()}@{socket.gethostname()}")
         pinned = Worker(
             client,
             task_queue=runtime_queue(host),
+            identity=identity,
             activities=codex.pinned(),
             max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
             max_heartbeat_throttle_interval=HEARTBEAT_FLUSH,
         )
-        discovery = Worker(client, task_queue=RUNTIME_DISCOVERY_QUEUE, activities=[codex.locate_runtime])
+        discovery = Worker(
+            client, task_queue=RUNTIME_DISCOVERY_QUEUE, activities=[codex.locate_runtime], identity=identity
+        )
         async with contextlib.AsyncExitStack() as gauges:
             if exporting is not None:
                 codex_gauges = CodexGauges(exporting.metric_meter, runtime)

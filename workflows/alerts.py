@@ -50,6 +50,9 @@ class AlertsWorkflow:
     async def run(self, state: AlertsState) -> None:
         while True:
             await self._probe_runtime()
+            # Only with pinned hosts configured, so histories from before issue the same commands.
+            if self.state.config.hosts and workflow.patched("probe-each-host"):
+                await self._probe_hosts()
             self._count_failures()
             self._note_crashes()
             await self._send_pending()
@@ -110,6 +113,42 @@ class AlertsWorkflow:
         self.state.runtime_down_since = None
         if (incident := self._open("runtime_down")) is not None:
             self._resolve(incident)
+
+    async def _probe_hosts(self) -> None:
+        """Each host assistants are pinned to, on its own queue: the discovery queue only says that
+        some host answers, and a pinned assistant's chats wait for theirs."""
+        config = self.state.config
+        for host in list(self.state.hosts_down_since):
+            if host not in config.hosts:  # no assistant lives there any more
+                del self.state.hosts_down_since[host]
+                if (incident := self._open("host_down", host)) is not None:
+                    self._resolve(incident)
+        for host, assistants in config.hosts.items():
+            try:
+                await workflow.execute_activity(
+                    locate_runtime,
+                    task_queue=names.runtime_queue(host),
+                    schedule_to_start_timeout=timedelta(seconds=config.probe_timeout_s),
+                    start_to_close_timeout=timedelta(seconds=10),
+                    retry_policy=RetryPolicy(maximum_attempts=1),
+                    summary=f"is the runtime host {host} answering?",
+                )
+            except ActivityError:
+                now = workflow.time()
+                since = self.state.hosts_down_since.setdefault(host, now)
+                down_for = now - since
+                if down_for >= config.runtime_down_after_s and self._open("host_down", host) is None:
+                    self._open_incident(
+                        "host_down",
+                        f"The runtime host {host} has not answered for {_words(down_for)}: "
+                        f"{', '.join(assistants)} cannot answer until it is back. Start `ally up` on "
+                        f"{host}; `ally status` lists the hosts.",
+                        subject=host,
+                    )
+                continue
+            self.state.hosts_down_since.pop(host, None)
+            if (incident := self._open("host_down", host)) is not None:
+                self._resolve(incident)
 
     def _count_failures(self) -> None:
         config = self.state.config
@@ -213,6 +252,7 @@ _TITLES: dict[IncidentKind, str] = {
     "runtime_down": "no Codex runtime host answering",
     "turns_failing": "turns failing repeatedly",
     "part_crashed": "the {subject} crashing",
+    "host_down": "the runtime host {subject} not answering",
 }
 
 

@@ -192,7 +192,8 @@ class ConversationWorkflow:
                 self.state.runtime = await workflow.execute_activity(
                     locate_runtime,
                     task_queue=self.state.discovery_queue,
-                    schedule_to_start_timeout=timedelta(seconds=30),
+                    # Activity options are not part of replay: a changed timeout needs no patch.
+                    schedule_to_start_timeout=timedelta(seconds=self.state.locate_timeout_s),
                     start_to_close_timeout=timedelta(seconds=10),
                     retry_policy=RetryPolicy(maximum_attempts=3),
                     summary="find a Codex runtime host",

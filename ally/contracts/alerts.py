@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from ally.contracts.chat import ChatRef
 
-IncidentKind = Literal["runtime_down", "turns_failing", "part_crashed"]
+IncidentKind = Literal["runtime_down", "turns_failing", "part_crashed", "host_down"]
 
 
 class AlertsConfig(BaseModel):
@@ -20,6 +20,9 @@ class AlertsConfig(BaseModel):
 
     owner: ChatRef  # the owner's private chat
     discovery_queue: str
+    # Runtime hosts assistants are pinned to -> those assistants' names: each host's own queue is
+    # probed too, and a host that stops answering is an incident of its own.
+    hosts: dict[str, list[str]] = {}
     probe_every_s: float = 30.0
     probe_timeout_s: float = 10.0
     runtime_down_after_s: float = 180.0
@@ -61,6 +64,7 @@ class AlertsState(BaseModel):
     incidents: list[Incident] = []  # open ones, and the latest resolved ones
     opened: int = 0  # numbers each incident, so its messages' keys are never reused
     runtime_down_since: float | None = None
+    hosts_down_since: dict[str, float] = {}  # per pinned host (AlertsConfig.hosts)
     failures: list[float] = []  # workflow times of recent failed turns
 
 

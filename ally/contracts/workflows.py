@@ -126,6 +126,9 @@ class ConversationState(BaseModel):
     autosave: bool = False
     settings: ThreadSettings
     discovery_queue: str = names.RUNTIME_DISCOVERY_QUEUE
+    # How long a turn waits for a runtime host to take `locate_runtime` before the chat is told that
+    # none answers (the assistant's host, when it has one). Tests shorten it.
+    locate_timeout_s: float = 30.0
     thread_id: str | None = None
     runtime: RuntimeLocation | None = None
     busy_policy: Literal["queue", "steer"] = "queue"
