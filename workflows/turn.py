@@ -444,7 +444,8 @@ class TurnWorkflow:
             await self._close_unanswered_requests(None)  # else their buttons would stay forever
         self._set_state("failed")
         lost = (
-            "The Codex runtime on this machine did not answer, so this turn was interrupted. "
+            f"The Codex runtime on the host {self.turn.runtime.host} did not answer, so this turn was "
+            "interrupted. "
             "Nothing was lost: send /retry to run it again."
         )
         await self._finish(lost, tone="problem", done=False)
