@@ -117,6 +117,7 @@ class ConversationWorkflow:
         self.steers: list[InboundMessage] = []
         self.steered: list[InboundMessage] = []  # steered into the running turn
         self.outbox: list[Notice] = []  # sent in order by `_send_notices`, never holding up a turn
+        self.between_turns: list[InboundMessage] = []  # commands that wait for the running turn to end
 
     @workflow.signal
     def inbound(self, inbound: Inbound) -> None:
@@ -210,6 +211,8 @@ class ConversationWorkflow:
             await workflow.wait_condition(self._has_work)
             if self.child is not None and self.child.done():
                 await self._finish_turn()  # first, so that /status reports the finished turn
+            if self.child is None and self.between_turns:
+                self.commands[:0], self.between_turns = self.between_turns, []
             await self._run_commands()
             await self._forward_steers()
             if (
@@ -426,7 +429,9 @@ class ConversationWorkflow:
             await self._end_hold(message, take_back=command == "/takeback")
             return
         if self.child is not None and command != "/threads":
-            self._tell(message, f"A turn is running; {command} works between turns (/stop ends this one).")
+            # It changes the thread under the turn: it runs once the turn has ended (the answer a
+            # person reacts to arrives a moment before its turn does).
+            self.between_turns.append(message)
             return
         if not await self._locate(message):
             return
@@ -665,6 +670,7 @@ class ConversationWorkflow:
     def _has_work(self) -> bool:
         return (
             bool(self.commands or self.steers)
+            or (self.child is None and bool(self.between_turns))
             or (self.child is not None and self.child.done())
             or (self.child is None and bool(self.state.queue))
         )
@@ -689,7 +695,7 @@ class ConversationWorkflow:
         return len(self.state.model_dump_json()) <= CARRY_MAX_BYTES
 
     def _between_turns(self) -> bool:
-        return self.child is None and not (self.commands or self.steers)
+        return self.child is None and not (self.commands or self.steers or self.between_turns)
 
     def _queue_note(self) -> str:
         return f" {len(self.state.queue)} queued message(s) stay queued." if self.state.queue else ""
@@ -746,7 +752,10 @@ class ConversationWorkflow:
             ChannelActivities.send_reply,
             Reply(
                 chat=self.state.chat,
-                reply_to=None if to.message_id.startswith(CLI_MESSAGE_PREFIX) else to.message_id,
+                # A button's click answers on the card it was on (`reply_to`), not on its own id.
+                reply_to=None
+                if to.message_id.startswith(CLI_MESSAGE_PREFIX)
+                else (to.reply_to or to.message_id),
                 text=text,
                 idempotency_key=key,
                 tone="notice",

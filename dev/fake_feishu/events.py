@@ -76,8 +76,9 @@ def message_event(
     event_id: str | None = None,
     create_time_ms: int | None = None,
 ) -> dict[str, Any]:
-    """`im.message.receive_v1`; `create_time_ms` backdates it (a message sent while the bridge was down). `content` defaults to `{"text": text}` for text messages; give it for
-    other types (image `{"image_key"}`, file `{"file_key","file_name"}`, post: see post_message_event)."""
+    """`im.message.receive_v1`; `create_time_ms` backdates it (sent while the bridge was down).
+    `content` defaults to `{"text": text}` for text messages; give it for other
+    types (image `{"image_key"}`, file `{"file_key","file_name"}`, post: see post_message_event)."""
     if content is None:
         if message_type != "text":
             raise ValueError(f"content is required for message_type={message_type!r}")
