@@ -26,6 +26,7 @@ from ally.contracts import (
     Reaction,
     ReactionRef,
     Reply,
+    ReplyUpdate,
     SentMessage,
 )
 from ally.metrics import delivery_retried
@@ -68,6 +69,11 @@ class ChannelActivities:
         with _delivery_errors():
             await self.channel.update_approval(outcome)
 
+    @activity.defn(name="update_reply")
+    async def update_reply(self, update: ReplyUpdate) -> None:
+        with _delivery_errors():
+            await self.channel.update_reply(update)
+
     @activity.defn(name="react")
     async def react(self, reaction: Reaction) -> ReactionRef:
         with _delivery_errors():
@@ -79,6 +85,7 @@ class ChannelActivities:
             self.deliver_answer,
             self.send_approval,
             self.update_approval,
+            self.update_reply,
             self.react,
         ]
 

@@ -19,7 +19,9 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.service import RPCError
 
+from ally.codex import protocol
 from ally.codex.runtime import (
+    CodexRejected,
     CodexRuntime,
     InputPart,
     InputRejected,
@@ -33,11 +35,16 @@ from ally.codex.runtime import (
 )
 from ally.contracts import (
     AgentRequest,
+    AgentThread,
     AnswerRequestInput,
     Decision,
+    ForkInput,
     RuntimeLocation,
     StartTurnInput,
     SteerTurnInput,
+    ThreadRef,
+    ThreadRelease,
+    ThreadsQuery,
     TurnOutcome,
     TurnProgress,
 )
@@ -62,7 +69,16 @@ class CodexActivities:
     def pinned(self) -> list[Callable[..., Any]]:
         """The activities that must run where the child process is."""
         # locate_runtime too: a conversation of an assistant pinned to this host asks it here.
-        return [self.locate_runtime, self.run_turn, self.answer_request, self.steer_turn]
+        return [
+            self.locate_runtime,
+            self.run_turn,
+            self.answer_request,
+            self.steer_turn,
+            self.list_threads,
+            self.describe_thread,
+            self.fork_thread,
+            self.release_thread,
+        ]
 
     @activity.defn(name="locate_runtime")
     async def locate_runtime(self) -> RuntimeLocation:
@@ -161,6 +177,43 @@ class CodexActivities:
                 category=ApplicationErrorCategory.BENIGN,
             )
         return await self.runtime.steer(turn.thread_id, turn.turn_id, request.text)
+
+    # --- threads (docs/continuity.md) ------------------------------------------------------------
+
+    @activity.defn(name="list_threads")
+    async def list_threads(self, query: ThreadsQuery) -> list[AgentThread]:
+        """The workspace's recent threads from Codex's own store: a terminal's appear too."""
+        return [
+            _agent_thread(thread) for thread in await self.runtime.list_threads(query.cwd, limit=query.limit)
+        ]
+
+    @activity.defn(name="describe_thread")
+    async def describe_thread(self, ref: ThreadRef) -> AgentThread:
+        """One thread with its latest answer, for the chat that picks it up."""
+        try:
+            read = await self.runtime.call("thread/read", {"threadId": ref.thread_id, "includeTurns": False})
+        except CodexRejected as error:
+            raise ApplicationError(
+                f"no thread {ref.thread_id} here: {error.message}",
+                type="ThreadNotFound",
+                non_retryable=True,
+                category=ApplicationErrorCategory.BENIGN,
+            ) from None
+        thread = _agent_thread(protocol.ThreadReadResponse.model_validate(read).thread)
+        recent = await self.runtime.read_thread(ref.thread_id, last=1)
+        if recent.turns:
+            thread.last_answer = recent.turns[-1].final_text
+        return thread
+
+    @activity.defn(name="fork_thread")
+    async def fork_thread(self, request: ForkInput) -> AgentThread:
+        return _agent_thread(await self.runtime.fork_thread(request.thread_id, request.settings))
+
+    @activity.defn(name="release_thread")
+    async def release_thread(self, ref: ThreadRef) -> ThreadRelease:
+        """Let go of the thread's writer lock, so a terminal can continue it."""
+        released = await self.runtime.release_thread(ref.thread_id)
+        return ThreadRelease(released=released, codex_home=str(self.runtime.codex_home))
 
     # --- steps of run_turn ------------------------------------------------------------------------
 
@@ -318,6 +371,17 @@ async def _heartbeat_forever(progress: TurnProgress) -> None:
     while True:
         await asyncio.sleep(HEARTBEAT_EVERY_S)
         activity.heartbeat(progress)
+
+
+def _agent_thread(thread: protocol.Thread) -> AgentThread:
+    title = thread.name or " ".join(thread.preview.split())
+    return AgentThread(
+        thread_id=thread.id,
+        title=title[:80],
+        updated_at=float(thread.updated_at),
+        forked_from=thread.forked_from_id,
+        cwd=str(thread.cwd.root),
+    )
 
 
 def _as_agent_request(event: RequestPending) -> AgentRequest:

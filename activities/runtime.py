@@ -10,7 +10,18 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from ally.contracts import AnswerRequestInput, RuntimeLocation, StartTurnInput, SteerTurnInput, TurnOutcome
+from ally.contracts import (
+    AgentThread,
+    AnswerRequestInput,
+    ForkInput,
+    RuntimeLocation,
+    StartTurnInput,
+    SteerTurnInput,
+    ThreadRef,
+    ThreadRelease,
+    ThreadsQuery,
+    TurnOutcome,
+)
 
 _ELSEWHERE = "runs on an agent runtime host (activities/codex.py), never in this process"
 
@@ -36,4 +47,28 @@ async def answer_request(request: AnswerRequestInput) -> None:
 @activity.defn(name="steer_turn")
 async def steer_turn(request: SteerTurnInput) -> str:
     """More text for the turn the calling workflow runs on this host."""
+    raise NotImplementedError(_ELSEWHERE)
+
+
+@activity.defn(name="list_threads")
+async def list_threads(query: ThreadsQuery) -> list[AgentThread]:
+    """The recent threads of a workspace, from the agent's own store (a terminal's too)."""
+    raise NotImplementedError(_ELSEWHERE)
+
+
+@activity.defn(name="describe_thread")
+async def describe_thread(ref: ThreadRef) -> AgentThread:
+    """One stored thread with the final answer of its latest turn."""
+    raise NotImplementedError(_ELSEWHERE)
+
+
+@activity.defn(name="fork_thread")
+async def fork_thread(request: ForkInput) -> AgentThread:
+    """A new thread with another's history; the original stays as it was."""
+    raise NotImplementedError(_ELSEWHERE)
+
+
+@activity.defn(name="release_thread")
+async def release_thread(ref: ThreadRef) -> ThreadRelease:
+    """Unload the thread on the host, so a terminal may write it; False if it could not."""
     raise NotImplementedError(_ELSEWHERE)

@@ -157,6 +157,17 @@ class ChatClient:
             static_summary=f"{new_state.assistant_name or new_state.assistant} in {where}",
         )
 
+    async def signal_conversation(self, conversation_id: str, inbound: Inbound) -> None:
+        """A message for a conversation that runs already (a button on its own notice, a handoff
+        from the terminal); raises `MessageRefused` when there is no such conversation."""
+        handle = self.client.get_workflow_handle_for(ConversationWorkflow.run, conversation_id)
+        try:
+            await handle.signal(ConversationWorkflow.inbound, inbound)
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                raise MessageRefused(f"There is no conversation {conversation_id} running.") from None
+            raise
+
     async def decide(
         self,
         turn_workflow_id: str,

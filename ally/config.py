@@ -236,6 +236,12 @@ class ChatsConfig(_Section):
         DEFAULT_ASSISTANT, description="The assistant a private chat talks to until /assistant switches it."
     )
     overrides: dict[str, ChatOverride] = Field({}, description="Per chat id (oc_…): tighter settings.")
+    stale_after_minutes: float = Field(
+        10,
+        gt=0,
+        description="A message sent longer ago than this (Feishu's time; the bridge was down) is not "
+        "run before the chat says so: one card per batch offers to run or drop it.",
+    )
 
 
 class AllyConfig(_Section):

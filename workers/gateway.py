@@ -58,7 +58,12 @@ async def main() -> None:
     reader = MessageReader(api, inbox=Path(thread_settings(config).cwd) / INBOX_DIR)
     router = Router(LiveConfig(config), BindingsFile(), has_default_conversation=conversation_exists(client))
     gateway = FeishuGateway(
-        client=client, channel=channel, reader=reader, conversations=router, access=config.access
+        client=client,
+        channel=channel,
+        reader=reader,
+        conversations=router,
+        access=config.access,
+        stale_after_s=config.chats.stale_after_minutes * 60,
     )
     chats = chat_worker(client, channel, FEISHU_CHATS_QUEUE)
 

@@ -10,8 +10,9 @@ steered into the running turn. Commands act at once: /stop /new /status /retry /
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from pydantic_core import to_json
 from temporalio import workflow
@@ -20,18 +21,25 @@ from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.channel import ChannelActivities
-    from activities.runtime import locate_runtime
+    from activities.runtime import describe_thread, fork_thread, list_threads, locate_runtime, release_thread
     from ally import names
     from ally.contracts import (
         MODES_BY_AUTONOMY,
+        AgentThread,
+        Choice,
         ConversationState,
         ConversationView,
+        ForkInput,
         HeldAttachment,
         Inbound,
         InboundMessage,
         Mode,
         Reply,
+        ReplyUpdate,
+        SentMessage,
         SessionGrants,
+        ThreadRef,
+        ThreadsQuery,
         TurnFailed,
         TurnInput,
         TurnOrigin,
@@ -56,6 +64,12 @@ HELD_LIMIT = 20
 QUEUE_NOTICE_AFTER_S = 3.0
 QUEUE_NOTICE_AGAIN_S = 30.0
 QUEUE_NOTICES_PATCH = "coalesced-queue-notices"  # before it, each queued message had its notice
+# Late messages that arrive together (the bridge was down) gather this long for one card.
+STALE_GATHER_S = 2.0
+STALE_PATCH = "stale-messages"  # before it, a late message ran like any other
+HANDOFF_PATCH = "handed-off"  # before it, no conversation was ever handed off
+THREADS_SHOWN = 10
+CLI_MESSAGE_PREFIX = "cli:"  # a message from the terminal (`ally handoff`): nothing in the chat to reply to
 # Temporal refuses a payload over 2 MB: what continue-as-new carries, and a turn's result that
 # returns the steers the agent never took, stay well inside that (docs/operations.md "Limits").
 CARRY_MAX_BYTES = 1536 * 1024
@@ -74,6 +88,12 @@ HELP = """Commands:
     network, processes, packages, schedulers, git remotes, shell/interpreter code and unknown commands ask
 /assistant: which assistant this chat talks to; /assistant NAME switches (private chats)
 /bind NAME: bind this group to an assistant (approvers)
+/threads: the recent Codex threads of this assistant's workspace (a terminal's too)
+/resume N: continue thread N of /threads (or a thread id) in this chat
+/fork: a new thread from the current one; the original stays as it was
+/handoff: the command to continue this thread in a terminal; until /takeback, messages here ask first
+/takeback: continue here after a handoff, with whatever the terminal added
+/stale run|drop: run or drop the messages that arrived late
 /help: this list"""
 
 
@@ -82,6 +102,8 @@ class Notice:
     to: InboundMessage
     text: str
     while_queued: bool = False  # a queue position: worth sending only while the message still waits
+    choices: list[Choice] = field(default_factory=list)
+    keep_as: str | None = None  # "stale" | "handoff": the card's id is kept, to update it once chosen
 
 
 @workflow.defn
@@ -95,6 +117,7 @@ class ConversationWorkflow:
         self.steers: list[InboundMessage] = []
         self.steered: list[InboundMessage] = []  # steered into the running turn
         self.outbox: list[Notice] = []  # sent in order by `_send_notices`, never holding up a turn
+        self.between_turns: list[InboundMessage] = []  # commands that wait for the running turn to end
 
     @workflow.signal
     def inbound(self, inbound: Inbound) -> None:
@@ -120,8 +143,29 @@ class ConversationWorkflow:
             held = HeldAttachment(message=message, held_at=workflow.time())
             self.state.held = [*self._fresh_held(), held][-HELD_LIMIT:]
             return
+        if message.stale and workflow.patched(STALE_PATCH):
+            self.state.stale = [*self.state.stale, message]
+            if self.state.stale_due is None:
+                self.state.stale_due = workflow.time() + STALE_GATHER_S
+            return
+        self._take(message)
+
+    def _take(self, message: InboundMessage) -> None:
         if message.text.strip().startswith("/"):
             self.commands.append(message)
+        elif self.state.handed_off:
+            first = not self.state.handoff_held
+            self.state.handoff_held = [*self.state.handoff_held, message]
+            if first:
+                text = (
+                    "This thread is handed off to a terminal, so this message was not sent into it. "
+                    "Take it back (the chat continues with whatever the terminal added), or send it anyway."
+                )
+                choices = [
+                    Choice(label="Take it back", command="/takeback", style="primary"),
+                    Choice(label="Send anyway", command="/send"),
+                ]
+                self.outbox.append(Notice(to=message, text=text, choices=choices, keep_as="handoff"))
         elif self.current is not None and self.state.busy_policy == "steer":
             self.steers.append(message)
         else:
@@ -162,10 +206,13 @@ class ConversationWorkflow:
         workflow.upsert_search_attributes([names.CHAT.value_set(self.state.chat.chat_id)])
         sending = asyncio.create_task(self._send_notices())
         announcing = asyncio.create_task(self._announce_queue())
+        offering = asyncio.create_task(self._offer_stale())
         while True:
             await workflow.wait_condition(self._has_work)
             if self.child is not None and self.child.done():
                 await self._finish_turn()  # first, so that /status reports the finished turn
+            if self.child is None and self.between_turns:
+                self.commands[:0], self.between_turns = self.between_turns, []
             await self._run_commands()
             await self._forward_steers()
             if (
@@ -179,6 +226,7 @@ class ConversationWorkflow:
                 await workflow.wait_condition(lambda: not self.outbox and workflow.all_handlers_finished())
                 sending.cancel()
                 announcing.cancel()  # the next run announces what is left (it is in the state)
+                offering.cancel()
                 workflow.continue_as_new(self.state)
             if self.child is None and self.state.queue:
                 await self._start_turn(self.state.queue.pop(0))
@@ -187,20 +235,9 @@ class ConversationWorkflow:
 
     async def _start_turn(self, message: InboundMessage) -> None:
         self.state.last_message = message  # /retry runs it again, even if no runtime takes it now
-        if self.state.runtime is None:
-            try:
-                self.state.runtime = await workflow.execute_activity(
-                    locate_runtime,
-                    task_queue=self.state.discovery_queue,
-                    # Activity options are not part of replay: a changed timeout needs no patch.
-                    schedule_to_start_timeout=timedelta(seconds=self.state.locate_timeout_s),
-                    start_to_close_timeout=timedelta(seconds=10),
-                    retry_policy=RetryPolicy(maximum_attempts=3),
-                    summary="find a Codex runtime host",
-                )
-            except ActivityError:
-                self._tell(message, self._no_runtime_text())
-                return
+        if not await self._locate(message):
+            return
+        assert self.state.runtime is not None
         self.current = message
         self.child = await workflow.start_child_workflow(
             TurnWorkflow.run,
@@ -228,6 +265,24 @@ class ConversationWorkflow:
                 SearchAttributePair(names.TURN_STATE, "running")
             ),
         )
+
+    async def _locate(self, message: InboundMessage) -> bool:
+        """Find the runtime host, if not known yet; False (the chat told why) when none answers."""
+        if self.state.runtime is None:
+            try:
+                self.state.runtime = await workflow.execute_activity(
+                    locate_runtime,
+                    task_queue=self.state.discovery_queue,
+                    # Activity options are not part of replay: a changed timeout needs no patch.
+                    schedule_to_start_timeout=timedelta(seconds=self.state.locate_timeout_s),
+                    start_to_close_timeout=timedelta(seconds=10),
+                    retry_policy=RetryPolicy(maximum_attempts=3),
+                    summary="find a Codex runtime host",
+                )
+            except ActivityError:
+                self._tell(message, self._no_runtime_text())
+                return False
+        return True
 
     async def _finish_turn(self) -> None:
         assert self.child is not None
@@ -343,8 +398,208 @@ class ConversationWorkflow:
         elif command == "/mode" and rest in ("queue", "steer"):
             self.state.busy_policy = rest  # type: ignore[assignment]
             self._tell(message, f"While a turn runs, new messages will {rest}.")
+        elif command == "/stale" and rest in ("run", "drop"):
+            await self._decide_stale(message, rest)
+        elif command in ("/threads", "/resume", "/fork", "/handoff", "/takeback", "/send"):
+            await self._continuity(message, command, rest)
         else:
             self._tell(message, HELP)
+
+    # --- continuity (docs/continuity.md) ---------------------------------------------------------
+
+    async def _decide_stale(self, message: InboundMessage, choice: str) -> None:
+        held, self.state.stale = self.state.stale, []
+        self.state.stale_due = None
+        if not held:
+            self._tell(message, "No late messages wait.")
+            return
+        who = message.sender.name or message.sender.id
+        if choice == "run":
+            for late in held:
+                self._take(late.model_copy(update={"stale": False}))
+            text = f"Running {_count(held)} that arrived late, in order (chosen by {who})."
+        else:
+            text = f"Dropped {_count(held)} that arrived late (chosen by {who})."
+        cards, self.state.stale_cards = self.state.stale_cards, []
+        await self._settle_cards(cards, text)
+        if not cards:
+            self._tell(message, text)
+
+    async def _continuity(self, message: InboundMessage, command: str, rest: str) -> None:
+        if command in ("/takeback", "/send"):
+            await self._end_hold(message, take_back=command == "/takeback")
+            return
+        if self.child is not None and command != "/threads":
+            # It changes the thread under the turn: it runs once the turn has ended (the answer a
+            # person reacts to arrives a moment before its turn does).
+            self.between_turns.append(message)
+            return
+        if not await self._locate(message):
+            return
+        if command == "/threads":
+            await self._list_threads(message)
+        elif command == "/resume":
+            await self._resume(message, rest)
+        elif self.state.thread_id is None:
+            self._tell(message, f"There is no thread yet to {command.lstrip('/')}: send a message first.")
+        elif command == "/fork":
+            forked = await self._on_host(
+                fork_thread, ForkInput(thread_id=self.state.thread_id, settings=self.state.settings)
+            )
+            old, self.state.thread_id = self.state.thread_id, forked.thread_id
+            self.state.grants = SessionGrants()
+            self._tell(
+                message,
+                f"Forked: this chat now continues on the new thread {forked.thread_id}; the original "
+                f"{old} stays as it was (/threads shows both, /resume goes back).",
+            )
+        else:
+            await self._hand_off(message, self.state.thread_id)
+
+    async def _list_threads(self, message: InboundMessage) -> None:
+        query = ThreadsQuery(cwd=self.state.settings.cwd, limit=THREADS_SHOWN)
+        threads: list[AgentThread] = await self._on_host(list_threads, query)
+        self.state.listed_threads = [t.thread_id for t in threads]
+        if not threads:
+            self._tell(message, f"No Codex threads in {self.state.settings.cwd} yet.")
+            return
+        now = workflow.time()
+        lines = [f"Codex threads in {self.state.settings.cwd} (newest first):"]
+        for number, thread in enumerate(threads, start=1):
+            where = " · bound to this chat" if thread.thread_id == self.state.thread_id else ""
+            if thread.thread_id == self.state.thread_id and self.state.handed_off:
+                where = " · handed off to a terminal"
+            fork = f" · forked from {thread.forked_from}" if thread.forked_from else ""
+            title = thread.title or "(no words yet)"
+            lines.append(
+                f"{number}. {title} · {_ago(now - thread.updated_at)}{where}{fork}\n   {thread.thread_id}"
+            )
+        lines.append("/resume N continues one here.")
+        self._tell(message, "\n".join(lines))
+
+    async def _resume(self, message: InboundMessage, wanted: str) -> None:
+        listed = self.state.listed_threads
+        if wanted.isdigit() and 1 <= int(wanted) <= len(listed):
+            thread_id = listed[int(wanted) - 1]
+        elif len(wanted) > 8 and not wanted.isdigit():
+            thread_id = wanted
+        else:
+            self._tell(message, "Say which thread: /resume N after /threads, or /resume THREAD_ID.")
+            return
+        try:
+            thread = await self._on_host(describe_thread, ThreadRef(thread_id=thread_id))
+        except ActivityError:
+            self._tell(message, f"There is no Codex thread {thread_id} on {self._host()}.")
+            return
+        self.state.thread_id = thread.thread_id
+        self.state.grants = SessionGrants()
+        self._stop_handoff()
+        last = " ".join(thread.last_answer.split())
+        text = f"Picked up thread {thread.thread_id}: {thread.title or '(untitled)'}."
+        text += f"\nLast answer: {last[:200]}" if last else "\nIt has no answer yet."
+        self._tell(message, text + "\nYour next message continues it.")
+
+    async def _hand_off(self, message: InboundMessage, thread_id: str) -> None:
+        workflow.patched(HANDOFF_PATCH)
+        release = await self._on_host(release_thread, ThreadRef(thread_id=thread_id))
+        self.state.handed_off = True
+        home = f"CODEX_HOME={release.codex_home} " if release.codex_home else ""
+        text = (
+            f"To continue thread {thread_id} in a terminal on {self._host()}:\n"
+            f"cd {self.state.settings.cwd} && {home}codex resume {thread_id}\n"
+            "Until you /takeback, a message here asks before it goes into the thread."
+        )
+        if not release.released:
+            text += (
+                "\nThe runtime could not let go of the thread yet (it was loaded before this "
+                "release existed): the terminal can write it once the runtime restarts."
+            )
+        self._tell(message, text)
+
+    async def _end_hold(self, message: InboundMessage, *, take_back: bool) -> None:
+        held, self.state.handoff_held = self.state.handoff_held, []
+        cards, self.state.handoff_cards = self.state.handoff_cards, []
+        who = message.sender.name or message.sender.id
+        if take_back:
+            if not self.state.handed_off:
+                self._tell(message, "This chat was not handed off.")
+            else:
+                self._stop_handoff()
+                text = "Taken back: this chat continues the thread"
+                if self.state.thread_id is not None and await self._locate(message):
+                    try:
+                        thread = await self._on_host(
+                            describe_thread, ThreadRef(thread_id=self.state.thread_id)
+                        )
+                        last = " ".join(thread.last_answer.split())
+                        text += f", whose last answer is: {last[:200]}" if last else "."
+                    except ActivityError:
+                        text += "."
+                else:
+                    text += "."
+                self._tell(message, text)
+        for waiting in held:
+            self.state.queue.append(self._with_held(waiting))
+        if cards:
+            done = "Taken back" if take_back else "Sent anyway"
+            await self._settle_cards(cards, f"{done} by {who}: {_count(held)} sent into the thread.")
+        elif not take_back and not held:
+            self._tell(message, "No message waits.")
+
+    def _stop_handoff(self) -> None:
+        self.state.handed_off = False
+
+    async def _on_host(self, fn: Any, arg: Any) -> Any:
+        assert self.state.runtime is not None
+        return await workflow.execute_activity(
+            fn,
+            arg,
+            task_queue=self.state.runtime.task_queue,
+            schedule_to_start_timeout=timedelta(seconds=30),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=3),
+            summary=f"{fn.__name__.replace('_', ' ')} on the host",
+        )
+
+    async def _settle_cards(self, cards: list[str], text: str) -> None:
+        """The cards that offered a choice now say what was chosen, with no buttons left."""
+        for card in cards:
+            try:
+                await workflow.execute_activity_method(
+                    ChannelActivities.update_reply,
+                    ReplyUpdate(chat=self.state.chat, message_id=card, text=text),
+                    start_to_close_timeout=timedelta(seconds=30),
+                    schedule_to_close_timeout=timedelta(minutes=5),
+                    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+                    summary="show the choice on the card",
+                )
+            except ActivityError as error:
+                workflow.logger.warning("a card could not be updated: %s", error)
+
+    async def _offer_stale(self) -> None:
+        """Runs beside the main loop: one card for the late messages that arrived together."""
+        while True:
+            await workflow.wait_condition(lambda: self.state.stale_due is not None)
+            assert self.state.stale_due is not None
+            delay = self.state.stale_due - workflow.time()
+            if delay > 0:
+                await workflow.sleep(delay, summary="let late messages gather for one card")
+            self.state.stale_due = None
+            held = self.state.stale
+            if not held:
+                continue
+            now = workflow.time()
+            oldest = min((m.sent_at for m in held if m.sent_at is not None), default=now)
+            lines = [
+                f"{_count(held).capitalize()} reached me late (sent up to {_ago(now - oldest)}; "
+                "I was probably offline). Run them now, in order, or drop them?"
+            ]
+            lines += [f"{i}. {' '.join(m.text.split())[:80]}" for i, m in enumerate(held, start=1)]
+            choices = [
+                Choice(label="Run them now", command="/stale run", style="primary"),
+                Choice(label="Drop them", command="/stale drop", style="danger"),
+            ]
+            self.outbox.append(Notice(to=held[-1], text="\n".join(lines), choices=choices, keep_as="stale"))
 
     async def _send_notices(self) -> None:
         """Runs beside the main loop for the conversation's life: notices go out in order, and a
@@ -355,7 +610,11 @@ class ConversationWorkflow:
             notice = self.outbox[0]
             if not notice.while_queued or any(m.message_id == notice.to.message_id for m in self.state.queue):
                 try:
-                    await self._say(notice.to, notice.text)
+                    sent = await self._say(notice.to, notice.text, notice.choices)
+                    if notice.keep_as == "stale":
+                        self.state.stale_cards = [*self.state.stale_cards, sent.message_id]
+                    elif notice.keep_as == "handoff":
+                        self.state.handoff_cards = [*self.state.handoff_cards, sent.message_id]
                 except ActivityError as error:  # rejected for good, or 55 minutes of failures
                     workflow.logger.warning("a notice could not be delivered: %s", error)
             self.outbox.pop(0)
@@ -412,6 +671,7 @@ class ConversationWorkflow:
     def _has_work(self) -> bool:
         return (
             bool(self.commands or self.steers)
+            or (self.child is None and bool(self.between_turns))
             or (self.child is not None and self.child.done())
             or (self.child is None and bool(self.state.queue))
         )
@@ -436,10 +696,13 @@ class ConversationWorkflow:
         return len(self.state.model_dump_json()) <= CARRY_MAX_BYTES
 
     def _between_turns(self) -> bool:
-        return self.child is None and not (self.commands or self.steers)
+        return self.child is None and not (self.commands or self.steers or self.between_turns)
 
     def _queue_note(self) -> str:
         return f" {len(self.state.queue)} queued message(s) stay queued." if self.state.queue else ""
+
+    def _host(self) -> str:
+        return self.state.runtime.host if self.state.runtime else "its host"
 
     def _assistant_name(self) -> str:
         return self.state.assistant_name or self.state.assistant
@@ -480,23 +743,42 @@ class ConversationWorkflow:
     def _tell(self, to: InboundMessage, text: str) -> None:
         self.outbox.append(Notice(to=to, text=text))
 
-    async def _say(self, to: InboundMessage, text: str) -> None:
+    async def _say(self, to: InboundMessage, text: str, choices: list[Choice] | None = None) -> SentMessage:
         """Not a local activity: a notice goes out beside the main loop, and a local one would hold
         back a turn started meanwhile until it landed. On this workflow's own queue (the chat's
         worker) it is dispatched eagerly all the same."""
         self.state.notices += 1
         key = names.delivery_key(workflow.info().workflow_id, f"notice:{self.state.notices}")
-        await workflow.execute_activity_method(
+        return await workflow.execute_activity_method(
             ChannelActivities.send_reply,
             Reply(
                 chat=self.state.chat,
-                reply_to=to.message_id,
+                # A button's click answers on the card it was on (`reply_to`), not on its own id.
+                reply_to=None
+                if to.message_id.startswith(CLI_MESSAGE_PREFIX)
+                else (to.reply_to or to.message_id),
                 text=text,
                 idempotency_key=key,
                 tone="notice",
+                choices=choices or [],
+                conversation=workflow.info().workflow_id if choices else "",
             ),
             start_to_close_timeout=timedelta(seconds=30),
             schedule_to_close_timeout=timedelta(minutes=55),
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
             summary="tell the chat",
         )
+
+
+def _count(messages: list[InboundMessage]) -> str:
+    return "1 message" if len(messages) == 1 else f"{len(messages)} messages"
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 90:
+        return "just now" if seconds < 30 else "a minute ago"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min ago"
+    if seconds < 36 * 3600:
+        return f"{round(seconds / 3600)} h ago"
+    return f"{round(seconds / 86400)} days ago"

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ally.contracts import ApprovalOutcome, ApprovalPrompt, Reaction, ReactionRef, Reply, SentMessage
+from ally.contracts import (
+    ApprovalOutcome,
+    ApprovalPrompt,
+    Reaction,
+    ReactionRef,
+    Reply,
+    ReplyUpdate,
+    SentMessage,
+)
 
 
 class PermanentDeliveryError(Exception):
@@ -44,6 +52,10 @@ class Channel(Protocol):
 
     async def update_approval(self, outcome: ApprovalOutcome) -> None:
         """Show on the request's message who decided what, and when."""
+        ...
+
+    async def update_reply(self, update: ReplyUpdate) -> None:
+        """Rewrite a notice that offered choices, once one was taken (its buttons gone)."""
         ...
 
     async def react(self, reaction: Reaction) -> ReactionRef:

@@ -13,17 +13,26 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from ally.contracts import ApprovalOutcome, ApprovalPrompt, Reaction, ReactionRef, Reply, SentMessage
+from ally.contracts import (
+    ApprovalOutcome,
+    ApprovalPrompt,
+    Reaction,
+    ReactionRef,
+    Reply,
+    ReplyUpdate,
+    SentMessage,
+)
 
 _ids = itertools.count(1)
 
 
 class ConsoleEvent(BaseModel):
-    kind: Literal["reply", "approval", "decided"]
+    kind: Literal["reply", "approval", "decided", "updated"]
     message_id: str
     reply: Reply | None = None
     prompt: ApprovalPrompt | None = None
     outcome: ApprovalOutcome | None = None
+    update: ReplyUpdate | None = None
 
 
 class ConsoleChannel:
@@ -48,6 +57,9 @@ class ConsoleChannel:
 
     async def update_approval(self, outcome: ApprovalOutcome) -> None:
         self.sink(ConsoleEvent(kind="decided", message_id=outcome.message_id, outcome=outcome))
+
+    async def update_reply(self, update: ReplyUpdate) -> None:
+        self.sink(ConsoleEvent(kind="updated", message_id=update.message_id, update=update))
 
     async def react(self, reaction: Reaction) -> ReactionRef:
         # A terminal shows the turn's progress by its prompt; there is nothing to put an emoji on.

@@ -133,6 +133,15 @@ _NOT_MATERIALIZED = (
 # active writer"; an orphaned server lets go ~1.3 s after its stdin closes (docs/codex-app-server.md §1, §8).
 WRITER_LOCK_RETRY_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.5)
 
+# A thread this child has loaded holds Codex's writer lock on it, so a terminal's `codex resume` of
+# it fails until the thread is unloaded. `thread/unsubscribe` unloads it only after the thread's
+# `thread_unload_delay_secs` (30 min by default); every thread here is given this short one, which
+# keeps a thread we are subscribed to loaded all the same (docs/continuity.md "Chat -> terminal").
+UNLOAD_DELAY_S = 1
+RELEASE_WAIT_S = 15.0
+# `thread/list` shows only interactive sources unless told; a terminal's `codex exec` is not one.
+LISTED_SOURCES = ["cli", "vscode", "exec", "appServer"]
+
 
 @dataclass(slots=True)
 class _Pending:
@@ -364,7 +373,7 @@ class CodexRuntime:
         when that fails). A thread loaded in a live child keeps the MCP servers and config it was
         loaded with; changed ones take effect in new threads and on the next resume.
         """
-        config = thread_config(settings)
+        config = {**thread_config(settings), "thread_unload_delay_secs": UNLOAD_DELAY_S}
         if thread_id is None:
             await _prepare_workspace(settings)
             params: dict[str, Any] = {
@@ -417,6 +426,43 @@ class CodexRuntime:
                     self._loaded[thread_id] = resumed.model
                 return resumed.model
         raise AssertionError("unreachable")
+
+    async def list_threads(self, cwd: str, *, limit: int = 10) -> list[protocol.Thread]:
+        """The workspace's stored threads, most recently updated first, whoever started them."""
+        params: dict[str, Any] = {
+            "cwd": cwd,
+            "limit": limit,
+            "sortKey": "updated_at",
+            "sourceKinds": LISTED_SOURCES,
+        }
+        return _validated(protocol.ThreadListResponse, await self._call("thread/list", params)).data
+
+    async def fork_thread(self, thread_id: str, settings: ThreadSettings) -> protocol.Thread:
+        """A new thread with `thread_id`'s history, loaded here; the original stays as it was."""
+        config = {**thread_config(settings), "thread_unload_delay_secs": UNLOAD_DELAY_S}
+        params: dict[str, Any] = {"threadId": thread_id, "excludeTurns": True, "cwd": settings.cwd}
+        if config:
+            params["config"] = config
+        generation = self._generation
+        forked = _validated(protocol.ThreadForkResponse, await self._call("thread/fork", params))
+        self._config[forked.thread.id] = config
+        if generation == self._generation:
+            self._loaded[forked.thread.id] = forked.model
+        return forked.thread
+
+    async def release_thread(self, thread_id: str) -> bool:
+        """Unload the thread from this child, so another Codex process (a terminal) may write it;
+        False when it is still loaded after `RELEASE_WAIT_S` (loaded with the default unload delay,
+        by a child started before this release existed)."""
+        if thread_id not in self._loaded:
+            return True
+        await self._call("thread/unsubscribe", {"threadId": thread_id})
+        # `thread/closed` (which drops it from `_loaded`) follows once the unload delay has passed.
+        for _ in range(int(RELEASE_WAIT_S / 0.1)):
+            if thread_id not in self._loaded:
+                return True
+            await asyncio.sleep(0.1)
+        return thread_id not in self._loaded
 
     async def read_thread(self, thread_id: str, *, last: int | None = None) -> ThreadSnapshot:
         """The thread's persisted turns (all, or the `last` n), oldest first. Works on threads no

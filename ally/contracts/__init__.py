@@ -22,6 +22,9 @@ from ally.contracts.agent import (
     AgentRequest as AgentRequest,
 )
 from ally.contracts.agent import (
+    AgentThread as AgentThread,
+)
+from ally.contracts.agent import (
     AnswerRequestInput as AnswerRequestInput,
 )
 from ally.contracts.agent import (
@@ -35,6 +38,9 @@ from ally.contracts.agent import (
 )
 from ally.contracts.agent import (
     EndStatus as EndStatus,
+)
+from ally.contracts.agent import (
+    ForkInput as ForkInput,
 )
 from ally.contracts.agent import (
     McpServer as McpServer,
@@ -61,7 +67,16 @@ from ally.contracts.agent import (
     SteerTurnInput as SteerTurnInput,
 )
 from ally.contracts.agent import (
+    ThreadRef as ThreadRef,
+)
+from ally.contracts.agent import (
+    ThreadRelease as ThreadRelease,
+)
+from ally.contracts.agent import (
     ThreadSettings as ThreadSettings,
+)
+from ally.contracts.agent import (
+    ThreadsQuery as ThreadsQuery,
 )
 from ally.contracts.agent import (
     TurnOutcome as TurnOutcome,
@@ -100,6 +115,9 @@ from ally.contracts.chat import (
     ChatRef as ChatRef,
 )
 from ally.contracts.chat import (
+    Choice as Choice,
+)
+from ally.contracts.chat import (
     FinalReply as FinalReply,
 )
 from ally.contracts.chat import (
@@ -113,6 +131,9 @@ from ally.contracts.chat import (
 )
 from ally.contracts.chat import (
     Reply as Reply,
+)
+from ally.contracts.chat import (
+    ReplyUpdate as ReplyUpdate,
 )
 from ally.contracts.chat import (
     SentMessage as SentMessage,

@@ -138,3 +138,42 @@ class SteerTurnInput(BaseModel):
     """More text for the turn the calling workflow runs on this host (the host knows which)."""
 
     text: str
+
+
+# --- threads of a workspace (docs/continuity.md) ---------------------------------------------------
+
+
+class ThreadsQuery(BaseModel):
+    """The recent threads of one workspace on the host, whoever started them (a terminal too)."""
+
+    cwd: str
+    limit: int = 10
+
+
+class ThreadRef(BaseModel):
+    thread_id: str
+
+
+class ForkInput(BaseModel):
+    """A new thread with the history of `thread_id`, in `settings` (its MCP servers among them)."""
+
+    thread_id: str
+    settings: ThreadSettings
+
+
+class AgentThread(BaseModel):
+    """One stored thread as a person picks it: what it began with, when it last moved."""
+
+    thread_id: str
+    title: str = ""  # its name when it has one, else its first words
+    updated_at: float = 0.0  # unix seconds
+    last_answer: str = ""  # the final answer of its latest turn (only where asked for)
+    forked_from: str | None = None
+    cwd: str = ""
+
+
+class ThreadRelease(BaseModel):
+    """The host let go of a thread (or could not), and where a terminal finds it."""
+
+    released: bool
+    codex_home: str = ""  # the agent's home on the host: a terminal must use the same one

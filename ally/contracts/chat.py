@@ -38,6 +38,19 @@ class InboundMessage(BaseModel):
     # A group image or file sent without an @-mention (it cannot carry one): the conversation keeps
     # it for the sender's next request instead of running a turn for it.
     attachment_only: bool = False
+    # Sent this long before it reached the bridge (Feishu redelivers for hours; the bridge may have
+    # been down): the conversation asks before running it (docs/continuity.md "Stale messages").
+    stale: bool = False
+    sent_at: float | None = None  # unix seconds the chat says it was sent; None: not known
+
+
+class Choice(BaseModel):
+    """A button under a notice: clicking it is the same as sending `command` in the chat (a
+    terminal without buttons types the command instead)."""
+
+    label: str
+    command: str  # e.g. "/stale run"
+    style: Literal["primary", "default", "danger"] = "default"
 
 
 class SentMessage(BaseModel):
@@ -50,6 +63,16 @@ class Reply(BaseModel):
     text: str
     idempotency_key: str
     tone: Literal["answer", "notice", "problem"] = "answer"
+    choices: list[Choice] = []  # buttons under the text; a click sends the command to `conversation`
+    conversation: str = ""  # the workflow id of the conversation a choice goes to
+
+
+class ReplyUpdate(BaseModel):
+    """A notice with choices, rewritten once one was taken (its buttons gone)."""
+
+    chat: ChatRef
+    message_id: str
+    text: str
 
 
 class ApprovalPrompt(BaseModel):

@@ -147,6 +147,15 @@ class ConversationState(BaseModel):
     announce_at: float | None = None  # workflow time the next queue notice is due
     last_announced: float | None = None  # workflow time of the last queue notice
     alerts_workflow_id: str | None = None  # told of each failed turn (workflows/alerts.py); None = nobody
+    # Continuity (docs/continuity.md): late messages held until the chat says run or drop them,
+    # the cards that offered them; a thread handed off to a terminal, what waits meanwhile.
+    stale: list[InboundMessage] = []
+    stale_due: float | None = None  # workflow time the card for the held late messages is due
+    stale_cards: list[str] = []
+    handed_off: bool = False
+    handoff_held: list[InboundMessage] = []
+    handoff_cards: list[str] = []
+    listed_threads: list[str] = []  # the thread ids /threads showed last, for /resume N
 
 
 class ChatConfig(BaseModel):

@@ -74,9 +74,11 @@ def message_event(
     thread_id: str = "",
     app_id: str = DEFAULT_APP_ID,
     event_id: str | None = None,
+    create_time_ms: int | None = None,
 ) -> dict[str, Any]:
-    """`im.message.receive_v1`. `content` defaults to `{"text": text}` for text messages; give it for
-    other types (image `{"image_key"}`, file `{"file_key","file_name"}`, post: see post_message_event)."""
+    """`im.message.receive_v1`; `create_time_ms` backdates it (sent while the bridge was down).
+    `content` defaults to `{"text": text}` for text messages; give it for other
+    types (image `{"image_key"}`, file `{"file_key","file_name"}`, post: see post_message_event)."""
     if content is None:
         if message_type != "text":
             raise ValueError(f"content is required for message_type={message_type!r}")
@@ -85,7 +87,7 @@ def message_event(
         "message_id": message_id or f"om_{uuid.uuid4().hex}",
         "root_id": root_id,
         "parent_id": parent_id,
-        "create_time": _now_ms(),
+        "create_time": str(create_time_ms) if create_time_ms is not None else _now_ms(),
         "update_time": _now_ms(),
         "chat_id": chat_id,
         "thread_id": thread_id,

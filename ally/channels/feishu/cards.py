@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from ally.contracts import AgentRequest, ApprovalPrompt, DecisionWord
+from ally.contracts import AgentRequest, ApprovalPrompt, Choice, DecisionWord, Reply
 
 Tone = Literal["answer", "notice", "problem"]
 
@@ -336,6 +336,30 @@ def reply_card(markdown: str, tone: Tone, *, part: int = 1, parts: int = 1) -> d
     return _card([{"tag": "markdown", "content": markdown}], title=title, template=template, summary=markdown)
 
 
+def choice_card(reply: Reply) -> dict[str, Any]:
+    """A notice with buttons (`Reply.choices`); short by construction, so one card."""
+    markdown = split_markdown(escape_mentions(reply.text) or "(empty)")[0].rendered()
+
+    def button(choice: Choice) -> dict[str, Any]:
+        value = ChoiceValue(
+            conversation=reply.conversation, command=choice.command, chat_type=reply.chat.chat_type
+        )
+        return {
+            "tag": "button",
+            "text": {"tag": "plain_text", "content": choice.label},
+            "type": {"primary": "primary_filled", "danger": "danger"}.get(choice.style, "default"),
+            "behaviors": [{"type": "callback", "value": value.model_dump()}],
+        }
+
+    row = {
+        "tag": "column_set",
+        "flex_mode": "flow",
+        "columns": [{"tag": "column", "width": "auto", "elements": [button(c)]} for c in reply.choices],
+    }
+    elements: list[dict[str, Any]] = [{"tag": "markdown", "content": markdown}, row]
+    return _card(elements, title=None, template="orange", summary=markdown)
+
+
 # --- approvals -------------------------------------------------------------------------------------
 
 
@@ -367,7 +391,18 @@ class AnswersFormValue(BaseModel):
     questions: list[str]
 
 
-CardValue = Annotated[DecisionValue | AnswerValue | AnswersFormValue, Field(discriminator="ally")]
+class ChoiceValue(BaseModel):
+    """A button under a notice (a stale message, a handed-off thread): clicking it sends `command`
+    to the conversation, as if the person had typed it."""
+
+    ally: Literal["choose"] = "choose"
+    conversation: str
+    command: str
+    chat_type: Literal["p2p", "group"] = "p2p"
+
+
+DecisionCardValue = DecisionValue | AnswerValue | AnswersFormValue  # a click a turn decides
+CardValue = Annotated[DecisionCardValue | ChoiceValue, Field(discriminator="ally")]
 CARD_VALUE: TypeAdapter[CardValue] = TypeAdapter(CardValue)
 
 TITLES: dict[str, str] = {

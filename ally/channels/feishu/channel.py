@@ -21,7 +21,16 @@ from dataclasses import dataclass
 from ally.channels import PermanentDeliveryError
 from ally.channels.feishu import cards
 from ally.channels.feishu.client import PARENT_GONE, FeishuApi, FeishuApiError, FeishuRejected
-from ally.contracts import ApprovalOutcome, ApprovalPrompt, ChatRef, Reaction, ReactionRef, Reply, SentMessage
+from ally.contracts import (
+    ApprovalOutcome,
+    ApprovalPrompt,
+    ChatRef,
+    Reaction,
+    ReactionRef,
+    Reply,
+    ReplyUpdate,
+    SentMessage,
+)
 from ally.names import chunk_key
 
 log = logging.getLogger(__name__)
@@ -98,6 +107,14 @@ class FeishuChannel:
     # --- the Channel protocol --------------------------------------------------------------------
 
     async def send_reply(self, reply: Reply) -> SentMessage:
+        if reply.choices:
+            card = cards.choice_card(reply)
+            content = cards.card_content(card)
+            return SentMessage(
+                message_id=await self._send(
+                    reply.chat, reply.reply_to, "interactive", content, chunk_key(reply.idempotency_key, 0)
+                )
+            )
         layout = cards.reply_layout(reply.text, reply.tone)
         sent: list[str] = []
         for index, card in enumerate(layout.cards):
@@ -140,6 +157,13 @@ class FeishuChannel:
             # The card was recalled or is too old to edit (14 days): there is nothing left to
             # show the decision on, and failing would only fail the turn that already moved on.
             log.warning("could not show the decision on card %s: %s", outcome.message_id, error)
+
+    async def update_reply(self, update: ReplyUpdate) -> None:
+        card = cards.reply_card(cards.escape_mentions(update.text), "notice")
+        try:
+            await self.api.patch(update.message_id, cards.card_content(card))
+        except FeishuRejected as error:  # recalled, or too old to edit: nothing left to update
+            log.warning("could not update card %s: %s", update.message_id, error)
 
     async def react(self, reaction: Reaction) -> ReactionRef:
         reaction_id = await self.api.add_reaction(reaction.message_id, reaction.emoji)

@@ -65,7 +65,7 @@ class FeishuDecisions:
             )
         return True
 
-    async def by_card(self, click: CardClick, value: cards.CardValue) -> dict[str, Any]:
+    async def by_card(self, click: CardClick, value: cards.DecisionCardValue) -> dict[str, Any]:
         """The callback's answer to a click on one of our cards: a toast, and the decided card."""
         # A name not cached yet must not cost the 3 s answer: an id-only operator is fine.
         operator = await self.reader.person(click.operator.open_id, timeout_s=0.8)
@@ -124,7 +124,7 @@ class FeishuDecisions:
         return values[0].turn_workflow_id, values[0].key
 
 
-def _decision_of(value: cards.CardValue, click: CardClick, operator: Person) -> Decision:
+def _decision_of(value: cards.DecisionCardValue, click: CardClick, operator: Person) -> Decision:
     if isinstance(value, cards.DecisionValue):
         return Decision(key=value.key, decision=value.decision, operator=operator)
     if isinstance(value, cards.AnswerValue):

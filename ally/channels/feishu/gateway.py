@@ -49,7 +49,7 @@ from ally.channels.feishu.events import (
     Recalled,
 )
 from ally.channels.feishu.inbound import MessageReader
-from ally.channels.feishu.intake import Conversations, Intake
+from ally.channels.feishu.intake import STALE_AFTER_S, Conversations, Intake
 from ally.chat_client import ChatClient
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class FeishuGateway:
         reader: MessageReader,
         conversations: Conversations,
         access: AccessConfig | None = None,
+        stale_after_s: float = STALE_AFTER_S,
     ) -> None:
         """Build it on the gateway's event loop: the handlers hand their work to that loop."""
         self.chats = ChatClient(client)
@@ -82,6 +83,7 @@ class FeishuGateway:
             decisions=self.decisions,
             conversations=conversations,
             access=access or AccessConfig(),
+            stale_after_s=stale_after_s,
         )
         self.loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
@@ -145,8 +147,13 @@ class FeishuGateway:
         except ValidationError:
             log.warning("card action with a value work-ally did not make: %s", click.action.value)
             return _callback({"toast": {"type": "warning", "content": "This button is not work-ally's."}})
+        work = (
+            self.intake.choose(click, value)
+            if isinstance(value, cards.ChoiceValue)
+            else self.decisions.by_card(click, value)
+        )
         try:
-            answer = self._run(self.decisions.by_card(click, value), CALLBACK_BUDGET_S, "card action")
+            answer = self._run(work, CALLBACK_BUDGET_S, "card action")
         except Exception:
             log.exception("card action failed")
             return _callback(

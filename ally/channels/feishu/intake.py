@@ -7,24 +7,30 @@ The message goes to the conversation of the assistant its chat talks to, in its 
 group (ally/routing.py); `/assistant` and `/bind` are answered here, since they change where
 messages go. A decision shortcut ("y", "1 y 2 n") answers that conversation's waiting approvals
 instead (ally/channels/feishu/decisions.py).
+
+A message Feishu says was sent more than `stale_after_s` ago is handed over marked stale: the
+conversation asks before running it (docs/continuity.md). A click on a notice's button
+(`cards.ChoiceValue`) reaches the conversation as the command it stands for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ally import names
 from ally.access import AccessConfig, may_prompt
+from ally.channels.feishu import cards
 from ally.channels.feishu.channel import FeishuChannel
 from ally.channels.feishu.decisions import FeishuDecisions
-from ally.channels.feishu.events import Envelope, MessageReceived
+from ally.channels.feishu.events import CardClick, Envelope, MessageReceived
 from ally.channels.feishu.inbound import Ignored, MessageReader
 from ally.chat_client import ChatClient, MessageRefused
-from ally.contracts import ChatRef, ConversationState, InboundMessage
+from ally.contracts import ChatRef, ConversationState, Inbound, InboundMessage
 from ally.routing import NotRouted
 
 log = logging.getLogger(__name__)
@@ -33,6 +39,7 @@ log = logging.getLogger(__name__)
 # gives up, so the messages after it in its chat go on; acknowledged by then, it is logged as lost.
 HAND_OVER_LIMIT_S = 60.0
 CONVERSATIONS_REMEMBERED = 5000
+STALE_AFTER_S = 10 * 60  # `[chats] stale_after_minutes` (ally/config.py)
 
 
 class Conversations(Protocol):
@@ -52,6 +59,7 @@ class Intake:
     decisions: FeishuDecisions
     conversations: Conversations
     access: AccessConfig
+    stale_after_s: float = STALE_AFTER_S
     handed_over: int = 0
     _conversation_of: OrderedDict[str, str] = field(default_factory=OrderedDict)  # message -> conversation
     _told_not_enabled: set[str] = field(default_factory=set)
@@ -83,7 +91,7 @@ class Intake:
             if result.tell:
                 await self._tell_directly(envelope.event, result.tell)
             return
-        message = result.message
+        message = self._dated(result.message, envelope.event.message.create_time)
         self.channel.remember_topic(message.message_id, result.topic_id)
         verdict = may_prompt(self.access, message)
         if message.attachment_only and not verdict.allowed:
@@ -103,7 +111,12 @@ class Intake:
                 await self._say(message.chat, message.message_id, state.text)
             return
         conversation = names.conversation_id(message.chat.chat_id, state.assistant, state.topic)
-        if not message.attachment_only and await self.decisions.by_text(message, conversation):
+        # A "y" sent hours ago must not decide what waits now.
+        if (
+            not message.attachment_only
+            and not message.stale
+            and await self.decisions.by_text(message, conversation)
+        ):
             return  # an answer to a waiting approval; the turn's validator says who may give it
         if not verdict.allowed:
             log.info("message %s refused: %s", message.message_id, verdict.reason)
@@ -117,6 +130,40 @@ class Intake:
         except MessageRefused as refused:  # too large, or not valid text
             log.info("message %s refused: %s", message.message_id, refused)
             await self._say(message.chat, message.message_id, str(refused))
+
+    def _dated(self, message: InboundMessage, create_time: str | int) -> InboundMessage:
+        """The message with when Feishu says it was sent, marked stale when that is too long ago."""
+        try:
+            sent_at = int(create_time) / 1000  # Feishu gives milliseconds, as a string
+        except ValueError:
+            return message
+        stale = time.time() - sent_at > self.stale_after_s
+        if stale:
+            log.info("message %s is stale: sent %.0f s ago", message.message_id, time.time() - sent_at)
+        return message.model_copy(update={"sent_at": sent_at, "stale": stale})
+
+    async def choose(self, click: CardClick, value: cards.ChoiceValue) -> dict[str, Any]:
+        """A click on a notice's button: its command goes to the conversation that sent the notice,
+        as a message of the person who clicked (so access applies as to anything they type)."""
+        chat = ChatRef(
+            channel="feishu",
+            chat_id=click.context.open_chat_id,
+            chat_type=value.chat_type,
+            worker_queue=self.reader.worker_queue,
+        )
+        card = click.context.open_message_id
+        message = InboundMessage(
+            # One id per card and choice: a second click (or a redelivered callback) is a redelivery.
+            message_id=f"{card}:choose:{value.command}",
+            chat=chat,
+            sender=await self.reader.person(click.operator.open_id, timeout_s=0.8),
+            text=value.command,
+            reply_to=card,
+        )
+        if not may_prompt(self.access, message).allowed:
+            return {"toast": {"type": "warning", "content": "You may not decide this here."}}
+        await self.chats.signal_conversation(value.conversation, Inbound(message=message))
+        return {"toast": {"type": "success", "content": "Done"}}
 
     async def recall(self, chat_id: str, message_id: str) -> None:
         """A recalled message leaves the queue of the conversation it was handed to (or, when this
