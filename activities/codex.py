@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus
@@ -34,7 +35,11 @@ from ally.codex.runtime import (
 from ally.contracts import (
     AgentRequest,
     AnswerRequestInput,
+    DayConversation,
+    DayQuery,
+    DayRecord,
     Decision,
+    Exchange,
     RuntimeLocation,
     StartTurnInput,
     SteerTurnInput,
@@ -62,7 +67,7 @@ class CodexActivities:
     def pinned(self) -> list[Callable[..., Any]]:
         """The activities that must run where the child process is."""
         # locate_runtime too: a conversation of an assistant pinned to this host asks it here.
-        return [self.locate_runtime, self.run_turn, self.answer_request, self.steer_turn]
+        return [self.locate_runtime, self.run_turn, self.answer_request, self.steer_turn, self.day_threads]
 
     @activity.defn(name="locate_runtime")
     async def locate_runtime(self) -> RuntimeLocation:
@@ -161,6 +166,39 @@ class CodexActivities:
                 category=ApplicationErrorCategory.BENIGN,
             )
         return await self.runtime.steer(turn.thread_id, turn.turn_id, request.text)
+
+    @activity.defn(name="day_threads")
+    async def day_threads(self, query: DayQuery) -> DayRecord:
+        """The conversations of one day in one workspace, from Codex's own record (`thread/list`,
+        then each thread's turns): what was asked and what was answered, nothing else."""
+        start, end, day = day_bounds(query)
+        record = DayRecord(day=day)
+        left = query.max_chars
+        for thread in await self.runtime.list_threads(query.cwd, updated_since=start):
+            if thread.preview.startswith(query.skip_marker):
+                continue  # a digest's own thread
+            snapshot = await self.runtime.read_thread(thread.id)
+            exchanges = []
+            for turn in snapshot.turns:
+                if turn.started_at is None or not start <= turn.started_at < end:
+                    continue
+                if turn.user_text.startswith(query.skip_marker):
+                    continue
+                exchange = Exchange(
+                    asked=turn.user_text[:left],
+                    answered=turn.final_text[: max(left - len(turn.user_text), 0)],
+                )
+                left -= len(exchange.asked) + len(exchange.answered)
+                exchanges.append(exchange)
+                if left <= 0:
+                    record.truncated = True
+                    break
+            if exchanges:
+                # Oldest conversation first, as the day went.
+                record.conversations.insert(0, DayConversation(thread_id=thread.id, exchanges=exchanges))
+            if left <= 0:
+                break
+        return record
 
     # --- steps of run_turn ------------------------------------------------------------------------
 
@@ -307,6 +345,16 @@ class TurnsHere:
                 self._turns.popitem(last=False)
         self._turns.move_to_end(workflow_id)
         return self._turns[workflow_id]
+
+
+def day_bounds(query: DayQuery) -> tuple[float, float, str]:
+    """[start, end) of the query's day in unix time, and the day as YYYY-MM-DD."""
+    at = datetime.fromisoformat(query.at).astimezone(ZoneInfo(query.time_zone))
+    day = at.date() - (timedelta(days=1) if query.which == "yesterday" else timedelta(0))
+    start = datetime.combine(day, time(), tzinfo=at.tzinfo)
+    # Midnight to midnight in the zone: a day with a daylight-saving change is 23 or 25 hours.
+    end = datetime.combine(day + timedelta(days=1), time(), tzinfo=at.tzinfo)
+    return start.timestamp(), end.timestamp(), day.isoformat()
 
 
 def _submitted(details: Sequence[Any]) -> TurnProgress | None:

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from ally.contracts import AnswerRequestInput, RuntimeLocation, StartTurnInput, SteerTurnInput, TurnOutcome
+from ally.contracts import (
+    AnswerRequestInput,
+    DayQuery,
+    DayRecord,
+    RuntimeLocation,
+    StartTurnInput,
+    SteerTurnInput,
+    TurnOutcome,
+)
 
 _ELSEWHERE = "runs on an agent runtime host (activities/codex.py), never in this process"
 
@@ -36,4 +44,10 @@ async def answer_request(request: AnswerRequestInput) -> None:
 @activity.defn(name="steer_turn")
 async def steer_turn(request: SteerTurnInput) -> str:
     """More text for the turn the calling workflow runs on this host."""
+    raise NotImplementedError(_ELSEWHERE)
+
+
+@activity.defn(name="day_threads")
+async def day_threads(query: DayQuery) -> DayRecord:
+    """The conversations of one day in one workspace, read from the agent's own record."""
     raise NotImplementedError(_ELSEWHERE)

@@ -20,6 +20,7 @@ from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.channel import ChannelActivities
+    from activities.routines import routines_posting_in
     from activities.runtime import locate_runtime
     from ally import names
     from ally.contracts import (
@@ -56,6 +57,7 @@ HELD_LIMIT = 20
 QUEUE_NOTICE_AFTER_S = 3.0
 QUEUE_NOTICE_AGAIN_S = 30.0
 QUEUE_NOTICES_PATCH = "coalesced-queue-notices"  # before it, each queued message had its notice
+ROUTINES_PATCH = "routines-command"  # before it, /routines got the help text
 # Temporal refuses a payload over 2 MB: what continue-as-new carries, and a turn's result that
 # returns the steers the agent never took, stay well inside that (docs/operations.md "Limits").
 CARRY_MAX_BYTES = 1536 * 1024
@@ -74,6 +76,7 @@ HELP = """Commands:
     network, processes, packages, schedulers, git remotes, shell/interpreter code and unknown commands ask
 /assistant: which assistant this chat talks to; /assistant NAME switches (private chats)
 /bind NAME: bind this group to an assistant (approvers)
+/routines: the routines that post in this chat, their next and last runs
 /help: this list"""
 
 
@@ -340,11 +343,28 @@ class ConversationWorkflow:
                 return
             self.state.mode = wanted
             self._tell(message, f"Autonomy: {wanted}. Deny rules still apply.")
+        elif command == "/routines" and workflow.patched(ROUTINES_PATCH):
+            self._tell(message, await self._routines_here())
         elif command == "/mode" and rest in ("queue", "steer"):
             self.state.busy_policy = rest  # type: ignore[assignment]
             self._tell(message, f"While a turn runs, new messages will {rest}.")
         else:
             self._tell(message, HELP)
+
+    async def _routines_here(self) -> str:
+        """Schedules are the Temporal client's to list, not a workflow's: an activity on this
+        chat's worker asks (docs/routines.md)."""
+        try:
+            return await workflow.execute_activity(
+                routines_posting_in,
+                self.state.chat.chat_id,
+                start_to_close_timeout=timedelta(seconds=20),
+                retry_policy=RetryPolicy(maximum_attempts=2),
+                summary="list the routines posting here",
+            )
+        except ActivityError as error:
+            workflow.logger.warning("routines not listed: %s", error)
+            return "The routines could not be listed just now; `ally routines list` shows them."
 
     async def _send_notices(self) -> None:
         """Runs beside the main loop for the conversation's life: notices go out in order, and a
