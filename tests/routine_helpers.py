@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, ScheduleActionExecution, ScheduleActionExecutionStartWorkflow
 from typer.testing import CliRunner, Result
 
 from ally import routines
@@ -53,6 +53,12 @@ async def routine(client: Client, spec: RoutineSpec, run: RoutineRun) -> AsyncIt
 
 async def ally(client: Client, home: Path, *args: str) -> Result:
     """`ally ARGS` as a person runs it, with the data dir `home` and this test's Temporal."""
-    host, _, port = client.service_client.config.target_host.rpartition(":")
+    _host, _, port = client.service_client.config.target_host.rpartition(":")
     env = {"WORK_ALLY_HOME": str(home), "WORK_ALLY_TEMPORAL__PORT": port}
     return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
+
+
+def started_id(action: ScheduleActionExecution) -> str:
+    """The id of the workflow one of the schedule's actions started."""
+    assert isinstance(action, ScheduleActionExecutionStartWorkflow)
+    return action.workflow_id

@@ -12,6 +12,7 @@ import asyncio
 import json
 import tomllib
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from ally import names
 from ally.contracts import RoutineRunResult
 from ally.model_server import ApplyPatch, Say
 from ally.routines import RoutineSpec, template
-from tests.routine_helpers import routine, run_for, unique
+from tests.routine_helpers import routine, run_for, started_id, unique
 from tests.stack import Stack, eventually, running_stack
 
 pytestmark = pytest.mark.codex
@@ -47,8 +48,9 @@ async def run_once(client: Client, name: str, runs_before: int) -> RoutineRunRes
         actions = list(described.info.recent_actions)
         if len(actions) <= runs_before or described.info.running_actions:
             return None
-        run = client.get_workflow_handle(actions[-1].action.workflow_id, result_type=RoutineRunResult)
-        return await run.result()
+        run = client.get_workflow_handle(started_id(actions[-1].action), result_type=RoutineRunResult)
+        result: RoutineRunResult = await run.result()
+        return result
 
     for _ in range(300):
         if (result := await finished()) is not None:
@@ -66,12 +68,10 @@ async def three_conversations(stack: Stack) -> None:
     for question in ("Which database for the ledger?", "When is the release?", "How should you answer me?"):
         chat = stack.chat()
         await stack.send(chat, question)
-        await eventually(
-            lambda chat=chat: stack.replies(chat, tone="answer"), what=f"the answer to {question!r}"
-        )
+        await eventually(partial(stack.replies, chat, tone="answer"), what=f"the answer to {question!r}")
 
 
-async def test_the_digest_of_a_day_with_three_conversations_writes_the_memory_file_and_posts_once_even_when_rerun(
+async def test_a_days_digest_of_three_conversations_writes_the_memory_file_and_posts_once_even_when_rerun(
     client: Client, tmp_path: Path
 ) -> None:
     day = datetime.now(UTC).date().isoformat()

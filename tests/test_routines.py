@@ -16,10 +16,10 @@ from temporalio.client import Client, ScheduleOverlapPolicy
 
 from ally import names
 from ally.chat_client import ChatClient
-from ally.contracts import Decision, Person, TurnInput
+from ally.contracts import Decision, Person, RoutineRunResult, TurnInput
 from ally.model_server import Hang, RunCommand, Say
 from ally.routines import RoutineSpec
-from tests.routine_helpers import ally, routine, run_for, unique
+from tests.routine_helpers import ally, routine, run_for, started_id, unique
 from tests.stack import PERSON, eventually, running_stack
 from workflows.turn import TurnWorkflow
 
@@ -38,7 +38,7 @@ async def test_a_routine_every_few_seconds_posts_each_run_as_one_turn_in_its_cha
         async with routine(client, spec, run_for(stack, spec, chat)) as applied:
             assert applied == "created"
             answers = await eventually(
-                lambda: (found := stack.replies(chat, tone="answer")) and len(found) >= 2 and found,
+                lambda: found if len(found := stack.replies(chat, tone="answer")) >= 2 else None,
                 within=30,
                 what="two runs' answers",
             )
@@ -50,12 +50,12 @@ async def test_a_routine_every_few_seconds_posts_each_run_as_one_turn_in_its_cha
 
             described = await handle.describe()
             assert described.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
-            runs = [action.action.workflow_id for action in described.info.recent_actions]
+            runs = [started_id(action.action) for action in described.info.recent_actions]
             assert len(runs) >= 2 and all(run.startswith(names.routine_run_id(spec.name)) for run in runs)
             # Each run was one turn, with the routine as its origin.
-            first = await client.get_workflow_handle(runs[0]).result()
-            turn = client.get_workflow_handle_for(TurnWorkflow.run, first["turn_workflow_id"])
-            turn_input = await _turn_input(client, first["turn_workflow_id"])
+            first = await client.get_workflow_handle(runs[0], result_type=RoutineRunResult).result()
+            turn = client.get_workflow_handle_for(TurnWorkflow.run, str(first.turn_workflow_id))
+            turn_input = await _turn_input(client, str(first.turn_workflow_id))
             assert turn_input.origin.kind == "routine" and turn_input.origin.routine == spec.name
             assert turn_input.mode == "read_only"
             assert (await turn.result()).status == "completed"
@@ -102,7 +102,7 @@ async def test_a_run_still_going_when_the_next_falls_due_makes_the_schedule_skip
             await handle.pause()
             described = await handle.describe()
             assert described.info.num_actions_skipped_overlap >= 2  # due every 2 s while the 7 s run went on
-            assert [r.text for r in stack.replies(chat, tone="answer")][0] == "A slow report."
+            assert next(r.text for r in stack.replies(chat, tone="answer")) == "A slow report."
             shown = await ally(client, tmp_path / "home", "routines", "show", spec.name)
             assert shown.exit_code == 0, shown.output
             assert "skipped (the run before was still going)" in shown.output

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from temporalio.client import Client
+from temporalio.client import Client, ScheduleActionStartWorkflow
 
 from ally import names, routines
 from ally.contracts import RoutineRun
@@ -22,7 +22,8 @@ def routine_file(home: Path, name: str, prompt: str) -> Path:
     path = home / "routines" / f"{name}.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
-        f'prompt = "{prompt}"\ncron = "0 9 1 1 *"\ntime_zone = "Asia/Shanghai"\nchat = "oc_team"\nchat_type = "group"\n',
+        f'prompt = "{prompt}"\ncron = "0 9 1 1 *"\ntime_zone = "Asia/Shanghai"\n'
+        'chat = "oc_team"\nchat_type = "group"\n',
         encoding="utf-8",
     )
     return path
@@ -55,9 +56,9 @@ async def test_apply_creates_then_changes_nothing_then_updates_what_a_file_chang
         assert f"{name}: updated" in changed.output, changed.output
         described = await handle.describe()
         assert described.schedule.state.paused
-        run = RoutineRun.model_validate(
-            (await client.data_converter.decode([described.schedule.action.args[0]]))[0]  # type: ignore[union-attr]
-        )
+        action = described.schedule.action
+        assert isinstance(action, ScheduleActionStartWorkflow)
+        run = RoutineRun.model_validate((await client.data_converter.decode([action.args[0]]))[0])
         assert run.prompt == "Write the weekly report, in three lines." and run.mode == "read_only"
         assert run.approvers == ["ou_owner"] and run.chat.chat_type == "group"
         assert "unchanged" in (await ally(client, home, "routines", "apply")).output

@@ -96,7 +96,7 @@ async def _until_missed(handle: ScheduleHandle) -> None:
     raise AssertionError("the late run was not counted as missed")
 
 
-async def test_a_run_due_while_temporal_was_down_runs_once_after_within_the_window_and_an_older_one_is_skipped(
+async def test_a_run_due_while_temporal_was_down_runs_once_within_the_window_and_an_older_one_is_skipped(
     tmp_path: Path,
 ) -> None:
     with dev_server(tmp_path / "temporal.db") as server:
