@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus
@@ -37,7 +38,11 @@ from ally.contracts import (
     AgentRequest,
     AgentThread,
     AnswerRequestInput,
+    DayConversation,
+    DayQuery,
+    DayRecord,
     Decision,
+    Exchange,
     ForkInput,
     RuntimeLocation,
     StartTurnInput,
@@ -78,6 +83,7 @@ class CodexActivities:
             self.describe_thread,
             self.fork_thread,
             self.release_thread,
+            self.day_threads,
         ]
 
     @activity.defn(name="locate_runtime")
@@ -214,6 +220,39 @@ class CodexActivities:
         """Let go of the thread's writer lock, so a terminal can continue it."""
         released = await self.runtime.release_thread(ref.thread_id)
         return ThreadRelease(released=released, codex_home=str(self.runtime.codex_home))
+
+    @activity.defn(name="day_threads")
+    async def day_threads(self, query: DayQuery) -> DayRecord:
+        """The conversations of one day in one workspace, from Codex's own record (`thread/list`,
+        then each thread's turns): what was asked and what was answered, nothing else."""
+        start, end, day = day_bounds(query)
+        record = DayRecord(day=day)
+        left = query.max_chars
+        for thread in await self.runtime.threads_updated_since(query.cwd, start):
+            if thread.preview.startswith(query.skip_marker):
+                continue  # a digest's own thread
+            snapshot = await self.runtime.read_thread(thread.id)
+            exchanges = []
+            for turn in snapshot.turns:
+                if turn.started_at is None or not start <= turn.started_at < end:
+                    continue
+                if turn.user_text.startswith(query.skip_marker):
+                    continue
+                exchange = Exchange(
+                    asked=turn.user_text[:left],
+                    answered=turn.final_text[: max(left - len(turn.user_text), 0)],
+                )
+                left -= len(exchange.asked) + len(exchange.answered)
+                exchanges.append(exchange)
+                if left <= 0:
+                    record.truncated = True
+                    break
+            if exchanges:
+                # Oldest conversation first, as the day went.
+                record.conversations.insert(0, DayConversation(thread_id=thread.id, exchanges=exchanges))
+            if left <= 0:
+                break
+        return record
 
     # --- steps of run_turn ------------------------------------------------------------------------
 
@@ -360,6 +399,16 @@ class TurnsHere:
                 self._turns.popitem(last=False)
         self._turns.move_to_end(workflow_id)
         return self._turns[workflow_id]
+
+
+def day_bounds(query: DayQuery) -> tuple[float, float, str]:
+    """[start, end) of the query's day in unix time, and the day as YYYY-MM-DD."""
+    at = datetime.fromisoformat(query.at).astimezone(ZoneInfo(query.time_zone))
+    day = at.date() - (timedelta(days=1) if query.which == "yesterday" else timedelta(0))
+    start = datetime.combine(day, time(), tzinfo=at.tzinfo)
+    # Midnight to midnight in the zone: a day with a daylight-saving change is 23 or 25 hours.
+    end = datetime.combine(day + timedelta(days=1), time(), tzinfo=at.tzinfo)
+    return start.timestamp(), end.timestamp(), day.isoformat()
 
 
 def _submitted(details: Sequence[Any]) -> TurnProgress | None:

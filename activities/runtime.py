@@ -13,6 +13,8 @@ from temporalio import activity
 from ally.contracts import (
     AgentThread,
     AnswerRequestInput,
+    DayQuery,
+    DayRecord,
     ForkInput,
     RuntimeLocation,
     StartTurnInput,
@@ -71,4 +73,10 @@ async def fork_thread(request: ForkInput) -> AgentThread:
 @activity.defn(name="release_thread")
 async def release_thread(ref: ThreadRef) -> ThreadRelease:
     """Unload the thread on the host, so a terminal may write it; False if it could not."""
+    raise NotImplementedError(_ELSEWHERE)
+
+
+@activity.defn(name="day_threads")
+async def day_threads(query: DayQuery) -> DayRecord:
+    """The conversations of one day in one workspace, read from the agent's own record."""
     raise NotImplementedError(_ELSEWHERE)

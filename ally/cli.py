@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from ally.cli_assistants import assistants_app
+from ally.cli_routines import routines_app
 from ally.config import AllyConfig, ConfigError, config_path, data_dir, load_config
 
 app = typer.Typer(
@@ -462,6 +463,7 @@ service_app = typer.Typer(
 )
 app.add_typer(service_app, name="service")
 app.add_typer(assistants_app, name="assistants")
+app.add_typer(routines_app, name="routines")
 
 
 @service_app.command("install")

@@ -71,6 +71,32 @@ def chat_of(conversation_id: str) -> str:
     return conversation_id.removeprefix("chat:").split("/", 1)[0].split("@", 1)[0]
 
 
+# A routine is a Temporal Schedule (docs/routines.md): its id, and the id each run it starts is
+# given (Temporal appends the scheduled time to it).
+ROUTINE_SCHEDULE_PREFIX = "routine:"
+ROUTINE_RUN_PREFIX = "routine-run:"
+
+
+def routine_schedule_id(name: str) -> str:
+    return f"{ROUTINE_SCHEDULE_PREFIX}{name}"
+
+
+def routine_run_id(name: str) -> str:
+    return f"{ROUTINE_RUN_PREFIX}{name}"
+
+
+def routine_message_id(name: str, scheduled: str) -> str:
+    """A routine's run stands where a person's message would: one per scheduled time, so its turn
+    (`turn_workflow_id`) and that turn's deliveries are deterministic too."""
+    return f"routine:{name}:{scheduled}"
+
+
+def digest_message_id(assistant: str, day: str) -> str:
+    """The memory digest of one assistant's day: one turn id per (assistant, day), so a rerun of the
+    day delivers with the same idempotency key and replaces rather than duplicates."""
+    return f"digest:{assistant}:{day}"
+
+
 def turn_workflow_id(chat: str, message: str) -> str:
     """One turn per inbound message: Feishu redeliveries map to the same workflow id."""
     return f"turn:{chat}:{message}"

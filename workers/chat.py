@@ -18,12 +18,14 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.channel import ChannelActivities
 from activities.policy import evaluate_policy
+from activities.routines import routine_thread, routines_posting_in
 from ally.channels import Channel
 from workflows.alerts import AlertsWorkflow
 from workflows.conversation import ConversationWorkflow
+from workflows.routine import RoutineRunWorkflow
 from workflows.turn import TurnWorkflow
 
-WORKFLOWS = [ConversationWorkflow, TurnWorkflow, AlertsWorkflow]
+WORKFLOWS = [ConversationWorkflow, TurnWorkflow, AlertsWorkflow, RoutineRunWorkflow]
 
 
 def chat_worker(client: Client, channel: Channel, task_queue: str) -> Worker:
@@ -36,6 +38,6 @@ def chat_worker(client: Client, channel: Channel, task_queue: str) -> Worker:
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=[*ChannelActivities(channel).all(), evaluate_policy],
+        activities=[*ChannelActivities(channel).all(), evaluate_policy, routine_thread, routines_posting_in],
         workflow_runner=UnsandboxedWorkflowRunner(),
     )

@@ -21,6 +21,7 @@ from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.channel import ChannelActivities
+    from activities.routines import routines_posting_in
     from activities.runtime import describe_thread, fork_thread, list_threads, locate_runtime, release_thread
     from ally import names
     from ally.contracts import (
@@ -70,6 +71,7 @@ STALE_PATCH = "stale-messages"  # before it, a late message ran like any other
 HANDOFF_PATCH = "handed-off"  # before it, no conversation was ever handed off
 THREADS_SHOWN = 10
 CLI_MESSAGE_PREFIX = "cli:"  # a message from the terminal (`ally handoff`): nothing in the chat to reply to
+ROUTINES_PATCH = "routines-command"  # before it, /routines got the help text
 # Temporal refuses a payload over 2 MB: what continue-as-new carries, and a turn's result that
 # returns the steers the agent never took, stay well inside that (docs/operations.md "Limits").
 CARRY_MAX_BYTES = 1536 * 1024
@@ -94,6 +96,7 @@ HELP = """Commands:
 /handoff: the command to continue this thread in a terminal; until /takeback, messages here ask first
 /takeback: continue here after a handoff, with whatever the terminal added
 /stale run|drop: run or drop the messages that arrived late
+/routines: the routines that post in this chat, their next and last runs
 /help: this list"""
 
 
@@ -395,6 +398,8 @@ class ConversationWorkflow:
                 return
             self.state.mode = wanted
             self._tell(message, f"Autonomy: {wanted}. Deny rules still apply.")
+        elif command == "/routines" and workflow.patched(ROUTINES_PATCH):
+            self._tell(message, await self._routines_here())
         elif command == "/mode" and rest in ("queue", "steer"):
             self.state.busy_policy = rest  # type: ignore[assignment]
             self._tell(message, f"While a turn runs, new messages will {rest}.")
@@ -600,6 +605,21 @@ class ConversationWorkflow:
                 Choice(label="Drop them", command="/stale drop", style="danger"),
             ]
             self.outbox.append(Notice(to=held[-1], text="\n".join(lines), choices=choices, keep_as="stale"))
+
+    async def _routines_here(self) -> str:
+        """Schedules are the Temporal client's to list, not a workflow's: an activity on this
+        chat's worker asks (docs/routines.md)."""
+        try:
+            return await workflow.execute_activity(
+                routines_posting_in,
+                self.state.chat.chat_id,
+                start_to_close_timeout=timedelta(seconds=20),
+                retry_policy=RetryPolicy(maximum_attempts=2),
+                summary="list the routines posting here",
+            )
+        except ActivityError as error:
+            workflow.logger.warning("routines not listed: %s", error)
+            return "The routines could not be listed just now; `ally routines list` shows them."
 
     async def _send_notices(self) -> None:
         """Runs beside the main loop for the conversation's life: notices go out in order, and a

@@ -191,7 +191,8 @@ class TurnWorkflow:
         # The parent starts this workflow with TurnState=running, so that costs no event here.
         workflow.set_current_details("**running**")
         metrics.turn_started()
-        if turn.message.chat.reactions:  # not awaited: the turn does not wait for an emoji
+        # Not awaited: the turn does not wait for an emoji. A routine's run has no message to put one on.
+        if turn.message.chat.reactions and turn.origin.kind == "message":
             self.working = self._react(WORKING_EMOJI)
         running = workflow.start_activity(
             runtime.run_turn,
@@ -459,7 +460,7 @@ class TurnWorkflow:
         # back until the emoji is on. On this workflow's own queue it is still dispatched eagerly.
         return workflow.start_activity_method(
             ChannelActivities.react,
-            Reaction(chat=self.turn.message.chat, message_id=self._reply_target(), emoji=emoji),
+            Reaction(chat=self.turn.message.chat, message_id=self._reacted_message(), emoji=emoji),
             start_to_close_timeout=timedelta(seconds=10),
             schedule_to_close_timeout=timedelta(minutes=1),
             retry_policy=REACTION_RETRY,
@@ -562,7 +563,14 @@ class TurnWorkflow:
             or operator_id in self.turn.approvers
         )
 
-    def _reply_target(self) -> str:
+    def _reply_target(self) -> str | None:
+        """What the turn's messages answer; a routine's run answers no one's message: its messages
+        go to its topic, or stand on their own in the chat."""
+        if self.turn.origin.kind == "routine":
+            return self.turn.message.reply_to
+        return self._reacted_message()
+
+    def _reacted_message(self) -> str:
         return self.turn.message.reply_to or self.turn.message.message_id
 
     def _prompt_text(self) -> str:

@@ -484,6 +484,22 @@ class CodexRuntime:
                 break
         return ThreadSnapshot(thread_id=thread_id, turns=[_snapshot(turn) for turn in reversed(turns)])
 
+    async def threads_updated_since(self, cwd: str, updated_since: float) -> list[protocol.Thread]:
+        """The stored threads whose working directory is `cwd`, updated at or after
+        `updated_since` (unix time), newest first (`thread/list`, docs/codex-app-server.md §3)."""
+        found: list[protocol.Thread] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"cwd": cwd, "sortKey": "updated_at", "limit": 50, "sourceKinds": []}
+            if cursor:
+                params["cursor"] = cursor
+            page = _validated(protocol.ThreadListResponse, await self._call("thread/list", params))
+            fresh = [thread for thread in page.data if thread.updated_at >= updated_since]
+            found.extend(fresh)
+            cursor = page.next_cursor
+            if not cursor or len(fresh) < len(page.data):
+                return found
+
     async def _turns_page(
         self, thread_id: str, params: dict[str, Any]
     ) -> protocol.ThreadTurnsListResponse | None:
@@ -777,4 +793,5 @@ def _snapshot(turn: protocol.Turn) -> TurnSnapshot:
         user_text=user,
         final_text=final,
         error=turn.error.message if turn.error else None,
+        started_at=turn.started_at,
     )

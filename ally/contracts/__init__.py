@@ -10,6 +10,7 @@ to the chat or the policy, and sends the agent their `Decision`.
     policy.py     the approval policy's configuration, question and verdict
     workflows.py  the workflows' own inputs, results, states and query views
     alerts.py     the owner's alerts: incidents, and what opens and resolves them
+    routines.py   a routine's scheduled run, its outcome, and the memory digest's day
 
 One model argument per workflow and activity, so fields can be added without breaking histories.
 Payloads carry ids and the final text only, never transcripts. Nothing here imports an agent's
@@ -164,6 +165,30 @@ from ally.contracts.policy import (
 )
 from ally.contracts.policy import (
     capped as capped,
+)
+from ally.contracts.routines import (
+    ContinuingThreadQuery as ContinuingThreadQuery,
+)
+from ally.contracts.routines import (
+    DayConversation as DayConversation,
+)
+from ally.contracts.routines import (
+    DayQuery as DayQuery,
+)
+from ally.contracts.routines import (
+    DayRecord as DayRecord,
+)
+from ally.contracts.routines import (
+    Exchange as Exchange,
+)
+from ally.contracts.routines import (
+    RoutineKind as RoutineKind,
+)
+from ally.contracts.routines import (
+    RoutineRun as RoutineRun,
+)
+from ally.contracts.routines import (
+    RoutineRunResult as RoutineRunResult,
 )
 from ally.contracts.workflows import (
     ChatConfig as ChatConfig,

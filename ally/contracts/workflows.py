@@ -20,12 +20,15 @@ from ally.contracts.policy import Mode, PolicyConfig, SessionGrants
 
 
 class TurnOrigin(BaseModel):
-    """Where a turn came from. Today always a person's message in a chat; a routine or a handoff
-    from another assistant would be kinds of their own, with what they need to say so."""
+    """Where a turn came from: a person's message in a chat, or a routine's scheduled run
+    (workflows/routine.py). A routine's turn has no person's message to answer: its `message_id` is
+    the run's own id, its `sender` the routine, and its replies are posted to the chat (or topic)
+    rather than as a reply; only the assistant's approvers may decide its approvals."""
 
-    kind: Literal["message"] = "message"
+    kind: Literal["message", "routine"] = "message"
     message_id: str
     sender: Person
+    routine: str | None = None  # the routine's name, for kind "routine"
 
 
 class TurnInput(BaseModel):
