@@ -19,6 +19,8 @@ MODES_BY_AUTONOMY: tuple[Mode, ...] = ("ask", "read_only", "trusted")  # each de
 def capped(mode: Mode, ceiling: Mode) -> Mode:
     """`mode`, lowered to `ceiling` when it would decide more on its own."""
     return min(mode, ceiling, key=MODES_BY_AUTONOMY.index)
+
+
 RuleKind = Literal["command", "file_change", "permissions", "elicitation"]
 # Rules cannot name user_input (only a person can write the answers) or other (unknown methods).
 PATH_KINDS = {"command", "file_change", "permissions"}  # kinds whose requests carry paths
