@@ -154,8 +154,18 @@ def _commit(before: WorkspaceSnapshot, message: str) -> AutosaveResult:
         return AutosaveResult(
             skipped="nothing_changed", left_out=left_out, detail="the turn changed no content"
         )
+    sign = ["-S"] if _signs_commits(top) else []  # commit-tree itself ignores commit.gpgSign
     commit = _out(
-        top, "commit-tree", tree, "-p", before.head, "-F", "-", input=message.encode(), env=_identity(top)
+        top,
+        "commit-tree",
+        tree,
+        "-p",
+        before.head,
+        *sign,
+        "-F",
+        "-",
+        input=message.encode(),
+        env=_identity(top),
     )
     _out(top, "update-ref", "-m", REFLOG_MESSAGE, "HEAD", commit, before.head)
     return AutosaveResult(
@@ -369,6 +379,11 @@ def _identity(top: Path) -> dict[str, str]:
 def _shown(path: str) -> str:
     """A path as text that can cross Temporal (JSON): a name that is not UTF-8 gets escapes."""
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _signs_commits(top: Path) -> bool:
+    asked = _git(top, "config", "--type=bool", "commit.gpgSign", check=False)
+    return asked.returncode == 0 and asked.stdout.decode().strip() == "true"
 
 
 def _nul(paths: list[str]) -> bytes:

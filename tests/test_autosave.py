@@ -303,3 +303,15 @@ def test_the_message_names_the_request_the_person_and_the_turn() -> None:
     text = "\n".join(body)
     assert "Alice (ou_alice)" in text and "turn:oc_1:om_2" in text and "was stopped" in text
     assert "Work-Ally-Turn: turn:oc_1:om_2" in body
+
+
+def test_a_repository_that_signs_its_commits_gets_a_signed_autosave_or_none(repo: Path) -> None:
+    git(repo, "config", "commit.gpgSign", "true")
+    git(repo, "config", "gpg.program", "false")  # a signer that refuses: no unsigned commit instead
+    start = head(repo)
+    before = snapshot(repo)
+    write("new.txt", "x\n")(repo)
+    result = commit_turn_changes(before, MESSAGE)
+    assert (result.commit, result.skipped) == (None, "git_failed")
+    assert "commit-tree" in result.detail
+    assert head(repo) == start and status(repo) == {"new.txt": "??"}
