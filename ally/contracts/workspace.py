@@ -23,7 +23,7 @@ SkipReason = Literal[
     "head_moved",  # HEAD (or the branch) changed during the turn: someone committed or switched
     "nothing_changed",  # the turn changed no file that was committed-clean before it
     "git_failed",  # git refused a step; `detail` says which and why
-    "host_unavailable",  # the host holding the workspace did not answer the autosave
+    "host_unavailable",  # the workspace's host could not run autosave (no answer, or too old to have it)
 ]
 
 
