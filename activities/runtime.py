@@ -1,9 +1,10 @@
 """The agent runtime host's activities as the workflows see them: typed stubs, never run here.
 
-The real ones (activities/codex.py, `CodexActivities`) live on the host's pinned queue and import
-the Codex client, which the workflows must not: a second runtime would implement these same names
-and shapes. Calling a stub by reference gives mypy the argument and result types and an editor the
-way to the contract; tests/test_typed_edges.py proves each stub matches the activity it stands for.
+The real ones (activities/codex.py, `CodexActivities`; the workspace's, `WorkspaceActivities` in
+activities/workspace.py) live on the host's pinned queue and import what the workflows must not
+(the Codex client, subprocesses): a second runtime would implement these same names and shapes.
+Calling a stub by reference gives mypy the argument and result types and an editor the way to the
+contract; tests/test_typed_edges.py proves each stub matches the activity it stands for.
 """
 
 from __future__ import annotations
@@ -13,19 +14,23 @@ from temporalio import activity
 from ally.contracts import (
     AgentThread,
     AnswerRequestInput,
+    AutosaveRequest,
+    AutosaveResult,
     DayQuery,
     DayRecord,
     ForkInput,
     RuntimeLocation,
+    SnapshotRequest,
     StartTurnInput,
     SteerTurnInput,
     ThreadRef,
     ThreadRelease,
     ThreadsQuery,
     TurnOutcome,
+    WorkspaceSnapshot,
 )
 
-_ELSEWHERE = "runs on an agent runtime host (activities/codex.py), never in this process"
+_ELSEWHERE = "runs on an agent runtime host (activities/codex.py, activities/workspace.py), never here"
 
 
 @activity.defn(name="locate_runtime")
@@ -79,4 +84,16 @@ async def release_thread(ref: ThreadRef) -> ThreadRelease:
 @activity.defn(name="day_threads")
 async def day_threads(query: DayQuery) -> DayRecord:
     """The conversations of one day in one workspace, read from the agent's own record."""
+    raise NotImplementedError(_ELSEWHERE)
+
+
+@activity.defn(name="snapshot_workspace")
+async def snapshot_workspace(request: SnapshotRequest) -> WorkspaceSnapshot:
+    """Before an autosaved turn: which paths of the workspace the person already has uncommitted."""
+    raise NotImplementedError(_ELSEWHERE)
+
+
+@activity.defn(name="autosave_workspace")
+async def autosave_workspace(request: AutosaveRequest) -> AutosaveResult:
+    """After the turn: commit what it changed in the workspace, locally, and nothing else."""
     raise NotImplementedError(_ELSEWHERE)

@@ -23,6 +23,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
 from activities.codex import HEARTBEAT_FLUSH, CodexActivities
+from activities.workspace import WorkspaceActivities
 from ally import names
 from ally.channels import Channel
 from ally.channels.console import ConsoleChannel, ConsoleEvent
@@ -154,7 +155,7 @@ def codex_workers(client: Client, runtime: CodexRuntime, host: str, discovery_qu
         Worker(
             client,
             task_queue=names.runtime_queue(host),
-            activities=codex.pinned(),
+            activities=[*codex.pinned(), *WorkspaceActivities().pinned()],
             max_heartbeat_throttle_interval=HEARTBEAT_FLUSH,  # as workers/runtime.py
             identity=identity,
         ),

@@ -17,6 +17,7 @@ from temporalio import activity
 
 from activities import runtime
 from activities.codex import CodexActivities, answer_of
+from activities.workspace import WorkspaceActivities
 from ally.contracts import AgentRequest, AnswerRequestInput, Decision, Person, TurnInput
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +45,11 @@ def _defined_activities(cls: type) -> dict[str, object]:
     }
 
 
+def _host_activities() -> dict[str, object]:
+    """Everything a runtime host runs for the workflows: Codex's and the workspace's."""
+    return {**_defined_activities(CodexActivities), **_defined_activities(WorkspaceActivities)}
+
+
 def _stubs() -> dict[str, object]:
     return {
         definition.name: member
@@ -55,12 +61,12 @@ def _stubs() -> dict[str, object]:
 
 
 def test_every_codex_host_activity_has_a_stub_the_workflows_call() -> None:
-    assert sorted(_stubs()) == sorted(_defined_activities(CodexActivities))
+    assert sorted(_stubs()) == sorted(_host_activities())
 
 
-@pytest.mark.parametrize("name", sorted(_defined_activities(CodexActivities)))
+@pytest.mark.parametrize("name", sorted(_host_activities()))
 def test_a_stub_takes_and_gives_what_its_codex_activity_does(name: str) -> None:
-    real = _defined_activities(CodexActivities)[name]
+    real = _host_activities()[name]
     stub = _stubs()[name]
     real_hints = typing.get_type_hints(real)
     stub_hints = typing.get_type_hints(stub)

@@ -1,7 +1,8 @@
 """Runtime worker: owns this host's one `codex app-server` child, shared by every chat.
 
 Hosts the Codex activities on the host's own queue (`codex-runtime@<host>`, so every call of a
-turn reaches the process that holds the thread) and `locate_runtime` on the shared discovery queue.
+turn reaches the process that holds the thread), with the workspace's (autosave: the workspace is a
+directory on this machine), and `locate_runtime` on the shared discovery queue.
 Stopping the worker stops the child: its process group is killed, so no orphan keeps a thread's
 writer lock (docs/codex-app-server.md §1).
 """
@@ -16,6 +17,7 @@ import sys
 from temporalio.worker import Worker
 
 from activities.codex import HEARTBEAT_FLUSH, CodexActivities
+from activities.workspace import WorkspaceActivities
 from ally.clean_exit import run_process
 from ally.codex.binary import CodexBinaryNotFound, find_codex_binary
 from ally.codex.runtime import CodexRuntime, CodexStartFailed
@@ -56,7 +58,7 @@ async def main() -> None:
             client,
             task_queue=runtime_queue(host),
             identity=identity,
-            activities=codex.pinned(),
+            activities=[*codex.pinned(), *WorkspaceActivities().pinned()],
             max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
             max_heartbeat_throttle_interval=HEARTBEAT_FLUSH,
         )

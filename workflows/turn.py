@@ -5,6 +5,8 @@
       `thread/read` (the truth, never the streamed deltas)
     while it runs: show each request in the chat, wait for a decision (update, or signal fallback),
       answer Codex on the same host; steer and /stop arrive as signals
+    with autosave on: note the workspace's uncommitted files before, commit what the turn changed
+      after (on the same host; docs/autosave.md)
     deliver the outcome to the chat once (idempotency key derived from this workflow's id), settling
       the progress emoji in the same delivery
 
@@ -28,7 +30,7 @@ from typing import Literal, TypedDict, TypeVar
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
@@ -41,6 +43,8 @@ with workflow.unsafe.imports_passed_through():
         AnswerRequestInput,
         ApprovalOutcome,
         ApprovalPrompt,
+        AutosaveRequest,
+        AutosaveResult,
         Decision,
         DecisionRecord,
         FinalReply,
@@ -51,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         ReactionRef,
         Reply,
         SentMessage,
+        SnapshotRequest,
         StartTurnInput,
         SteerTurnInput,
         TurnInput,
@@ -58,6 +63,7 @@ with workflow.unsafe.imports_passed_through():
         TurnResult,
         TurnView,
         Verdict,
+        WorkspaceSnapshot,
     )
     from ally.policy import remember as remember_grant
     from ally.policy_legacy import evaluate as evaluate_legacy_policy
@@ -99,6 +105,9 @@ POLICY_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(millis
 LOCAL_CALL_FAILED = (ActivityError, ApplicationError, TemporalTimeoutError)
 # Before this patch a refused reply (bot removed from the chat) failed the whole turn.
 UNDELIVERED_PATCH = "undelivered-local-reply"
+# Autosave adds two calls to the host around the turn; a turn started with autosave on before
+# this code existed replays without them.
+AUTOSAVE_PATCH = "workspace-autosave"
 
 
 A = TypeVar("A")
@@ -133,6 +142,7 @@ class TurnWorkflow:
         self.working: workflow.ActivityHandle[ReactionRef] | None = None
         self.grants = turn.grants
         self.decisions: list[DecisionRecord] = []
+        self.autosave: AutosaveResult | None = None
 
     # --- what the outside world can tell a running turn ------------------------------------------
 
@@ -194,6 +204,18 @@ class TurnWorkflow:
         # Not awaited: the turn does not wait for an emoji. A routine's run has no message to put one on.
         if turn.message.chat.reactions and turn.origin.kind == "message":
             self.working = self._react(WORKING_EMOJI)
+        before: WorkspaceSnapshot | None = None
+        if turn.autosave and workflow.patched(AUTOSAVE_PATCH):
+            try:
+                before = await self._snapshot_workspace()
+            except ActivityError as error:
+                if _never_started(error):
+                    return await self._host_lost(error)
+                workflow.logger.warning(
+                    "autosave: the workspace could not be read before the turn: %s", error
+                )
+                detail = "the workspace could not be read before the turn"
+                self.autosave = AutosaveResult(skipped="host_unavailable", detail=detail)
         running = workflow.start_activity(
             runtime.run_turn,
             StartTurnInput(
@@ -238,9 +260,12 @@ class TurnWorkflow:
                 thread_id=self.thread_id or "", turn_id=self.turn_id or "", status="interrupted"
             )
         await self._close_unanswered_requests(outcome)
+        if before is not None:
+            self.autosave = await self._autosave(before, outcome)
         self._set_state("delivering")
         tone = reply_tone(outcome, stopped=self.stop_requested)
-        if await self._finish(reply_text(outcome), tone=tone, done=outcome.status == "completed"):
+        text = "\n\n".join(filter(None, [reply_text(outcome), autosave_note(self.autosave)]))
+        if await self._finish(text, tone=tone, done=outcome.status == "completed"):
             self._set_state("done" if outcome.status == "completed" else "failed")
         metrics.turn_finished(outcome.status)
         return TurnResult(
@@ -251,6 +276,7 @@ class TurnWorkflow:
             grants=self.grants,
             decisions=self.decisions,
             unsteered=self._unsteered(),
+            autosave=self.autosave,
         )
 
     # --- steps -----------------------------------------------------------------------------------
@@ -430,6 +456,37 @@ class TurnWorkflow:
                 )
             except ActivityError:
                 self.unsteered.append(text)  # Codex had finished: the conversation runs it next
+
+    async def _snapshot_workspace(self) -> WorkspaceSnapshot:
+        return await workflow.execute_activity(
+            runtime.snapshot_workspace,
+            SnapshotRequest(cwd=self.turn.settings.cwd),
+            **self._on_host(),
+            summary="autosave: note the uncommitted files before the turn",
+        )
+
+    async def _autosave(self, before: WorkspaceSnapshot, outcome: TurnOutcome) -> AutosaveResult:
+        """Whatever the turn did on disk is committed, whether it completed, was stopped or failed:
+        left uncommitted, its changes would count as the person's before the next turn. A failure
+        here costs the commit, never the reply."""
+        request = AutosaveRequest(
+            before=before,
+            turn_workflow_id=workflow.info().workflow_id,
+            person=self.turn.origin.sender,
+            prompt=self.turn.message.text,
+            status=outcome.status,
+            assistant=self.turn.assistant,
+        )
+        try:
+            return await workflow.execute_activity(
+                runtime.autosave_workspace,
+                request,
+                **self._on_host(),
+                summary="autosave: commit the turn's changes",
+            )
+        except ActivityError as error:
+            workflow.logger.warning("autosave failed: %s", error)
+            return AutosaveResult(skipped="host_unavailable", detail="the workspace's host did not answer")
 
     async def _close_unanswered_requests(self, outcome: TurnOutcome | None) -> None:
         """A turn that ended (stop, crash) with a card still open: say on the card what happened.
@@ -613,6 +670,39 @@ def reply_text(outcome: TurnOutcome) -> str:
         said = f"\n\nBefore stopping, Codex said:\n\n{outcome.final_text}" if outcome.final_text else ""
         return "Stopped." + said
     return f"This turn failed: {outcome.error or 'no reason given'}. Send /retry to try again."
+
+
+def autosave_note(result: AutosaveResult | None) -> str:
+    """One line under the reply: what autosave committed, what it left alone and why."""
+    if result is None:
+        return ""
+    if result.commit is not None:
+        files = "1 file" if len(result.committed) == 1 else f"{len(result.committed)} files"
+        note = f"Autosave: committed {files} as {result.commit[:7]}."
+        if result.left_out:
+            note += (
+                f" Not committed: {_paths(result.left_out)}, which had uncommitted changes before this turn."
+            )
+        return note + (f" Note: {result.detail}." if result.detail else "")
+    if result.skipped == "nothing_changed":
+        if not result.left_out:
+            return ""
+        return (
+            f"Autosave: nothing committed; this turn changed only {_paths(result.left_out)}, "
+            "which had uncommitted changes before it."
+        )
+    return f"Autosave: nothing committed; {result.detail or 'no reason given'}."
+
+
+def _paths(paths: list[str], shown: int = 3) -> str:
+    named = ", ".join(paths[:shown])
+    return f"{named} and {len(paths) - shown} more" if len(paths) > shown else named
+
+
+def _never_started(error: ActivityError) -> bool:
+    """No worker of the host picked the call up in time: the host is gone."""
+    cause = error.cause
+    return isinstance(cause, TemporalTimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START
 
 
 def reply_tone(outcome: TurnOutcome, *, stopped: bool) -> Literal["answer", "notice", "problem"]:

@@ -11,6 +11,7 @@ to the chat or the policy, and sends the agent their `Decision`.
     workflows.py  the workflows' own inputs, results, states and query views
     alerts.py     the owner's alerts: incidents, and what opens and resolves them
     routines.py   a routine's scheduled run, its outcome, and the memory digest's day
+    workspace.py  workspace autosave: the git workspace before a turn, the commit after it
 
 One model argument per workflow and activity, so fields can be added without breaking histories.
 Payloads carry ids and the final text only, never transcripts. Nothing here imports an agent's
@@ -222,4 +223,22 @@ from ally.contracts.workflows import (
 )
 from ally.contracts.workflows import (
     TurnView as TurnView,
+)
+from ally.contracts.workspace import (
+    AutosaveRequest as AutosaveRequest,
+)
+from ally.contracts.workspace import (
+    AutosaveResult as AutosaveResult,
+)
+from ally.contracts.workspace import (
+    DirtyPath as DirtyPath,
+)
+from ally.contracts.workspace import (
+    SkipReason as SkipReason,
+)
+from ally.contracts.workspace import (
+    SnapshotRequest as SnapshotRequest,
+)
+from ally.contracts.workspace import (
+    WorkspaceSnapshot as WorkspaceSnapshot,
 )

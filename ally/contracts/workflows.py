@@ -15,6 +15,7 @@ from ally import names
 from ally.contracts.agent import AgentRequest, Decision, Person, RuntimeLocation, ThreadSettings
 from ally.contracts.chat import ChatRef, InboundMessage
 from ally.contracts.policy import Mode, PolicyConfig, SessionGrants
+from ally.contracts.workspace import AutosaveResult
 
 # --- a turn ----------------------------------------------------------------------------------------
 
@@ -93,6 +94,7 @@ class TurnResult(BaseModel):
     grants: SessionGrants = SessionGrants()
     decisions: list[DecisionRecord] = []
     unsteered: list[str] = []  # steers that reached the turn only after the agent had finished it
+    autosave: AutosaveResult | None = None  # None: autosave was off (or the host was lost)
 
 
 class TurnView(BaseModel):

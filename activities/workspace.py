@@ -1,0 +1,47 @@
+"""Workspace activities: the git side of autosave, on the host that holds the workspace.
+
+They run on the host's pinned queue beside the Codex activities, because the workspace is a
+directory on that machine. Thin: ally/autosave.py does the work, in a thread (it runs `git`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from temporalio import activity
+
+from ally import autosave
+from ally.contracts import AutosaveRequest, AutosaveResult, SnapshotRequest, WorkspaceSnapshot
+
+
+class WorkspaceActivities:
+    def __init__(self) -> None:
+        # One at a time per workspace: a snapshot taken while another turn's autosave is between
+        # its commit and its index refresh would see that turn's files as the person's.
+        self.locks: dict[str, asyncio.Lock] = {}
+
+    def pinned(self) -> list[Callable[..., Any]]:
+        """The activities that must run where the workspace is."""
+        return [self.snapshot_workspace, self.autosave_workspace]
+
+    @activity.defn(name="snapshot_workspace")
+    async def snapshot_workspace(self, request: SnapshotRequest) -> WorkspaceSnapshot:
+        """Before an autosaved turn: which paths the person already has uncommitted."""
+        async with self._lock(request.cwd):
+            return await asyncio.to_thread(autosave.snapshot, request.cwd)
+
+    @activity.defn(name="autosave_workspace")
+    async def autosave_workspace(self, request: AutosaveRequest) -> AutosaveResult:
+        """After the turn: commit what it changed, locally, and nothing the person had uncommitted."""
+        async with self._lock(request.before.cwd):
+            result = await asyncio.to_thread(
+                autosave.commit_turn_changes, request.before, autosave.commit_message(request)
+            )
+        if result.skipped not in (None, "nothing_changed"):
+            activity.logger.info("autosave committed nothing: %s", result.detail)
+        return result
+
+    def _lock(self, where: str) -> asyncio.Lock:
+        return self.locks.setdefault(where, asyncio.Lock())
