@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from temporalio import activity
 
 from ally import autosave
 from ally.contracts import AutosaveRequest, AutosaveResult, SnapshotRequest, WorkspaceSnapshot
+from ally.persona import prepare_workspace
 
 
 class WorkspaceActivities:
@@ -30,6 +32,8 @@ class WorkspaceActivities:
     async def snapshot_workspace(self, request: SnapshotRequest) -> WorkspaceSnapshot:
         """Before an autosaved turn: which paths the person already has uncommitted."""
         async with self._lock(request.cwd):
+            if request.agents_md is not None:
+                await asyncio.to_thread(prepare_workspace, Path(request.cwd), request.agents_md)
             return await asyncio.to_thread(autosave.snapshot, request.cwd)
 
     @activity.defn(name="autosave_workspace")

@@ -13,7 +13,9 @@ from temporalio.worker import Worker
 
 from activities.codex import CodexActivities
 from ally import names
+from ally.assistants import resolve
 from ally.chat_client import ChatClient
+from ally.config import AllyConfig
 from ally.contracts import (
     ChatRef,
     Decision,
@@ -25,6 +27,7 @@ from ally.contracts import (
     TurnResult,
 )
 from ally.model_server import ApplyPatch, Hang, Say
+from ally.routing import Route, new_conversation
 from tests.stack import PERSON, Stack, eventually, running_stack
 from workflows.turn import TurnWorkflow
 
@@ -183,3 +186,28 @@ async def test_a_host_that_cannot_autosave_still_runs_the_turn_and_answers(
             "I wrote hello.txt.\n\n"
             "Autosave: nothing committed; the workspace could not be read before the turn."
         ]
+
+
+async def test_an_assistant_with_autosave_commits_each_turn_of_its_chats(
+    client: Client, tmp_path: Path
+) -> None:
+    """The assistant's `autosave = true` reaches its conversations' turns: configuration to commit."""
+    async with running_stack(client, tmp_path) as stack:
+        project(stack.workspace)
+        config = AllyConfig.model_validate(
+            {
+                "codex": {"sandbox": "danger-full-access", "approval_policy": "never"},
+                "assistants": {
+                    "repo": {"workspace": str(stack.workspace), "host": stack.host, "autosave": True}
+                },
+            }
+        )
+        chat = stack.chat()
+        state = new_conversation(config, chat, Route(assistant=resolve(config, "repo")))
+        assert state.autosave
+        stack.model.push(ApplyPatch(patch=PATCH), Say(text="I wrote hello.txt."))
+        await stack.send(chat, "Please write hello.txt", **state.model_dump(exclude={"chat"}))
+        reply = await eventually(lambda: stack.replies(chat, tone="answer"), what="the answer")
+        assert "Autosave: committed 1 file" in reply[0].text
+        committed = git(stack.workspace, "show", "--name-only", "--format=", "HEAD").split()
+        assert "hello.txt" in committed and "notes.md" not in committed

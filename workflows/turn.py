@@ -460,7 +460,7 @@ class TurnWorkflow:
     async def _snapshot_workspace(self) -> WorkspaceSnapshot:
         return await workflow.execute_activity(
             runtime.snapshot_workspace,
-            SnapshotRequest(cwd=self.turn.settings.cwd),
+            SnapshotRequest(cwd=self.turn.settings.cwd, agents_md=self.turn.settings.agents_md),
             **self._on_host(),
             summary="autosave: note the uncommitted files before the turn",
         )

@@ -47,6 +47,9 @@ class WorkspaceSnapshot(BaseModel):
 
 class SnapshotRequest(BaseModel):
     cwd: str
+    # The assistant's persona, written (if the workspace has none) before the snapshot, so that a
+    # new assistant's AGENTS.md is not taken for the first turn's work.
+    agents_md: str | None = None
 
 
 class AutosaveRequest(BaseModel):
