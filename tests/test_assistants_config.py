@@ -90,6 +90,16 @@ def test_an_assistant_adds_rules_and_approvers_to_the_global_ones() -> None:
     assert backend.settings.cwd == "/srv/backend"
     assert backend.settings.model == "gpt-backend"
     assert backend.settings.reasoning_effort == "high"
+    assert resolve(config_of(BASE), "default").settings.mcp_servers == {}
+
+
+def test_an_assistants_mcp_servers_go_to_its_threads_only() -> None:
+    config = config_of(
+        '[assistants.ops.mcp_servers.tickets]\ncommand = "python3"\nargs = ["tickets.py"]\nenv = {A = "1"}\n'
+    )
+    servers = resolve(config, "ops").settings.mcp_servers
+    assert servers["tickets"].command == "python3" and servers["tickets"].args == ["tickets.py"]
+    assert resolve(config, "default").settings.mcp_servers == {}
 
 
 def test_the_persona_is_the_assistants_own_but_never_put_into_a_project_of_the_persons() -> None:
