@@ -150,10 +150,10 @@ async def test_in_a_group_only_an_approver_may_raise_autonomy_and_anyone_may_low
             return notices[0].text
 
         assert "Only an approver" in await said_after("/auto trusted", carol)
-        assert "Autonomy: ask." in await said_after("/status", carol)
+        assert "Autonomy: ask (at most trusted)." in await said_after("/status", carol)
         assert await said_after("/auto trusted", bob) == "Autonomy: trusted. Deny rules still apply."
         assert await said_after("/auto ask", carol) == "Autonomy: ask. Deny rules still apply."
-        assert "Autonomy: ask." in await said_after("/status", bob)
+        assert "Autonomy: ask (at most trusted)." in await said_after("/status", bob)
 
 
 async def test_in_trusted_mode_work_inside_runs_and_a_network_command_reaches_a_person_with_the_reason(
