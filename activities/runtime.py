@@ -11,6 +11,7 @@ from __future__ import annotations
 from temporalio import activity
 
 from ally.contracts import (
+    AgentAccount,
     AgentThread,
     AnswerRequestInput,
     DayQuery,
@@ -79,4 +80,10 @@ async def release_thread(ref: ThreadRef) -> ThreadRelease:
 @activity.defn(name="day_threads")
 async def day_threads(query: DayQuery) -> DayRecord:
     """The conversations of one day in one workspace, read from the agent's own record."""
+    raise NotImplementedError(_ELSEWHERE)
+
+
+@activity.defn(name="account_status")
+async def account_status() -> AgentAccount:
+    """Whether the agent on this host is logged in (or needs no login)."""
     raise NotImplementedError(_ELSEWHERE)

@@ -98,6 +98,7 @@ class Fail(BaseModel):
     kind: Literal["fail"] = "fail"
     status: int = 500
     body: str = "scripted failure"
+    headers: dict[str, str] = {}  # e.g. the rate-limit headers a usage limit comes with
 
 
 class DropStream(BaseModel):
@@ -457,7 +458,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             step = step.then
         if isinstance(step, Fail):
-            self._reply(step.status, step.body)
+            self._reply(step.status, step.body, headers=step.headers)
             return
         try:
             self.send_response(200)
@@ -474,9 +475,18 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # Codex dropped the request (steer, interrupt, or it was killed)
 
-    def _reply(self, status: int, body: str, content_type: str = "text/plain") -> None:
+    def _reply(
+        self,
+        status: int,
+        body: str,
+        content_type: str = "text/plain",
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         data = body.encode()
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("content-type", content_type)
         self.send_header("content-length", str(len(data)))
         self.end_headers()
