@@ -21,6 +21,7 @@ import itertools
 import json
 import signal
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -101,6 +102,25 @@ class Fail(BaseModel):
     headers: dict[str, str] = {}  # e.g. the rate-limit headers a usage limit comes with
 
 
+class UsageLimit(BaseModel):
+    """The account's usage limit, as ChatGPT's backend reports it: HTTP 429 with an error of type
+    `usage_limit_reached` and the rate-limit headers, whose primary window is used up and resets
+    `resets_in_s` after the request (docs/codex-app-server.md §15)."""
+
+    kind: Literal["usage_limit"] = "usage_limit"
+    resets_in_s: float = 90.0
+
+    def as_failure(self, now: float) -> Fail:
+        resets_at = int(now + self.resets_in_s + 0.999)  # whole seconds, never before the promise
+        headers = {
+            "x-codex-primary-used-percent": "100",
+            "x-codex-primary-window-minutes": "300",
+            "x-codex-primary-reset-at": str(resets_at),
+        }
+        body = {"error": {"type": "usage_limit_reached", "plan_type": "pro", "resets_at": resets_at}}
+        return Fail(status=429, body=json.dumps(body), headers=headers)
+
+
 class DropStream(BaseModel):
     """Close the stream before `response.completed`, optionally after some streamed text."""
 
@@ -140,6 +160,7 @@ Step = Annotated[
     | Fail
     | DropStream
     | ResponseFailed
+    | UsageLimit
     | Hang,
     Field(discriminator="kind"),
 ]
@@ -457,6 +478,8 @@ class _Handler(BaseHTTPRequestHandler):
             if stopping.wait(step.seconds):
                 return
             step = step.then
+        if isinstance(step, UsageLimit):
+            step = step.as_failure(time.time())
         if isinstance(step, Fail):
             self._reply(step.status, step.body, headers=step.headers)
             return
