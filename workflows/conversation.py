@@ -81,7 +81,7 @@ HELP = """Commands:
 /stop: interrupt the running turn (queued messages stay)
 /new: start a fresh Codex thread with the next message
 /status: what runs, what waits, what is queued
-/retry: run the last message again
+/retry: run the last message again (a message waiting for the usage limit to reset: run it now)
 /mode queue|steer: while a turn runs, queue new messages (default) or steer them into it
 /auto ask|read_only|trusted: which approvals are decided without asking (deny rules always apply;
   in a group, only an approver may raise it):
