@@ -20,7 +20,8 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.service import RPCError
 
-from ally.codex import protocol
+from ally.codex import limits, protocol
+from ally.codex.account import describe_login
 from ally.codex.runtime import (
     CodexRejected,
     CodexRuntime,
@@ -35,6 +36,7 @@ from ally.codex.runtime import (
     WorkspaceUnavailable,
 )
 from ally.contracts import (
+    AgentAccount,
     AgentRequest,
     AgentThread,
     AnswerRequestInput,
@@ -84,11 +86,22 @@ class CodexActivities:
             self.fork_thread,
             self.release_thread,
             self.day_threads,
+            self.account_status,
         ]
 
     @activity.defn(name="locate_runtime")
     async def locate_runtime(self) -> RuntimeLocation:
         return self.location
+
+    @activity.defn(name="account_status")
+    async def account_status(self) -> AgentAccount:
+        """Codex's own word on its login (`account/read`), asked of the running child."""
+        login = describe_login(
+            protocol.GetAccountResponse.model_validate(
+                await self.runtime.call("account/read", {"refreshToken": False})
+            )
+        )
+        return AgentAccount(logged_in=login.logged_in, detail=login.detail)
 
     @activity.defn(name="run_turn")
     async def run_turn(self, request: StartTurnInput) -> TurnOutcome:
@@ -311,6 +324,7 @@ class CodexActivities:
                 f"turn {turn.turn_id} is not in thread {turn.thread_id}", type="TurnNotFound"
             )
         status = found.status if found.status in ("completed", "interrupted", "failed") else "interrupted"
+        kind = limits.error_kind(found.error_info) if status == "failed" else None
         return TurnOutcome(
             thread_id=turn.thread_id,
             turn_id=turn.turn_id,
@@ -318,6 +332,14 @@ class CodexActivities:
             final_text=found.final_text,
             error=found.error,
             runtime_restarted=restarted and status != "completed",
+            error_kind=kind,
+            retry_at=limits.reset_time(
+                kind,
+                found.error or "",
+                self.runtime.rate_limits,
+                self.runtime.rate_limits_at,
+                now=datetime.now().timestamp(),
+            ),
         )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from temporalio import activity
 
 from ally.contracts import (
+    AgentAccount,
     AgentThread,
     AnswerRequestInput,
     AutosaveRequest,
@@ -96,4 +97,10 @@ async def snapshot_workspace(request: SnapshotRequest) -> WorkspaceSnapshot:
 @activity.defn(name="autosave_workspace")
 async def autosave_workspace(request: AutosaveRequest) -> AutosaveResult:
     """After the turn: commit what it changed in the workspace, locally, and nothing else."""
+    raise NotImplementedError(_ELSEWHERE)
+
+
+@activity.defn(name="account_status")
+async def account_status() -> AgentAccount:
+    """Whether the agent on this host is logged in (or needs no login)."""
     raise NotImplementedError(_ELSEWHERE)

@@ -136,6 +136,7 @@ class ChatClient:
             assistant_name=new_state.assistant_name,
             discovery_queue=new_state.discovery_queue,
             autosave=new_state.autosave,
+            long_work=new_state.long_work,
         )
         chat = message.chat.chat_id
         where = f"{chat}/{new_state.topic}" if new_state.topic else chat

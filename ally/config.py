@@ -30,7 +30,16 @@ from pydantic import (
 )
 
 from ally.access import AccessConfig
-from ally.contracts import ApprovalPolicy, McpServer, Mode, PolicyConfig, ReasoningEffort, Rule, SandboxMode
+from ally.contracts import (
+    ApprovalPolicy,
+    LongWork,
+    McpServer,
+    Mode,
+    PolicyConfig,
+    ReasoningEffort,
+    Rule,
+    SandboxMode,
+)
 from ally.names import DEFAULT_ASSISTANT
 
 ENV_PREFIX = "WORK_ALLY_"
@@ -244,6 +253,28 @@ class ChatsConfig(_Section):
     )
 
 
+class LongWorkConfig(_Section):
+    usage_limit_unknown_reset_minutes: float = Field(
+        15,
+        gt=0,
+        description="A turn that hit the account's usage limit waits for its reset; this long when "
+        "Codex did not say when that is.",
+    )
+    usage_limit_after_reset_seconds: float = Field(
+        5, ge=0, description="Run a waiting turn this long after the limit's reset."
+    )
+    usage_limit_max_waits: int = Field(
+        5, ge=1, description="A turn limited this many times in a row fails instead of waiting again."
+    )
+
+    def contract(self) -> LongWork:
+        return LongWork(
+            unknown_reset_s=self.usage_limit_unknown_reset_minutes * 60,
+            after_reset_s=self.usage_limit_after_reset_seconds,
+            max_waits=self.usage_limit_max_waits,
+        )
+
+
 class AllyConfig(_Section):
     feishu: FeishuConfig = FeishuConfig()
     codex: CodexConfig = CodexConfig()
@@ -258,6 +289,7 @@ class AllyConfig(_Section):
         {}, description="Assistants by id; see docs/assistants.md."
     )
     chats: ChatsConfig = ChatsConfig()
+    long_work: LongWorkConfig = LongWorkConfig()
 
     @field_validator("assistants")
     @classmethod

@@ -21,6 +21,7 @@ import itertools
 import json
 import signal
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -98,6 +99,26 @@ class Fail(BaseModel):
     kind: Literal["fail"] = "fail"
     status: int = 500
     body: str = "scripted failure"
+    headers: dict[str, str] = {}  # e.g. the rate-limit headers a usage limit comes with
+
+
+class UsageLimit(BaseModel):
+    """The account's usage limit, as ChatGPT's backend reports it: HTTP 429 with an error of type
+    `usage_limit_reached` and the rate-limit headers, whose primary window is used up and resets
+    `resets_in_s` after the request (docs/codex-app-server.md §15)."""
+
+    kind: Literal["usage_limit"] = "usage_limit"
+    resets_in_s: float = 90.0
+
+    def as_failure(self, now: float) -> Fail:
+        resets_at = int(now + self.resets_in_s + 0.999)  # whole seconds, never before the promise
+        headers = {
+            "x-codex-primary-used-percent": "100",
+            "x-codex-primary-window-minutes": "300",
+            "x-codex-primary-reset-at": str(resets_at),
+        }
+        body = {"error": {"type": "usage_limit_reached", "plan_type": "pro", "resets_at": resets_at}}
+        return Fail(status=429, body=json.dumps(body), headers=headers)
 
 
 class DropStream(BaseModel):
@@ -139,6 +160,7 @@ Step = Annotated[
     | Fail
     | DropStream
     | ResponseFailed
+    | UsageLimit
     | Hang,
     Field(discriminator="kind"),
 ]
@@ -456,8 +478,10 @@ class _Handler(BaseHTTPRequestHandler):
             if stopping.wait(step.seconds):
                 return
             step = step.then
+        if isinstance(step, UsageLimit):
+            step = step.as_failure(time.time())
         if isinstance(step, Fail):
-            self._reply(step.status, step.body)
+            self._reply(step.status, step.body, headers=step.headers)
             return
         try:
             self.send_response(200)
@@ -474,9 +498,18 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # Codex dropped the request (steer, interrupt, or it was killed)
 
-    def _reply(self, status: int, body: str, content_type: str = "text/plain") -> None:
+    def _reply(
+        self,
+        status: int,
+        body: str,
+        content_type: str = "text/plain",
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         data = body.encode()
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("content-type", content_type)
         self.send_header("content-length", str(len(data)))
         self.end_headers()

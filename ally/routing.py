@@ -28,7 +28,7 @@ from ally.alerts import owner_of
 from ally.assistants import Assistant, all_assistants, bound_groups, chat_policy, find, resolve
 from ally.bindings import BindingsFile
 from ally.config import AllyConfig, ConfigError, config_path, load_config
-from ally.contracts import ChatConfig, ChatRef, ConversationState, InboundMessage
+from ally.contracts import ChatConfig, ChatRef, ConversationState, InboundMessage, LongWork
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +212,7 @@ def chat_config(config: AllyConfig, chat: ChatRef, route: Route) -> ChatConfig:
         assistant_name=assistant.name,
         discovery_queue=names.runtime_queue(host) if host else names.RUNTIME_DISCOVERY_QUEUE,
         autosave=assistant.autosave,
+        long_work=config.long_work.contract(),
     )
 
 
@@ -230,6 +231,7 @@ def new_conversation(config: AllyConfig, chat: ChatRef, route: Route) -> Convers
         alerts_workflow_id=now.alerts_workflow_id,
         discovery_queue=now.discovery_queue,
         autosave=now.autosave,
+        long_work=now.long_work or LongWork(),
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -20,7 +20,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.channel import ChannelActivities
-    from activities.runtime import locate_runtime
+    from activities.runtime import account_status, locate_runtime
     from ally import names
     from ally.contracts import (
         AlertsConfig,
@@ -28,12 +28,17 @@ with workflow.unsafe.imports_passed_through():
         AlertsView,
         Incident,
         IncidentKind,
+        LimitWait,
         PartCrashed,
         Reply,
+        RuntimeLocation,
         TurnFailed,
     )
 
 RESOLVED_KEPT = 20
+# Before these, Codex's login was not asked and turns did not report usage limits.
+LOGIN_PATCH = "codex-login-probe"
+USAGE_LIMIT_PATCH = "usage-limit-alert"
 
 
 @workflow.defn
@@ -44,6 +49,7 @@ class AlertsWorkflow:
         self.state = state
         self.failed: list[TurnFailed] = []
         self.crashed: list[PartCrashed] = []
+        self.limits: list[LimitWait] = []
         self.outbox: list[tuple[Incident, str]] = []  # messages owed to the owner, sent in order
 
     @workflow.run
@@ -55,13 +61,15 @@ class AlertsWorkflow:
                 await self._probe_hosts()
             self._count_failures()
             self._note_crashes()
+            if self.limits or self.state.limited_until is not None:
+                self._note_limits()
             await self._send_pending()
             if workflow.info().is_continue_as_new_suggested():
                 workflow.continue_as_new(self.state)
-            with contextlib.suppress(asyncio.TimeoutError):  # the next probe is due
+            with contextlib.suppress(asyncio.TimeoutError):  # the next probe (or a limit's reset) is due
                 await workflow.wait_condition(
-                    lambda: bool(self.failed or self.crashed),
-                    timeout=timedelta(seconds=self.state.config.probe_every_s),
+                    lambda: bool(self.failed or self.crashed or self.limits),
+                    timeout=timedelta(seconds=self._next_wake()),
                 )
 
     @workflow.signal
@@ -77,6 +85,11 @@ class AlertsWorkflow:
     def part_crashed(self, crash: PartCrashed) -> None:
         self.crashed.append(crash)
 
+    @workflow.signal
+    def usage_limit(self, wait: LimitWait) -> None:
+        """A turn waits for the account's usage limit to reset (or has stopped waiting)."""
+        self.limits.append(wait)
+
     @workflow.query
     def view(self) -> AlertsView:
         incidents = self.state.incidents
@@ -90,7 +103,7 @@ class AlertsWorkflow:
     async def _probe_runtime(self) -> None:
         config = self.state.config
         try:
-            await workflow.execute_activity(
+            location = await workflow.execute_activity(
                 locate_runtime,
                 task_queue=config.discovery_queue,
                 schedule_to_start_timeout=timedelta(seconds=config.probe_timeout_s),
@@ -112,6 +125,35 @@ class AlertsWorkflow:
             return
         self.state.runtime_down_since = None
         if (incident := self._open("runtime_down")) is not None:
+            self._resolve(incident)
+        if workflow.patched(LOGIN_PATCH):
+            await self._probe_login(location)
+
+    async def _probe_login(self, location: RuntimeLocation) -> None:
+        """Codex on the host that answered: logged in (or needing no login)? A logged-out Codex
+        fails every turn; the owner hears it once, and once more when it is logged in again."""
+        config = self.state.config
+        try:
+            account = await workflow.execute_activity(
+                account_status,
+                task_queue=location.task_queue,
+                schedule_to_start_timeout=timedelta(seconds=config.probe_timeout_s),
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+                summary=f"is Codex logged in on {location.host}?",
+            )
+        except ActivityError:
+            return  # a host that does not answer is the runtime probes' business
+        incident = self._open("logged_out", location.host)
+        if not account.logged_in and incident is None:
+            self._open_incident(
+                "logged_out",
+                f"Codex on the host {location.host} is logged out ({account.detail}): its turns cannot "
+                f"reach the model. Log it in again there (`codex login`, with the runtime's CODEX_HOME); "
+                "`ally doctor` checks it.",
+                subject=location.host,
+            )
+        elif account.logged_in and incident is not None:
             self._resolve(incident)
 
     async def _probe_hosts(self) -> None:
@@ -192,6 +234,35 @@ class AlertsWorkflow:
             if crashing and now - (incident.last_seen or incident.opened_at) >= quiet_after:
                 self._resolve(incident)
 
+    def _note_limits(self) -> None:
+        """Turns wait for the account's usage limit: one incident until the latest reset any of them
+        waits for has passed."""
+        fresh, self.limits = self.limits, []
+        resets = [w.until for w in fresh if w.until is not None]
+        if resets and workflow.patched(USAGE_LIMIT_PATCH):
+            latest = max([*resets, self.state.limited_until or 0.0])
+            self.state.limited_until = latest
+            at = datetime.fromtimestamp(latest, UTC).strftime("%H:%M UTC")
+            if self._open("usage_limit") is None:
+                self._open_incident(
+                    "usage_limit",
+                    f"Codex reached the account's usage limit; it resets at {at}. Turns that hit it "
+                    "wait and run by themselves then; messages sent meanwhile queue behind them.",
+                )
+        incident = self._open("usage_limit")
+        until = self.state.limited_until
+        if until is not None and workflow.time() >= until:
+            self.state.limited_until = None
+            if incident is not None:
+                self._resolve(incident)
+
+    def _next_wake(self) -> float:
+        """Seconds to the next probe, or to the usage limit's reset when that comes first."""
+        every = self.state.config.probe_every_s
+        if self.state.limited_until is None:
+            return every
+        return max(min(every, self.state.limited_until - workflow.time()), 0.1)
+
     # --- incidents -------------------------------------------------------------------------------
 
     def _open(self, kind: IncidentKind, subject: str = "") -> Incident | None:
@@ -253,6 +324,8 @@ _TITLES: dict[IncidentKind, str] = {
     "turns_failing": "turns failing repeatedly",
     "part_crashed": "the {subject} crashing",
     "host_down": "the runtime host {subject} not answering",
+    "usage_limit": "the account's usage limit",
+    "logged_out": "Codex logged out on {subject}",
 }
 
 

@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         HeldAttachment,
         Inbound,
         InboundMessage,
+        LimitWait,
         Mode,
         Reply,
         ReplyUpdate,
@@ -80,7 +81,7 @@ HELP = """Commands:
 /stop: interrupt the running turn (queued messages stay)
 /new: start a fresh Codex thread with the next message
 /status: what runs, what waits, what is queued
-/retry: run the last message again
+/retry: run the last message again (a message waiting for the usage limit to reset: run it now)
 /mode queue|steer: while a turn runs, queue new messages (default) or steer them into it
 /auto ask|read_only|trusted: which approvals are decided without asking (deny rules always apply;
   in a group, only an approver may raise it):
@@ -121,6 +122,7 @@ class ConversationWorkflow:
         self.steered: list[InboundMessage] = []  # steered into the running turn
         self.outbox: list[Notice] = []  # sent in order by `_send_notices`, never holding up a turn
         self.between_turns: list[InboundMessage] = []  # commands that wait for the running turn to end
+        self.limited_until: float | None = None  # the running turn waits for a usage limit until then
 
     @workflow.signal
     def inbound(self, inbound: Inbound) -> None:
@@ -132,6 +134,8 @@ class ConversationWorkflow:
             self.state.alerts_workflow_id = config.alerts_workflow_id
             self.state.assistant_name = config.assistant_name
             self.state.autosave = config.autosave
+            if config.long_work is not None:
+                self.state.long_work = config.long_work
             if config.discovery_queue is not None and config.discovery_queue != self.state.discovery_queue:
                 # The assistant moved to another host: its thread stays behind on the old one.
                 self.state.discovery_queue = config.discovery_queue
@@ -185,6 +189,12 @@ class ConversationWorkflow:
                     position = len(self.state.queue)
                     text = f"Queued (position {position}); runs after the current turn."
                     self.outbox.append(Notice(to=message, text=text, while_queued=True))
+
+    @workflow.signal
+    def turn_waiting(self, wait: LimitWait) -> None:
+        """The running turn waits for the account's usage limit to reset (or no longer does)."""
+        if wait.turn_workflow_id == self._running_turn():
+            self.limited_until = wait.until
 
     @workflow.signal
     def recall(self, message_id: str) -> None:
@@ -259,6 +269,8 @@ class ConversationWorkflow:
                 grants=self.state.grants,
                 assistant=self.state.assistant,
                 autosave=self.state.autosave,
+                long_work=self.state.long_work,
+                alerts_workflow_id=self.state.alerts_workflow_id,
             ),
             id=names.turn_workflow_id(self.state.chat.chat_id, message.message_id),
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -308,6 +320,7 @@ class ConversationWorkflow:
         self.state.turns += 1
         self.child = None
         self.current = None
+        self.limited_until = None
         self.steered = []
 
     async def _report_failure(self, status: str) -> None:
@@ -373,6 +386,10 @@ class ConversationWorkflow:
             self._tell(message, f"A fresh Codex thread starts {when}.")
         elif command == "/status":
             self._tell(message, self._status_text())
+        elif command == "/retry" and self.child is not None and self.limited_until is not None:
+            # The running turn waits for a usage limit: /retry means "try now", not "again later".
+            await self.child.signal(TurnWorkflow.retry_now)
+            self._tell(message, "Trying the waiting message again now.")
         elif command == "/retry":
             if self.state.last_message is None:
                 self._tell(message, "There is nothing to retry yet.")
@@ -744,6 +761,11 @@ class ConversationWorkflow:
         lines.append(f"Thread: {self.state.thread_id or '(new with the next message)'}")
         if self.current is not None:
             lines.append(f"Running: {self.current.text[:80]}")
+            if self.limited_until is not None:
+                left = max(self.limited_until - workflow.time(), 0)
+                lines.append(
+                    f"Waiting for the usage limit to reset (about {left / 60:.0f} min); /retry tries now."
+                )
             turn = self._running_turn()
             lines.append(f"Turn: {turn} (Temporal UI)")
         else:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal, TypedDict, TypeVar
 
 from pydantic import BaseModel
@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         Decision,
         DecisionRecord,
         FinalReply,
+        LimitWait,
         PendingRequest,
         Person,
         PolicyQuestion,
@@ -67,6 +68,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from ally.policy import remember as remember_grant
     from ally.policy_legacy import evaluate as evaluate_legacy_policy
+    from workflows.alerts import AlertsWorkflow
 
 # Pinned calls: a host that is gone must surface in seconds, not hang (docs/temporal.md §1:
 # schedule-to-start is per attempt and not retried, so it reaches this code as "host is gone").
@@ -108,6 +110,8 @@ UNDELIVERED_PATCH = "undelivered-local-reply"
 # Autosave adds two calls to the host around the turn; a turn started with autosave on before
 # this code existed replays without them.
 AUTOSAVE_PATCH = "workspace-autosave"
+# Before it, a turn that hit the account's usage limit failed; now it waits for the reset.
+USAGE_LIMIT_PATCH = "usage-limit-wait"
 
 
 A = TypeVar("A")
@@ -143,6 +147,9 @@ class TurnWorkflow:
         self.grants = turn.grants
         self.decisions: list[DecisionRecord] = []
         self.autosave: AutosaveResult | None = None
+        self.limit_waits = 0  # how often this turn waited for a usage limit to reset
+        self.limited_until: float | None = None  # workflow time the current wait ends
+        self.retry_asked = False
 
     # --- what the outside world can tell a running turn ------------------------------------------
 
@@ -182,6 +189,11 @@ class TurnWorkflow:
     def stop(self) -> None:
         self.stop_requested = True
 
+    @workflow.signal
+    def retry_now(self) -> None:
+        """/retry while the turn waits for a usage limit: try at once instead of at the reset."""
+        self.retry_asked = True
+
     @workflow.query
     def view(self) -> TurnView:
         waiting = [p.request for p in self.requests.values() if p.decision is None]
@@ -216,49 +228,13 @@ class TurnWorkflow:
                 )
                 detail = "the workspace could not be read before the turn"
                 self.autosave = AutosaveResult(skipped="host_unavailable", detail=detail)
-        running = workflow.start_activity(
-            runtime.run_turn,
-            StartTurnInput(
-                thread_id=turn.thread_id,
-                settings=turn.settings,
-                text=self._prompt_text(),
-                local_images=turn.message.local_images,
-            ),
-            task_queue=turn.runtime.task_queue,
-            schedule_to_start_timeout=HOST_START,
-            start_to_close_timeout=RUN_TURN_MAX,
-            heartbeat_timeout=RUN_TURN_HEARTBEAT,
-            retry_policy=RUN_TURN_RETRY,
-            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            summary="run the turn on the Codex host",
-        )
-        while not running.done():
-            # A timeout here is the next reminder or expiry coming due, not an error.
-            with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(
-                    lambda: running.done() or self._has_work(),
-                    timeout=self._next_expiry(),
-                    timeout_summary="approval reminder or expiry",
-                )
-            await self._show_new_requests()
-            await self._answer_decided_requests()
-            await self._remind_about_waiting_requests()
-            await self._expire_overdue_requests()
-            await self._forward_steers()
-            if self.stop_requested and not self.stop_sent:
-                self.stop_sent = True
-                running.cancel()  # run_turn interrupts the Codex turn, then reports how it ended
-
-        try:
-            outcome = await running
-            self.thread_id, self.turn_id = outcome.thread_id, outcome.turn_id
-        except ActivityError as error:
-            if not self.stop_requested:
-                return await self._host_lost(error)
-            # Cancelled by /stop before the host could report: the turn was interrupted.
-            outcome = TurnOutcome(
-                thread_id=self.thread_id or "", turn_id=self.turn_id or "", status="interrupted"
-            )
+        ended = await self._follow(self._run_on_host(turn.thread_id))
+        # The account's usage limit is not a failure: wait for its reset, then run the prompt again.
+        while isinstance(ended, TurnOutcome) and self._limited(ended) and workflow.patched(USAGE_LIMIT_PATCH):
+            ended = await self._wait_out_the_limit(ended)
+        if isinstance(ended, ActivityError):
+            return await self._host_lost(ended)
+        outcome = ended
         await self._close_unanswered_requests(outcome)
         if before is not None:
             self.autosave = await self._autosave(before, outcome)
@@ -280,6 +256,55 @@ class TurnWorkflow:
         )
 
     # --- steps -----------------------------------------------------------------------------------
+
+    def _run_on_host(self, thread_id: str | None) -> workflow.ActivityHandle[TurnOutcome]:
+        return workflow.start_activity(
+            runtime.run_turn,
+            StartTurnInput(
+                thread_id=thread_id,
+                settings=self.turn.settings,
+                text=self._prompt_text(),
+                local_images=self.turn.message.local_images,
+            ),
+            task_queue=self.turn.runtime.task_queue,
+            schedule_to_start_timeout=HOST_START,
+            start_to_close_timeout=RUN_TURN_MAX,
+            heartbeat_timeout=RUN_TURN_HEARTBEAT,
+            retry_policy=RUN_TURN_RETRY,
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            summary="run the turn on the Codex host",
+        )
+
+    async def _follow(self, running: workflow.ActivityHandle[TurnOutcome]) -> TurnOutcome | ActivityError:
+        """While Codex runs the turn: requests, decisions, reminders, steers, /stop. Then how it
+        ended, or the error of a host that stopped answering."""
+        while not running.done():
+            # A timeout here is the next reminder or expiry coming due, not an error.
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: running.done() or self._has_work(),
+                    timeout=self._next_expiry(),
+                    timeout_summary="approval reminder or expiry",
+                )
+            await self._show_new_requests()
+            await self._answer_decided_requests()
+            await self._remind_about_waiting_requests()
+            await self._expire_overdue_requests()
+            await self._forward_steers()
+            if self.stop_requested and not self.stop_sent:
+                self.stop_sent = True
+                running.cancel()  # run_turn interrupts the Codex turn, then reports how it ended
+        try:
+            outcome = await running
+        except ActivityError as error:
+            if not self.stop_requested:
+                return error
+            # Cancelled by /stop before the host could report: the turn was interrupted.
+            return TurnOutcome(
+                thread_id=self.thread_id or "", turn_id=self.turn_id or "", status="interrupted"
+            )
+        self.thread_id, self.turn_id = outcome.thread_id, outcome.turn_id
+        return outcome
 
     async def _show_new_requests(self) -> None:
         # A copy: a request signalled while one of these awaits must not change what is iterated.
@@ -588,6 +613,71 @@ class TurnWorkflow:
             summary=summary,
         )
 
+    # --- the account's usage limit (docs/long-work.md) ---------------------------------------------
+
+    def _limited(self, outcome: TurnOutcome) -> bool:
+        return (
+            outcome.status == "failed"
+            and outcome.error_kind in ("usage_limit", "rate_limit")
+            and not self.stop_requested
+            and self.limit_waits < self.turn.long_work.max_waits
+        )
+
+    async def _wait_out_the_limit(self, limited: TurnOutcome) -> TurnOutcome | ActivityError:
+        """Tell the chat when the limit resets and wait for it on a durable timer (a restart of
+        everything meanwhile changes nothing), then run the prompt again on the same thread. /stop
+        ends the wait; /retry ends it early."""
+        self.limit_waits += 1
+        work, now = self.turn.long_work, workflow.time()
+        known = limited.retry_at is not None
+        until = (limited.retry_at or now + work.unknown_reset_s) + (work.after_reset_s if known else 0.0)
+        until = max(until, now + 1.0)
+        self.limited_until = until
+        self._set_state("waiting_for_limit")
+        await self._send(
+            _limit_text(limited, until - now, known), tone="notice", part=f"limit:{self.limit_waits}"
+        )
+        await self._tell_waiting(until)
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: self.stop_requested or self.retry_asked,
+                timeout=until - now,
+                timeout_summary="the usage limit resets",
+            )
+        self.limited_until, self.retry_asked = None, False
+        await self._tell_waiting(None)
+        if self.stop_requested:
+            self.stop_sent = True
+            return TurnOutcome(thread_id=limited.thread_id, turn_id=limited.turn_id, status="interrupted")
+        self._set_state("running")
+        return await self._follow(self._run_on_host(limited.thread_id or self.thread_id))
+
+    async def _tell_waiting(self, until: float | None) -> None:
+        """The conversation (its /retry and /status) and the owner's alerts learn of the wait and
+        of its end. Best effort: neither may hold the turn up."""
+        wait = LimitWait(
+            turn_workflow_id=workflow.info().workflow_id, chat_id=self.turn.message.chat.chat_id, until=until
+        )
+        with workflow.unsafe.imports_passed_through():
+            from workflows.conversation import ConversationWorkflow  # it imports this module
+        parent = workflow.info().parent
+        if parent is not None and self.turn.origin.kind == "message":
+            conversation = workflow.get_external_workflow_handle_for(
+                ConversationWorkflow.run, parent.workflow_id
+            )
+            try:
+                await conversation.signal(ConversationWorkflow.turn_waiting, wait)
+            except Exception as error:
+                workflow.logger.info("the conversation was not told of the wait: %s", error)
+        if self.turn.alerts_workflow_id is not None:
+            alerts = workflow.get_external_workflow_handle_for(
+                AlertsWorkflow.run, self.turn.alerts_workflow_id
+            )
+            try:
+                await alerts.signal(AlertsWorkflow.usage_limit, wait)
+            except Exception as error:
+                workflow.logger.info("the alerts were not told of the wait: %s", error)
+
     # --- small pure helpers ----------------------------------------------------------------------
 
     def _has_work(self) -> bool:
@@ -651,6 +741,19 @@ class TurnWorkflow:
 
 def _duration(seconds: float) -> str:
     return f"{max(seconds, 0):.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def _limit_text(limited: TurnOutcome, wait_s: float, known: bool) -> str:
+    what = "a rate limit" if limited.error_kind == "rate_limit" else "the account's usage limit"
+    if known:
+        at = datetime.fromtimestamp(limited.retry_at or 0, UTC).strftime("%H:%M UTC")
+        when = f"It resets at {at}, in about {_duration(wait_s)}"
+    else:
+        when = f"Codex did not say when it resets, so this tries again in about {_duration(wait_s)}"
+    return (
+        f"Codex reached {what}. {when}: this message waits and then runs by itself (messages sent "
+        "meanwhile stay queued behind it). /stop cancels it; /retry tries now."
+    )
 
 
 def _what(request: AgentRequest) -> str:

@@ -28,7 +28,11 @@ async def read_login(binary: Path, codex_home: Path, *, timeout_s: float = 30.0)
         result = await process.rpc.request("account/read", {"refreshToken": False}, timeout_s=timeout_s)
     finally:
         await process.stop(grace=1.0)
-    answer = GetAccountResponse.model_validate(result)
+    return describe_login(GetAccountResponse.model_validate(result))
+
+
+def describe_login(answer: GetAccountResponse) -> CodexLogin:
+    """What `account/read` answered, in words."""
     account = answer.account.root if answer.account is not None else None
     if isinstance(account, ChatgptAccount):
         who = f" {account.email}" if account.email else ""

@@ -105,6 +105,7 @@ class TurnSnapshot(BaseModel):
     user_text: str = ""
     final_text: str = ""  # the turn's final agent message ("" while in progress or when none)
     error: str | None = None
+    error_info: Any = None  # Codex's `codexErrorInfo` of a failed turn, as sent (ally/codex/limits.py)
     started_at: float | None = None  # unix time Codex started it
 
 

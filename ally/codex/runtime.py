@@ -191,6 +191,9 @@ class CodexRuntime:
         self._instance = uuid.uuid4().hex[:8]
         self._version: str | None = None
         self._version_mismatch: str | None = None
+        # The account's latest rate-limit snapshot (`account/rateLimits/updated`) and when it came.
+        self.rate_limits: dict[str, Any] | None = None
+        self.rate_limits_at: float | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -651,6 +654,10 @@ class CodexRuntime:
                 self._loaded.setdefault(thread["id"], thread["model"])
         elif method == "thread/closed":
             self._loaded.pop(params.get("threadId", ""), None)
+        elif method == "account/rateLimits/updated":
+            # Sent just before a turn fails on a usage limit: the only exact word on its reset.
+            self.rate_limits = params.get("rateLimits")
+            self.rate_limits_at = time.time()
         elif method == "mcpServer/startupStatus/updated" and params.get("status") == "failed":
             # The thread goes on without that server's tools and nothing else tells of it
             # (docs/codex-app-server.md §12): the host's log is where a person can find out why.
@@ -793,5 +800,8 @@ def _snapshot(turn: protocol.Turn) -> TurnSnapshot:
         user_text=user,
         final_text=final,
         error=turn.error.message if turn.error else None,
+        error_info=turn.error.codex_error_info.model_dump(mode="json", by_alias=True)
+        if turn.error and turn.error.codex_error_info
+        else None,
         started_at=turn.started_at,
     )

@@ -21,6 +21,9 @@ client package (ally/codex/): the runtime host translates to and from its wire f
 from __future__ import annotations
 
 from ally.contracts.agent import (
+    AgentAccount as AgentAccount,
+)
+from ally.contracts.agent import (
     AgentRequest as AgentRequest,
 )
 from ally.contracts.agent import (
@@ -40,6 +43,9 @@ from ally.contracts.agent import (
 )
 from ally.contracts.agent import (
     EndStatus as EndStatus,
+)
+from ally.contracts.agent import (
+    ErrorKind as ErrorKind,
 )
 from ally.contracts.agent import (
     ForkInput as ForkInput,
@@ -208,6 +214,12 @@ from ally.contracts.workflows import (
 )
 from ally.contracts.workflows import (
     Inbound as Inbound,
+)
+from ally.contracts.workflows import (
+    LimitWait as LimitWait,
+)
+from ally.contracts.workflows import (
+    LongWork as LongWork,
 )
 from ally.contracts.workflows import (
     PendingRequest as PendingRequest,

@@ -15,6 +15,9 @@ SandboxMode = Literal["read-only", "workspace-write", "danger-full-access"]
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
 RequestKind = Literal["command", "file_change", "permissions", "user_input", "elicitation", "other"]
 EndStatus = Literal["completed", "interrupted", "failed"]
+# Why a turn failed, when the agent says so in a form that calls for something other than /retry:
+# the account's usage limit (wait for its reset), a rate limit (wait a little), a login that is gone.
+ErrorKind = Literal["usage_limit", "rate_limit", "logged_out"]
 # How a person (or a rule) answers a request: one spelling for cards, text shortcuts and the terminal.
 DecisionWord = Literal["accept", "acceptForSession", "decline", "cancel"]
 
@@ -104,6 +107,16 @@ class TurnOutcome(BaseModel):
     # The agent refused the prompt itself (too long): `error` says why in words for the person; no
     # turn was started, and sending the same text again fails the same way.
     input_refused: bool = False
+    error_kind: ErrorKind | None = None  # None: any other failure, or none
+    # For a usage or rate limit: when it resets (unix seconds), if the agent said; the turn waits.
+    retry_at: float | None = None
+
+
+class AgentAccount(BaseModel):
+    """Whether the agent on a host can reach its model: logged in, or needing no login."""
+
+    logged_in: bool
+    detail: str = ""  # in words: "an OpenAI API key", "not logged in"
 
 
 class Person(BaseModel):

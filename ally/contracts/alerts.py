@@ -12,7 +12,9 @@ from pydantic import BaseModel
 
 from ally.contracts.chat import ChatRef
 
-IncidentKind = Literal["runtime_down", "turns_failing", "part_crashed", "host_down"]
+IncidentKind = Literal[
+    "runtime_down", "turns_failing", "part_crashed", "host_down", "usage_limit", "logged_out"
+]
 
 
 class AlertsConfig(BaseModel):
@@ -66,6 +68,7 @@ class AlertsState(BaseModel):
     runtime_down_since: float | None = None
     hosts_down_since: dict[str, float] = {}  # per pinned host (AlertsConfig.hosts)
     failures: list[float] = []  # workflow times of recent failed turns
+    limited_until: float | None = None  # the latest reset of the account's usage limit a turn waits for
 
 
 class AlertsView(BaseModel):

@@ -20,6 +20,24 @@ from ally.contracts.workspace import AutosaveResult
 # --- a turn ----------------------------------------------------------------------------------------
 
 
+class LongWork(BaseModel):
+    """How long work is held (`[long_work]` in config.toml; docs/long-work.md): a turn that hits the
+    account's usage limit waits for its reset."""
+
+    unknown_reset_s: float = 15 * 60  # the wait when the limit did not say when it resets
+    after_reset_s: float = 5.0  # run this long after the reset: clocks differ a little
+    max_waits: int = 5  # a turn limited this often in a row fails after all
+
+
+class LimitWait(BaseModel):
+    """A turn waits for the account's usage limit to reset (`until`, unix seconds), or waits no more
+    (`until` None): what a turn tells its conversation and the owner's alerts."""
+
+    turn_workflow_id: str
+    chat_id: str = ""
+    until: float | None = None
+
+
 class TurnOrigin(BaseModel):
     """Where a turn came from: a person's message in a chat, or a routine's scheduled run
     (workflows/routine.py). A routine's turn has no person's message to answer: its `message_id` is
@@ -47,6 +65,8 @@ class TurnInput(BaseModel):
     assistant: str = names.DEFAULT_ASSISTANT  # the id of the assistant whose turn this is
     # After a turn that changed files in a git workspace, commit them locally (workflows/turn.py).
     autosave: bool = False
+    long_work: LongWork = LongWork()
+    alerts_workflow_id: str | None = None  # told when the turn waits for a usage limit; None = nobody
 
     @model_validator(mode="before")
     @classmethod
@@ -161,6 +181,7 @@ class ConversationState(BaseModel):
     handoff_held: list[InboundMessage] = []
     handoff_cards: list[str] = []
     listed_threads: list[str] = []  # the thread ids /threads showed last, for /resume N
+    long_work: LongWork = LongWork()
 
 
 class ChatConfig(BaseModel):
@@ -174,6 +195,7 @@ class ChatConfig(BaseModel):
     assistant_name: str = ""  # the assistant may have been renamed since the conversation began
     discovery_queue: str | None = None  # where to find the assistant's host; None = as it was
     autosave: bool = False
+    long_work: LongWork | None = None  # None: as it was
 
 
 class Inbound(BaseModel):
