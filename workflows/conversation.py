@@ -68,6 +68,10 @@ QUEUE_NOTICES_PATCH = "coalesced-queue-notices"  # before it, each queued messag
 STALE_GATHER_S = 2.0
 STALE_PATCH = "stale-messages"  # before it, a late message ran like any other
 HANDOFF_PATCH = "handed-off"  # before it, no conversation was ever handed off
+# Before it, a card for late (or handed-off) messages that was still on its way when they were
+# decided kept its buttons; and /resume /fork /handoff sent during a turn waited without a word.
+SETTLE_IN_FLIGHT_PATCH = "settle-cards-in-flight"
+WAIT_TOLD_PATCH = "continuity-wait-told"
 THREADS_SHOWN = 10
 CLI_MESSAGE_PREFIX = "cli:"  # a message from the terminal (`ally handoff`): nothing in the chat to reply to
 # Temporal refuses a payload over 2 MB: what continue-as-new carries, and a turn's result that
@@ -104,6 +108,7 @@ class Notice:
     while_queued: bool = False  # a queue position: worth sending only while the message still waits
     choices: list[Choice] = field(default_factory=list)
     keep_as: str | None = None  # "stale" | "handoff": the card's id is kept, to update it once chosen
+    offers: list[str] = field(default_factory=list)  # the ids of the held messages the card offers
 
 
 @workflow.defn
@@ -118,6 +123,9 @@ class ConversationWorkflow:
         self.steered: list[InboundMessage] = []  # steered into the running turn
         self.outbox: list[Notice] = []  # sent in order by `_send_notices`, never holding up a turn
         self.between_turns: list[InboundMessage] = []  # commands that wait for the running turn to end
+        # What the last choice on held messages said, by kind ("stale" | "handoff"), for a card of
+        # theirs that was still on its way when it was taken.
+        self.settled: dict[str, str] = {}
 
     @workflow.signal
     def inbound(self, inbound: Inbound) -> None:
@@ -165,7 +173,11 @@ class ConversationWorkflow:
                     Choice(label="Take it back", command="/takeback", style="primary"),
                     Choice(label="Send anyway", command="/send"),
                 ]
-                self.outbox.append(Notice(to=message, text=text, choices=choices, keep_as="handoff"))
+                self.outbox.append(
+                    Notice(
+                        to=message, text=text, choices=choices, keep_as="handoff", offers=[message.message_id]
+                    )
+                )
         elif self.current is not None and self.state.busy_policy == "steer":
             self.steers.append(message)
         else:
@@ -199,6 +211,7 @@ class ConversationWorkflow:
             queued=[m.text[:80] for m in self.state.queue],
             busy_policy=self.state.busy_policy,
             turns=self.state.turns,
+            handed_off=self.state.handed_off,
         )
 
     @workflow.run
@@ -421,6 +434,7 @@ class ConversationWorkflow:
         else:
             text = f"Dropped {_count(held)} that arrived late (chosen by {who})."
         cards, self.state.stale_cards = self.state.stale_cards, []
+        self.settled["stale"] = text
         await self._settle_cards(cards, text)
         if not cards:
             self._tell(message, text)
@@ -431,8 +445,15 @@ class ConversationWorkflow:
             return
         if self.child is not None and command != "/threads":
             # It changes the thread under the turn: it runs once the turn has ended (the answer a
-            # person reacts to arrives a moment before its turn does).
+            # person reacts to arrives a moment before its turn does). Said at once: a turn waiting
+            # on an approval may not end soon.
             self.between_turns.append(message)
+            if workflow.patched(WAIT_TOLD_PATCH):
+                self._tell(
+                    message,
+                    f"{command} runs as soon as the running turn has ended "
+                    "(it changes the thread under the turn). /stop ends the turn now.",
+                )
             return
         if not await self._locate(message):
             return
@@ -496,6 +517,8 @@ class ConversationWorkflow:
         self._stop_handoff()
         last = " ".join(thread.last_answer.split())
         text = f"Picked up thread {thread.thread_id}: {thread.title or '(untitled)'}."
+        if message.message_id.startswith(CLI_MESSAGE_PREFIX):
+            text = f"Handed over from the terminal by {message.sender.name or message.sender.id}. {text}"
         text += f"\nLast answer: {last[:200]}" if last else "\nIt has no answer yet."
         self._tell(message, text + "\nYour next message continues it.")
 
@@ -540,8 +563,10 @@ class ConversationWorkflow:
                 self._tell(message, text)
         for waiting in held:
             self.state.queue.append(self._with_held(waiting))
+        done = "Taken back" if take_back else "Sent anyway"
+        if held:
+            self.settled["handoff"] = f"{done} by {who}: {_count(held)} sent into the thread."
         if cards:
-            done = "Taken back" if take_back else "Sent anyway"
             await self._settle_cards(cards, f"{done} by {who}: {_count(held)} sent into the thread.")
         elif not take_back and not held:
             self._tell(message, "No message waits.")
@@ -599,7 +624,10 @@ class ConversationWorkflow:
                 Choice(label="Run them now", command="/stale run", style="primary"),
                 Choice(label="Drop them", command="/stale drop", style="danger"),
             ]
-            self.outbox.append(Notice(to=held[-1], text="\n".join(lines), choices=choices, keep_as="stale"))
+            offers = [m.message_id for m in held]
+            self.outbox.append(
+                Notice(to=held[-1], text="\n".join(lines), choices=choices, keep_as="stale", offers=offers)
+            )
 
     async def _send_notices(self) -> None:
         """Runs beside the main loop for the conversation's life: notices go out in order, and a
@@ -611,13 +639,30 @@ class ConversationWorkflow:
             if not notice.while_queued or any(m.message_id == notice.to.message_id for m in self.state.queue):
                 try:
                     sent = await self._say(notice.to, notice.text, notice.choices)
-                    if notice.keep_as == "stale":
-                        self.state.stale_cards = [*self.state.stale_cards, sent.message_id]
-                    elif notice.keep_as == "handoff":
-                        self.state.handoff_cards = [*self.state.handoff_cards, sent.message_id]
+                    if notice.keep_as is not None:
+                        await self._keep_card(notice, sent.message_id)
                 except ActivityError as error:  # rejected for good, or 55 minutes of failures
                     workflow.logger.warning("a notice could not be delivered: %s", error)
             self.outbox.pop(0)
+
+    async def _keep_card(self, notice: Notice, card: str) -> None:
+        """A card offering held messages is kept, so the choice rewrites it. If they were decided
+        while it was on its way (another card's button, a typed command), it shows that at once."""
+        if notice.keep_as == "stale":
+            held = {m.message_id for m in self.state.stale}
+        else:
+            held = {m.message_id for m in self.state.handoff_held}
+        decided = self.settled.get(notice.keep_as or "")
+        if (
+            not held.intersection(notice.offers)
+            and decided is not None
+            and workflow.patched(SETTLE_IN_FLIGHT_PATCH)
+        ):
+            await self._settle_cards([card], decided)
+        elif notice.keep_as == "stale":
+            self.state.stale_cards = [*self.state.stale_cards, card]
+        else:
+            self.state.handoff_cards = [*self.state.handoff_cards, card]
 
     async def _announce_queue(self) -> None:
         """Runs beside the main loop: tells the chat which messages wait, once they have waited

@@ -187,6 +187,12 @@ from ally.contracts.workflows import (
     PendingRequest as PendingRequest,
 )
 from ally.contracts.workflows import (
+    ThreadsFound as ThreadsFound,
+)
+from ally.contracts.workflows import (
+    ThreadsLookup as ThreadsLookup,
+)
+from ally.contracts.workflows import (
     TurnInput as TurnInput,
 )
 from ally.contracts.workflows import (
