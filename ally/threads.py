@@ -2,7 +2,7 @@
 
 The threads come from the assistant's runtime host (`ThreadsWorkflow`, run on a worker this process
 starts for the command, workflows/threads.py); where each is bound comes from the assistant's
-running conversations, each asked for its view (a query, answered by the chat's worker).
+running conversations, each asked for its view (activities/conversations.py).
 """
 
 from __future__ import annotations
@@ -18,16 +18,17 @@ from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from activities.conversations import VIEW_TIMEOUT, bound_threads
 from ally import names
 from ally.assistants import Assistant
 from ally.chat_client import ChatClient, MessageRefused
 from ally.contracts import (
     AgentThread,
     ChatRef,
-    ConversationView,
     Inbound,
     InboundMessage,
     Person,
+    ThreadBinding,
     ThreadsFound,
     ThreadsLookup,
 )
@@ -35,22 +36,12 @@ from workflows.conversation import CLI_MESSAGE_PREFIX, ConversationWorkflow
 from workflows.threads import ThreadsWorkflow
 
 THREADS_LISTED = 20
-VIEW_TIMEOUT = timedelta(seconds=3)  # a conversation whose worker is down cannot answer
 LOOKUP_TIMEOUT = timedelta(seconds=90)
-
-
-class Binding(BaseModel):
-    """A conversation of the assistant that holds a thread."""
-
-    conversation_id: str
-    chat: str
-    topic: str = ""
-    handed_off: bool = False
 
 
 class ThreadRow(BaseModel):
     thread: AgentThread
-    bound: list[Binding] = []
+    bound: list[ThreadBinding] = []
 
 
 class ThreadsReport(BaseModel):
@@ -95,54 +86,18 @@ async def ask_host(
         )
 
 
-def _place(conversation_id: str) -> tuple[str, str]:
-    """(chat, topic) of a conversation id (`names.conversation_id`)."""
-    place = conversation_id.removeprefix("chat:").split("@", 1)[0]
-    chat, _, topic = place.partition("/")
-    return chat, topic
-
-
-async def bindings(client: Client, assistant_id: str) -> tuple[dict[str, list[Binding]], list[str]]:
-    """Which of the assistant's running conversations hold which thread, and the conversations that
-    did not answer (their worker is down)."""
-    which = f"{names.ASSISTANT.name}='{assistant_id}'"
-    if assistant_id == names.DEFAULT_ASSISTANT:  # conversations started before the attribute existed
-        which = f"({which} OR {names.ASSISTANT.name} IS NULL)"
-    query = f"WorkflowType='{ConversationWorkflow.__name__}' AND ExecutionStatus='Running' AND {which}"
-    ids = [execution.id async for execution in client.list_workflows(query)]
-
-    async def view(conversation_id: str) -> ConversationView | None:
-        handle = client.get_workflow_handle_for(ConversationWorkflow.run, conversation_id)
-        try:
-            return await handle.query(ConversationWorkflow.view, rpc_timeout=VIEW_TIMEOUT)
-        except (RPCError, WorkflowQueryFailedError):
-            return None
-
-    views = await asyncio.gather(*(view(i) for i in ids))
-    bound: dict[str, list[Binding]] = {}
-    unanswered = []
-    for conversation_id, seen in zip(ids, views, strict=True):
-        if seen is None:
-            unanswered.append(conversation_id)
-        elif seen.thread_id is not None:
-            chat, topic = _place(conversation_id)
-            binding = Binding(
-                conversation_id=conversation_id, chat=chat, topic=topic, handed_off=seen.handed_off
-            )
-            bound.setdefault(seen.thread_id, []).append(binding)
-    return bound, sorted(unanswered)
-
-
 async def threads_report(
     client: Client, assistant: Assistant, *, limit: int = THREADS_LISTED
 ) -> ThreadsReport:
     """Raises `NoHost` when no runtime host answered for the assistant."""
     found, (bound, unanswered) = await asyncio.gather(
-        ask_host(client, assistant, limit=limit), bindings(client, assistant.id)
+        ask_host(client, assistant, limit=limit), bound_threads(client, assistant.id)
     )
     if found.problem:
         raise NoHost(found.problem)
-    rows = [ThreadRow(thread=t, bound=bound.get(t.thread_id, [])) for t in found.threads]
+    rows = [
+        ThreadRow(thread=t, bound=[b for b in bound if b.thread_id == t.thread_id]) for t in found.threads
+    ]
     return ThreadsReport(
         assistant=assistant.name,
         workspace=assistant.settings.cwd,

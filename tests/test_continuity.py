@@ -298,6 +298,15 @@ async def test_fork_starts_a_new_thread_and_leaves_the_old_one_intact(client: Cl
         assert {t.id for t in await _threads_of(fs)} == {old, new}
 
 
+async def _patches(fs: FeishuStack, card: Message) -> list[Any]:
+    """The card's updates, once it has one."""
+
+    def patches() -> list[Any] | None:
+        return fs.fake.message(card.message_id).patches or None
+
+    return await fs.fake.async_wait_for(patches, timeout=15)
+
+
 async def test_every_card_that_offered_late_messages_shows_the_choice_even_one_still_on_its_way(
     client: Client, tmp_path: Path
 ) -> None:
@@ -312,13 +321,11 @@ async def test_every_card_that_offered_late_messages_shows_the_choice_even_one_s
         assert "old a" in _text(card_b) and "old b" in _text(card_b)
         await _click(fs, card_b, "/stale drop")
         for card in (card_a, card_b):
-            patched = await fs.fake.async_wait_for(
-                lambda c=card: fs.fake.message(c.message_id).patches, timeout=10
-            )
+            patched = await _patches(fs, card)
             assert "Dropped 2 messages" in json.dumps(patched[-1]) and _buttons(patched[-1]) == []
 
-        # A third batch's card is still on its way (Feishu is slow) when the first card's choice is
-        # taken: once it lands, it shows the choice too, with no button left.
+        # A third batch's card is still on its way (Feishu is slow) when the card before it is
+        # clicked: once it lands, it shows the choice too, with no button left.
         third = await _late(fs, ["old c"])
         (card_c,) = await fs.wait_for_replies(third[-1])
         fs.fake.delay_next("/reply", 5.0, method="POST")
@@ -331,9 +338,7 @@ async def test_every_card_that_offered_late_messages_shows_the_choice_even_one_s
             lambda: [m for m in fs.replies_to(fourth[-1]) if card_markdown(m) != "d done"] or None, timeout=20
         )
         for card in (card_c, card_d):
-            patched = await fs.fake.async_wait_for(
-                lambda c=card: fs.fake.message(c.message_id).patches, timeout=15
-            )
+            patched = await _patches(fs, card)
             assert "Running 2 messages" in json.dumps(patched[-1]) and _buttons(patched[-1]) == []
         await fs.fake.async_wait_for(
             lambda: [m for m in fs.replies_to(fourth[-1]) if card_markdown(m) == "d done"] or None, timeout=30

@@ -23,6 +23,8 @@ from tests.test_continuity import CHAT, _ask, _prompts, _terminal_codex
 
 pytestmark = [pytest.mark.feishu, pytest.mark.codex]
 
+OTHER_CHAT = "oc_dm_alice_at_her_desk"
+
 
 def _cli(fs: FeishuStack, client: Client, folder: Path) -> dict[str, str]:
     """An `ally` whose default assistant is the stack's: its workspace, on the stack's host."""
@@ -103,6 +105,12 @@ async def test_ally_threads_shows_where_threads_are_bound_and_ally_handoff_gives
         assert rows[chat_thread]["bound"] == []
         shown = await ally(env, "threads")
         assert "(handed off to a terminal)" in shown.stdout
+
+        # /threads in another chat says where each thread is bound, beyond that chat too.
+        other = await fs.say(OTHER_CHAT, "/threads", sender_open_id="ou_alice")
+        (listing,) = await fs.wait_for_replies(other["event"]["message"]["message_id"])
+        (line,) = [line for line in card_markdown(listing).splitlines() if "plan the migration" in line]
+        assert f"bound to chat {CHAT}, handed off to a terminal" in line
 
         # Bad input is refused in words, with exit 2; a host that does not answer, exit 1.
         missing = await ally(env, "handoff", "019a0000-0000-7000-8000-000000000000", "--to", CHAT)

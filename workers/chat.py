@@ -17,6 +17,7 @@ from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.channel import ChannelActivities
+from activities.conversations import ConversationActivities
 from activities.policy import evaluate_policy
 from ally.channels import Channel
 from workflows.alerts import AlertsWorkflow
@@ -36,6 +37,10 @@ def chat_worker(client: Client, channel: Channel, task_queue: str) -> Worker:
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=[*ChannelActivities(channel).all(), evaluate_policy],
+        activities=[
+            *ChannelActivities(channel).all(),
+            evaluate_policy,
+            ConversationActivities(client).bound_threads,
+        ],
         workflow_runner=UnsandboxedWorkflowRunner(),
     )

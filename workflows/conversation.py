@@ -21,11 +21,13 @@ from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.channel import ChannelActivities
+    from activities.conversations import ConversationActivities
     from activities.runtime import describe_thread, fork_thread, list_threads, locate_runtime, release_thread
     from ally import names
     from ally.contracts import (
         MODES_BY_AUTONOMY,
         AgentThread,
+        BoundThreadsQuery,
         Choice,
         ConversationState,
         ConversationView,
@@ -38,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         ReplyUpdate,
         SentMessage,
         SessionGrants,
+        ThreadBinding,
         ThreadRef,
         ThreadsQuery,
         TurnFailed,
@@ -72,6 +75,7 @@ HANDOFF_PATCH = "handed-off"  # before it, no conversation was ever handed off
 # decided kept its buttons; and /resume /fork /handoff sent during a turn waited without a word.
 SETTLE_IN_FLIGHT_PATCH = "settle-cards-in-flight"
 WAIT_TOLD_PATCH = "continuity-wait-told"
+THREADS_BOUND_PATCH = "threads-bound-elsewhere"  # before it, /threads named only this chat's binding
 THREADS_SHOWN = 10
 CLI_MESSAGE_PREFIX = "cli:"  # a message from the terminal (`ally handoff`): nothing in the chat to reply to
 # Temporal refuses a payload over 2 MB: what continue-as-new carries, and a turn's result that
@@ -484,12 +488,15 @@ class ConversationWorkflow:
         if not threads:
             self._tell(message, f"No Codex threads in {self.state.settings.cwd} yet.")
             return
+        elsewhere = await self._bound_elsewhere()
         now = workflow.time()
         lines = [f"Codex threads in {self.state.settings.cwd} (newest first):"]
         for number, thread in enumerate(threads, start=1):
             where = " · bound to this chat" if thread.thread_id == self.state.thread_id else ""
             if thread.thread_id == self.state.thread_id and self.state.handed_off:
                 where = " · handed off to a terminal"
+            for other in elsewhere.get(thread.thread_id, []):
+                where += f" · bound to {other}"
             fork = f" · forked from {thread.forked_from}" if thread.forked_from else ""
             title = thread.title or "(no words yet)"
             lines.append(
@@ -497,6 +504,31 @@ class ConversationWorkflow:
             )
         lines.append("/resume N continues one here.")
         self._tell(message, "\n".join(lines))
+
+    async def _bound_elsewhere(self) -> dict[str, list[str]]:
+        """Which other chats' conversations of this assistant hold which thread; best effort."""
+        if not workflow.patched(THREADS_BOUND_PATCH):
+            return {}
+        try:
+            bound: list[ThreadBinding] = await workflow.execute_activity_method(
+                ConversationActivities.bound_threads,
+                BoundThreadsQuery(assistant=self.state.assistant),
+                start_to_close_timeout=timedelta(seconds=15),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+                summary="which chats hold which thread",
+            )
+        except ActivityError as error:
+            workflow.logger.info("threads bound elsewhere not known: %s", error)
+            return {}
+        places: dict[str, list[str]] = {}
+        for binding in bound:
+            if binding.conversation_id == workflow.info().workflow_id:
+                continue
+            place = f"chat {binding.chat}" + (f" (topic {binding.topic})" if binding.topic else "")
+            if binding.handed_off:
+                place += ", handed off to a terminal"
+            places.setdefault(binding.thread_id, []).append(place)
+        return places
 
     async def _resume(self, message: InboundMessage, wanted: str) -> None:
         listed = self.state.listed_threads

@@ -166,6 +166,9 @@ from ally.contracts.policy import (
     capped as capped,
 )
 from ally.contracts.workflows import (
+    BoundThreadsQuery as BoundThreadsQuery,
+)
+from ally.contracts.workflows import (
     ChatConfig as ChatConfig,
 )
 from ally.contracts.workflows import (
@@ -185,6 +188,9 @@ from ally.contracts.workflows import (
 )
 from ally.contracts.workflows import (
     PendingRequest as PendingRequest,
+)
+from ally.contracts.workflows import (
+    ThreadBinding as ThreadBinding,
 )
 from ally.contracts.workflows import (
     ThreadsFound as ThreadsFound,

@@ -200,6 +200,20 @@ class ThreadsLookup(BaseModel):
     locate_timeout_s: float = 10.0
 
 
+class BoundThreadsQuery(BaseModel):
+    assistant: str  # its id
+
+
+class ThreadBinding(BaseModel):
+    """A running conversation of an assistant that holds a thread."""
+
+    thread_id: str
+    conversation_id: str
+    chat: str
+    topic: str = ""
+    handed_off: bool = False
+
+
 class ThreadsFound(BaseModel):
     host: str = ""  # the runtime host that answered; "" when none did
     threads: list[AgentThread] = []
