@@ -130,6 +130,7 @@ class ConversationWorkflow:
         # What the last choice on held messages said, by kind ("stale" | "handoff"), for a card of
         # theirs that was still on its way when it was taken.
         self.settled: dict[str, str] = {}
+        self.telling: set[asyncio.Task[None]] = set()  # commands that wait for a turn, told so after a moment
 
     @workflow.signal
     def inbound(self, inbound: Inbound) -> None:
@@ -449,15 +450,13 @@ class ConversationWorkflow:
             return
         if self.child is not None and command != "/threads":
             # It changes the thread under the turn: it runs once the turn has ended (the answer a
-            # person reacts to arrives a moment before its turn does). Said at once: a turn waiting
-            # on an approval may not end soon.
+            # person reacts to arrives a moment before its turn does). A turn waiting on an approval
+            # may not end soon: the person is told, unless it ends within a moment.
             self.between_turns.append(message)
             if workflow.patched(WAIT_TOLD_PATCH):
-                self._tell(
-                    message,
-                    f"{command} runs as soon as the running turn has ended "
-                    "(it changes the thread under the turn). /stop ends the turn now.",
-                )
+                told = asyncio.create_task(self._tell_if_still_waiting(message, command))
+                self.telling.add(told)
+                told.add_done_callback(self.telling.discard)
             return
         if not await self._locate(message):
             return
@@ -504,6 +503,15 @@ class ConversationWorkflow:
             )
         lines.append("/resume N continues one here.")
         self._tell(message, "\n".join(lines))
+
+    async def _tell_if_still_waiting(self, message: InboundMessage, command: str) -> None:
+        await workflow.sleep(QUEUE_NOTICE_AFTER_S, summary=f"tell {command} it waits, if it still does")
+        if any(m.message_id == message.message_id for m in self.between_turns):
+            self._tell(
+                message,
+                f"{command} runs as soon as the running turn has ended "
+                "(it changes the thread under the turn). /stop ends the turn now.",
+            )
 
     async def _bound_elsewhere(self) -> dict[str, list[str]]:
         """Which other chats' conversations of this assistant hold which thread; best effort."""
