@@ -11,20 +11,22 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lark_oapi as lark
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
 from ally import names
 from ally.chat_client import ChatClient
 from ally.codex.binary import find_codex_binary
-from ally.contracts import Decision, Person
+from ally.contracts import ConversationView, Decision, Person
 from ally.model_server import RunCommand, Say
 from dev.fake_feishu import Message, card_action_event, message_event
 from tests.feishu_stack import FeishuStack, card_markdown, feishu_stack
+from tests.stack import eventually, running_stack, second_host
 
 pytestmark = [pytest.mark.feishu, pytest.mark.codex]
 
@@ -298,6 +300,16 @@ async def test_fork_starts_a_new_thread_and_leaves_the_old_one_intact(client: Cl
         assert {t.id for t in await _threads_of(fs)} == {old, new}
 
 
+async def eventually_async(
+    handle: WorkflowHandle[Any, Any], ready: Callable[[ConversationView], bool]
+) -> None:
+    for _ in range(100):
+        if ready(await handle.query("view", result_type=ConversationView)):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the conversation never got there")
+
+
 async def _patches(fs: FeishuStack, card: Message) -> list[Any]:
     """The card's updates, once it has one."""
 
@@ -374,3 +386,31 @@ async def test_fork_sent_while_a_turn_waits_for_an_approval_is_answered_at_once_
         assert card_markdown(replies[-1]).startswith("Forked:")
         (old,) = [t.id for t in await _threads_of(fs) if t.id != (await handle.query("view"))["thread_id"]]
         assert old in card_markdown(replies[-1])
+
+
+@pytest.mark.faults
+async def test_fork_when_the_host_has_gone_away_says_so_and_the_conversation_lives_on(
+    client: Client, tmp_path: Path
+) -> None:
+    async with (
+        running_stack(client, tmp_path / "a") as stack,
+        second_host(stack, tmp_path / "b", "gone") as host,
+    ):
+        chat = stack.chat()
+        host.model.push(Say(text="first answer"))
+        await stack.send(chat, "start something", discovery_queue=host.pinned_queue)
+        await eventually(lambda: stack.replies(chat, tone="answer"), what="the first answer")
+        handle = stack.conversation_handle(chat)
+        await eventually_async(handle, lambda view: view.thread_id is not None)
+
+        await host.stop()
+        await stack.send(chat, "/fork", discovery_queue=host.pinned_queue)
+        told = await eventually(
+            lambda: [r for r in stack.replies(chat) if "did not answer" in r.text],
+            within=60,
+            what="the host-gone notice",
+        )
+        assert host.name in told[0].text and "/fork did nothing" in told[0].text
+        await stack.send(chat, "/status", discovery_queue=host.pinned_queue)
+        await eventually(lambda: [r for r in stack.replies(chat) if "Thread:" in r.text], what="/status")
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING

@@ -460,6 +460,19 @@ class ConversationWorkflow:
             return
         if not await self._locate(message):
             return
+        try:
+            await self._thread_command(message, command, rest)
+        except ActivityError as error:
+            # The host went away, or has not been upgraded to know the activity: the chat hears
+            # it, the conversation lives on (an activity's failure would otherwise end it).
+            workflow.logger.warning("%s failed on the host: %s", command, error)
+            self._tell(
+                message,
+                f"The Codex runtime on {self._host()} did not answer, so {command} did nothing. "
+                "Try again in a moment (`ally status` shows whether the host is up).",
+            )
+
+    async def _thread_command(self, message: InboundMessage, command: str, rest: str) -> None:
         if command == "/threads":
             await self._list_threads(message)
         elif command == "/resume":
