@@ -16,25 +16,25 @@ from temporalio.service import RPCError
 from ally import names
 from ally.contracts import BoundThreadsQuery, ConversationView, ThreadBinding
 
-CONVERSATION_WORKFLOW = "ConversationWorkflow"  # by name: workflows/conversation.py imports this module
 VIEW_TIMEOUT = timedelta(seconds=3)  # a conversation whose worker is down cannot answer
 
 
 async def bound_threads(client: Client, assistant: str) -> tuple[list[ThreadBinding], list[str]]:
     """The threads the assistant's running conversations hold, and the conversations that did not
     answer (their chat worker is down: where they are bound is unknown)."""
+    # Here, not at the top: the conversation workflow imports this module for the activity.
+    from workflows.conversation import ConversationWorkflow
+
     which = f"{names.ASSISTANT.name}='{assistant}'"
     if assistant == names.DEFAULT_ASSISTANT:  # conversations started before the attribute existed
         which = f"({which} OR {names.ASSISTANT.name} IS NULL)"
-    query = f"WorkflowType='{CONVERSATION_WORKFLOW}' AND ExecutionStatus='Running' AND {which}"
+    query = f"WorkflowType='{ConversationWorkflow.__name__}' AND ExecutionStatus='Running' AND {which}"
     ids = [execution.id async for execution in client.list_workflows(query)]
 
     async def view(conversation_id: str) -> ConversationView | None:
-        handle = client.get_workflow_handle(conversation_id)
+        handle = client.get_workflow_handle_for(ConversationWorkflow.run, conversation_id)
         try:
-            seen: ConversationView = await handle.query(
-                "view", result_type=ConversationView, rpc_timeout=VIEW_TIMEOUT
-            )
+            seen: ConversationView = await handle.query(ConversationWorkflow.view, rpc_timeout=VIEW_TIMEOUT)
         except (RPCError, WorkflowQueryFailedError):
             return None
         return seen
