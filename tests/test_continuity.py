@@ -358,7 +358,7 @@ async def test_every_card_that_offered_late_messages_shows_the_choice_even_one_s
         assert [p.split()[-1] for p in _prompts(fs)] == ["c", "d"]  # each ran once, in order
 
 
-async def test_fork_sent_while_a_turn_waits_for_an_approval_is_answered_at_once_and_runs_after_it(
+async def test_fork_sent_while_a_turn_waits_for_an_approval_is_told_it_waits_and_runs_after_it(
     client: Client, tmp_path: Path
 ) -> None:
     async with feishu_stack(client, tmp_path, "cli_continuity_wait_told") as fs:
