@@ -13,6 +13,7 @@ import typer
 
 from ally.cli_assistants import assistants_app
 from ally.cli_routines import routines_app
+from ally.cli_threads import add_thread_commands
 from ally.config import AllyConfig, ConfigError, config_path, data_dir, load_config
 
 app = typer.Typer(
@@ -464,6 +465,7 @@ service_app = typer.Typer(
 app.add_typer(service_app, name="service")
 app.add_typer(assistants_app, name="assistants")
 app.add_typer(routines_app, name="routines")
+add_thread_commands(app)
 
 
 @service_app.command("install")

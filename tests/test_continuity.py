@@ -11,20 +11,22 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lark_oapi as lark
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
 from ally import names
 from ally.chat_client import ChatClient
 from ally.codex.binary import find_codex_binary
-from ally.contracts import Decision, Person
+from ally.contracts import ConversationView, Decision, Person
 from ally.model_server import RunCommand, Say
 from dev.fake_feishu import Message, card_action_event, message_event
 from tests.feishu_stack import FeishuStack, card_markdown, feishu_stack
+from tests.stack import eventually, running_stack, second_host
 
 pytestmark = [pytest.mark.feishu, pytest.mark.codex]
 
@@ -296,3 +298,119 @@ async def test_fork_starts_a_new_thread_and_leaves_the_old_one_intact(client: Cl
         shown = card_markdown(listing)
         assert old in shown and new in shown and "bound to this chat" in shown
         assert {t.id for t in await _threads_of(fs)} == {old, new}
+
+
+async def eventually_async(
+    handle: WorkflowHandle[Any, Any], ready: Callable[[ConversationView], bool]
+) -> None:
+    for _ in range(100):
+        if ready(await handle.query("view", result_type=ConversationView)):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the conversation never got there")
+
+
+async def _patches(fs: FeishuStack, card: Message) -> list[Any]:
+    """The card's updates, once it has one."""
+
+    def patches() -> list[Any] | None:
+        return fs.fake.message(card.message_id).patches or None
+
+    return await fs.fake.async_wait_for(patches, timeout=15)
+
+
+async def test_every_card_that_offered_late_messages_shows_the_choice_even_one_still_on_its_way(
+    client: Client, tmp_path: Path
+) -> None:
+    async with feishu_stack(client, tmp_path, "cli_continuity_stale_cards") as fs:
+        fs.fake.add_user("ou_alice", "Alice")
+        # Two batches, two cards on screen (the second lists everything still held): one choice
+        # settles both.
+        first = await _late(fs, ["old a"])
+        (card_a,) = await fs.wait_for_replies(first[-1])
+        second = await _late(fs, ["old b"])
+        (card_b,) = await fs.wait_for_replies(second[-1])
+        assert "old a" in _text(card_b) and "old b" in _text(card_b)
+        await _click(fs, card_b, "/stale drop")
+        for card in (card_a, card_b):
+            patched = await _patches(fs, card)
+            assert "Dropped 2 messages" in json.dumps(patched[-1]) and _buttons(patched[-1]) == []
+
+        # A third batch's card is still on its way (Feishu is slow) when the card before it is
+        # clicked: once it lands, it shows the choice too, with no button left.
+        third = await _late(fs, ["old c"])
+        (card_c,) = await fs.wait_for_replies(third[-1])
+        fs.fake.delay_next("/reply", 5.0, method="POST")
+        fourth = await _late(fs, ["old d"])
+        await asyncio.sleep(2.8)  # the card for "old d" has gathered and is being sent
+        assert fs.replies_to(fourth[-1]) == []
+        fs.stack.model.push(Say(text="c done"), Say(text="d done"))
+        await _click(fs, card_c, "/stale run")
+        (card_d,) = await fs.fake.async_wait_for(
+            lambda: [m for m in fs.replies_to(fourth[-1]) if card_markdown(m) != "d done"] or None, timeout=20
+        )
+        for card in (card_c, card_d):
+            patched = await _patches(fs, card)
+            assert "Running 2 messages" in json.dumps(patched[-1]) and _buttons(patched[-1]) == []
+        await fs.fake.async_wait_for(
+            lambda: [m for m in fs.replies_to(fourth[-1]) if card_markdown(m) == "d done"] or None, timeout=30
+        )
+        assert [p.split()[-1] for p in _prompts(fs)] == ["c", "d"]  # each ran once, in order
+
+
+async def test_fork_sent_while_a_turn_waits_for_an_approval_is_told_it_waits_and_runs_after_it(
+    client: Client, tmp_path: Path
+) -> None:
+    async with feishu_stack(client, tmp_path, "cli_continuity_wait_told") as fs:
+        fs.fake.add_user("ou_alice", "Alice")
+        target = fs.stack.workspace / "waited.txt"
+        fs.stack.model.push(RunCommand(cmd=f"echo yes > {target}"), Say(text="Wrote it."))
+        event = await fs.say(CHAT, "write the file", sender_open_id="ou_alice")
+        question = event["event"]["message"]["message_id"]
+        await fs.wait_for_replies(question)  # the approval card: the turn waits
+
+        fork = await fs.say(CHAT, "/fork", sender_open_id="ou_alice")
+        fork_id = fork["event"]["message"]["message_id"]
+        (told,) = await fs.wait_for_replies(fork_id, within=10)
+        assert "/fork runs as soon as the running turn has ended" in card_markdown(told)
+        handle = client.get_workflow_handle(names.conversation_id(CHAT))
+        assert (await handle.query("view"))["running"] == "write the file"  # nothing forked yet
+
+        chats = ChatClient(client)
+        (row,) = [r for r in await chats.waiting_everywhere() if r.chat == CHAT]
+        operator = Person(id=names.LOCAL_OPERATOR, name="alice-at-her-desk")
+        await chats.decide(
+            row.workflow_id, Decision(key=row.request.key, decision="accept", operator=operator)
+        )
+        replies = await fs.wait_for_replies(fork_id, count=2, within=30)
+        assert card_markdown(replies[-1]).startswith("Forked:")
+        (old,) = [t.id for t in await _threads_of(fs) if t.id != (await handle.query("view"))["thread_id"]]
+        assert old in card_markdown(replies[-1])
+
+
+@pytest.mark.faults
+async def test_fork_when_the_host_has_gone_away_says_so_and_the_conversation_lives_on(
+    client: Client, tmp_path: Path
+) -> None:
+    async with (
+        running_stack(client, tmp_path / "a") as stack,
+        second_host(stack, tmp_path / "b", "gone") as host,
+    ):
+        chat = stack.chat()
+        host.model.push(Say(text="first answer"))
+        await stack.send(chat, "start something", discovery_queue=host.pinned_queue)
+        await eventually(lambda: stack.replies(chat, tone="answer"), what="the first answer")
+        handle = stack.conversation_handle(chat)
+        await eventually_async(handle, lambda view: view.thread_id is not None)
+
+        await host.stop()
+        await stack.send(chat, "/fork", discovery_queue=host.pinned_queue)
+        told = await eventually(
+            lambda: [r for r in stack.replies(chat) if "did not answer" in r.text],
+            within=60,
+            what="the host-gone notice",
+        )
+        assert host.name in told[0].text and "/fork did nothing" in told[0].text
+        await stack.send(chat, "/status", discovery_queue=host.pinned_queue)
+        await eventually(lambda: [r for r in stack.replies(chat) if "Thread:" in r.text], what="/status")
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING

@@ -17,6 +17,7 @@ from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.channel import ChannelActivities
+from activities.conversations import ConversationActivities
 from activities.policy import evaluate_policy
 from activities.routines import routine_thread, routines_posting_in
 from ally.channels import Channel
@@ -38,6 +39,12 @@ def chat_worker(client: Client, channel: Channel, task_queue: str) -> Worker:
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=[*ChannelActivities(channel).all(), evaluate_policy, routine_thread, routines_posting_in],
+        activities=[
+            *ChannelActivities(channel).all(),
+            evaluate_policy,
+            routine_thread,
+            routines_posting_in,
+            ConversationActivities(client).bound_threads,
+        ],
         workflow_runner=UnsandboxedWorkflowRunner(),
     )

@@ -21,12 +21,14 @@ from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.channel import ChannelActivities
+    from activities.conversations import ConversationActivities
     from activities.routines import routines_posting_in
     from activities.runtime import describe_thread, fork_thread, list_threads, locate_runtime, release_thread
     from ally import names
     from ally.contracts import (
         MODES_BY_AUTONOMY,
         AgentThread,
+        BoundThreadsQuery,
         Choice,
         ConversationState,
         ConversationView,
@@ -40,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         ReplyUpdate,
         SentMessage,
         SessionGrants,
+        ThreadBinding,
         ThreadRef,
         ThreadsQuery,
         TurnFailed,
@@ -70,6 +73,11 @@ QUEUE_NOTICES_PATCH = "coalesced-queue-notices"  # before it, each queued messag
 STALE_GATHER_S = 2.0
 STALE_PATCH = "stale-messages"  # before it, a late message ran like any other
 HANDOFF_PATCH = "handed-off"  # before it, no conversation was ever handed off
+# Before it, a card for late (or handed-off) messages that was still on its way when they were
+# decided kept its buttons; and /resume /fork /handoff sent during a turn waited without a word.
+SETTLE_IN_FLIGHT_PATCH = "settle-cards-in-flight"
+WAIT_TOLD_PATCH = "continuity-wait-told"
+THREADS_BOUND_PATCH = "threads-bound-elsewhere"  # before it, /threads named only this chat's binding
 THREADS_SHOWN = 10
 CLI_MESSAGE_PREFIX = "cli:"  # a message from the terminal (`ally handoff`): nothing in the chat to reply to
 ROUTINES_PATCH = "routines-command"  # before it, /routines got the help text
@@ -108,6 +116,7 @@ class Notice:
     while_queued: bool = False  # a queue position: worth sending only while the message still waits
     choices: list[Choice] = field(default_factory=list)
     keep_as: str | None = None  # "stale" | "handoff": the card's id is kept, to update it once chosen
+    offers: list[str] = field(default_factory=list)  # the ids of the held messages the card offers
 
 
 @workflow.defn
@@ -123,6 +132,10 @@ class ConversationWorkflow:
         self.outbox: list[Notice] = []  # sent in order by `_send_notices`, never holding up a turn
         self.between_turns: list[InboundMessage] = []  # commands that wait for the running turn to end
         self.limited_until: float | None = None  # the running turn waits for a usage limit until then
+        # What the last choice on held messages said, by kind ("stale" | "handoff"), for a card of
+        # theirs that was still on its way when it was taken.
+        self.settled: dict[str, str] = {}
+        self.telling: set[asyncio.Task[None]] = set()  # commands that wait for a turn, told so after a moment
 
     @workflow.signal
     def inbound(self, inbound: Inbound) -> None:
@@ -172,7 +185,11 @@ class ConversationWorkflow:
                     Choice(label="Take it back", command="/takeback", style="primary"),
                     Choice(label="Send anyway", command="/send"),
                 ]
-                self.outbox.append(Notice(to=message, text=text, choices=choices, keep_as="handoff"))
+                self.outbox.append(
+                    Notice(
+                        to=message, text=text, choices=choices, keep_as="handoff", offers=[message.message_id]
+                    )
+                )
         elif self.current is not None and self.state.busy_policy == "steer":
             self.steers.append(message)
         else:
@@ -212,6 +229,7 @@ class ConversationWorkflow:
             queued=[m.text[:80] for m in self.state.queue],
             busy_policy=self.state.busy_policy,
             turns=self.state.turns,
+            handed_off=self.state.handed_off,
         )
 
     @workflow.run
@@ -443,6 +461,7 @@ class ConversationWorkflow:
         else:
             text = f"Dropped {_count(held)} that arrived late (chosen by {who})."
         cards, self.state.stale_cards = self.state.stale_cards, []
+        self.settled["stale"] = text
         await self._settle_cards(cards, text)
         if not cards:
             self._tell(message, text)
@@ -453,11 +472,29 @@ class ConversationWorkflow:
             return
         if self.child is not None and command != "/threads":
             # It changes the thread under the turn: it runs once the turn has ended (the answer a
-            # person reacts to arrives a moment before its turn does).
+            # person reacts to arrives a moment before its turn does). A turn waiting on an approval
+            # may not end soon: the person is told, unless it ends within a moment.
             self.between_turns.append(message)
+            if workflow.patched(WAIT_TOLD_PATCH):
+                told = asyncio.create_task(self._tell_if_still_waiting(message, command))
+                self.telling.add(told)
+                told.add_done_callback(self.telling.discard)
             return
         if not await self._locate(message):
             return
+        try:
+            await self._thread_command(message, command, rest)
+        except ActivityError as error:
+            # The host went away, or has not been upgraded to know the activity: the chat hears
+            # it, the conversation lives on (an activity's failure would otherwise end it).
+            workflow.logger.warning("%s failed on the host: %s", command, error)
+            self._tell(
+                message,
+                f"The Codex runtime on {self._host()} did not answer, so {command} did nothing. "
+                "Try again in a moment (`ally status` shows whether the host is up).",
+            )
+
+    async def _thread_command(self, message: InboundMessage, command: str, rest: str) -> None:
         if command == "/threads":
             await self._list_threads(message)
         elif command == "/resume":
@@ -485,12 +522,15 @@ class ConversationWorkflow:
         if not threads:
             self._tell(message, f"No Codex threads in {self.state.settings.cwd} yet.")
             return
+        elsewhere = await self._bound_elsewhere()
         now = workflow.time()
         lines = [f"Codex threads in {self.state.settings.cwd} (newest first):"]
         for number, thread in enumerate(threads, start=1):
             where = " · bound to this chat" if thread.thread_id == self.state.thread_id else ""
             if thread.thread_id == self.state.thread_id and self.state.handed_off:
                 where = " · handed off to a terminal"
+            for other in elsewhere.get(thread.thread_id, []):
+                where += f" · bound to {other}"
             fork = f" · forked from {thread.forked_from}" if thread.forked_from else ""
             title = thread.title or "(no words yet)"
             lines.append(
@@ -498,6 +538,40 @@ class ConversationWorkflow:
             )
         lines.append("/resume N continues one here.")
         self._tell(message, "\n".join(lines))
+
+    async def _tell_if_still_waiting(self, message: InboundMessage, command: str) -> None:
+        await workflow.sleep(QUEUE_NOTICE_AFTER_S, summary=f"tell {command} it waits, if it still does")
+        if any(m.message_id == message.message_id for m in self.between_turns):
+            self._tell(
+                message,
+                f"{command} runs as soon as the running turn has ended "
+                "(it changes the thread under the turn). /stop ends the turn now.",
+            )
+
+    async def _bound_elsewhere(self) -> dict[str, list[str]]:
+        """Which other chats' conversations of this assistant hold which thread; best effort."""
+        if not workflow.patched(THREADS_BOUND_PATCH):
+            return {}
+        try:
+            bound: list[ThreadBinding] = await workflow.execute_activity_method(
+                ConversationActivities.bound_threads,
+                BoundThreadsQuery(assistant=self.state.assistant),
+                start_to_close_timeout=timedelta(seconds=15),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+                summary="which chats hold which thread",
+            )
+        except ActivityError as error:
+            workflow.logger.info("threads bound elsewhere not known: %s", error)
+            return {}
+        places: dict[str, list[str]] = {}
+        for binding in bound:
+            if binding.conversation_id == workflow.info().workflow_id:
+                continue
+            place = f"chat {binding.chat}" + (f" (topic {binding.topic})" if binding.topic else "")
+            if binding.handed_off:
+                place += ", handed off to a terminal"
+            places.setdefault(binding.thread_id, []).append(place)
+        return places
 
     async def _resume(self, message: InboundMessage, wanted: str) -> None:
         listed = self.state.listed_threads
@@ -518,6 +592,8 @@ class ConversationWorkflow:
         self._stop_handoff()
         last = " ".join(thread.last_answer.split())
         text = f"Picked up thread {thread.thread_id}: {thread.title or '(untitled)'}."
+        if message.message_id.startswith(CLI_MESSAGE_PREFIX):
+            text = f"Handed over from the terminal by {message.sender.name or message.sender.id}. {text}"
         text += f"\nLast answer: {last[:200]}" if last else "\nIt has no answer yet."
         self._tell(message, text + "\nYour next message continues it.")
 
@@ -562,8 +638,10 @@ class ConversationWorkflow:
                 self._tell(message, text)
         for waiting in held:
             self.state.queue.append(self._with_held(waiting))
+        done = "Taken back" if take_back else "Sent anyway"
+        if held:
+            self.settled["handoff"] = f"{done} by {who}: {_count(held)} sent into the thread."
         if cards:
-            done = "Taken back" if take_back else "Sent anyway"
             await self._settle_cards(cards, f"{done} by {who}: {_count(held)} sent into the thread.")
         elif not take_back and not held:
             self._tell(message, "No message waits.")
@@ -621,7 +699,10 @@ class ConversationWorkflow:
                 Choice(label="Run them now", command="/stale run", style="primary"),
                 Choice(label="Drop them", command="/stale drop", style="danger"),
             ]
-            self.outbox.append(Notice(to=held[-1], text="\n".join(lines), choices=choices, keep_as="stale"))
+            offers = [m.message_id for m in held]
+            self.outbox.append(
+                Notice(to=held[-1], text="\n".join(lines), choices=choices, keep_as="stale", offers=offers)
+            )
 
     async def _routines_here(self) -> str:
         """Schedules are the Temporal client's to list, not a workflow's: an activity on this
@@ -648,13 +729,30 @@ class ConversationWorkflow:
             if not notice.while_queued or any(m.message_id == notice.to.message_id for m in self.state.queue):
                 try:
                     sent = await self._say(notice.to, notice.text, notice.choices)
-                    if notice.keep_as == "stale":
-                        self.state.stale_cards = [*self.state.stale_cards, sent.message_id]
-                    elif notice.keep_as == "handoff":
-                        self.state.handoff_cards = [*self.state.handoff_cards, sent.message_id]
+                    if notice.keep_as is not None:
+                        await self._keep_card(notice, sent.message_id)
                 except ActivityError as error:  # rejected for good, or 55 minutes of failures
                     workflow.logger.warning("a notice could not be delivered: %s", error)
             self.outbox.pop(0)
+
+    async def _keep_card(self, notice: Notice, card: str) -> None:
+        """A card offering held messages is kept, so the choice rewrites it. If they were decided
+        while it was on its way (another card's button, a typed command), it shows that at once."""
+        if notice.keep_as == "stale":
+            held = {m.message_id for m in self.state.stale}
+        else:
+            held = {m.message_id for m in self.state.handoff_held}
+        decided = self.settled.get(notice.keep_as or "")
+        if (
+            not held.intersection(notice.offers)
+            and decided is not None
+            and workflow.patched(SETTLE_IN_FLIGHT_PATCH)
+        ):
+            await self._settle_cards([card], decided)
+        elif notice.keep_as == "stale":
+            self.state.stale_cards = [*self.state.stale_cards, card]
+        else:
+            self.state.handoff_cards = [*self.state.handoff_cards, card]
 
     async def _announce_queue(self) -> None:
         """Runs beside the main loop: tells the chat which messages wait, once they have waited

@@ -198,6 +198,9 @@ from ally.contracts.routines import (
     RoutineRunResult as RoutineRunResult,
 )
 from ally.contracts.workflows import (
+    BoundThreadsQuery as BoundThreadsQuery,
+)
+from ally.contracts.workflows import (
     ChatConfig as ChatConfig,
 )
 from ally.contracts.workflows import (
@@ -223,6 +226,15 @@ from ally.contracts.workflows import (
 )
 from ally.contracts.workflows import (
     PendingRequest as PendingRequest,
+)
+from ally.contracts.workflows import (
+    ThreadBinding as ThreadBinding,
+)
+from ally.contracts.workflows import (
+    ThreadsFound as ThreadsFound,
+)
+from ally.contracts.workflows import (
+    ThreadsLookup as ThreadsLookup,
 )
 from ally.contracts.workflows import (
     TurnInput as TurnInput,

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, model_validator
 
 from ally import names
-from ally.contracts.agent import AgentRequest, Decision, Person, RuntimeLocation, ThreadSettings
+from ally.contracts.agent import AgentRequest, AgentThread, Decision, Person, RuntimeLocation, ThreadSettings
 from ally.contracts.chat import ChatRef, InboundMessage
 from ally.contracts.policy import Mode, PolicyConfig, SessionGrants
 from ally.contracts.workspace import AutosaveResult
@@ -210,3 +210,38 @@ class ConversationView(BaseModel):
     queued: list[str]
     busy_policy: str
     turns: int
+    handed_off: bool = False  # its thread is handed off to a terminal (docs/continuity.md)
+
+
+# --- the threads of a host, for the terminal --------------------------------------------------------
+
+
+class ThreadsLookup(BaseModel):
+    """What `ally threads` and `ally handoff` ask a host (workflows/threads.py): the recent threads
+    of a workspace, or one thread by id. The host is found as a conversation finds it."""
+
+    discovery_queue: str
+    cwd: str
+    limit: int = 10
+    thread_id: str | None = None  # just this one thread, with its last answer
+    locate_timeout_s: float = 10.0
+
+
+class BoundThreadsQuery(BaseModel):
+    assistant: str  # its id
+
+
+class ThreadBinding(BaseModel):
+    """A running conversation of an assistant that holds a thread."""
+
+    thread_id: str
+    conversation_id: str
+    chat: str
+    topic: str = ""
+    handed_off: bool = False
+
+
+class ThreadsFound(BaseModel):
+    host: str = ""  # the runtime host that answered; "" when none did
+    threads: list[AgentThread] = []
+    problem: str = ""  # in words for a person: no host answered, no such thread
