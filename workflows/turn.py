@@ -634,10 +634,11 @@ class TurnWorkflow:
         until = max(until, now + 1.0)
         self.limited_until = until
         self._set_state("waiting_for_limit")
+        # The conversation first, so a /status sent after the notice already shows the wait.
+        await self._tell_waiting(until)
         await self._send(
             _limit_text(limited, until - now, known), tone="notice", part=f"limit:{self.limit_waits}"
         )
-        await self._tell_waiting(until)
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
                 lambda: self.stop_requested or self.retry_asked,
