@@ -87,7 +87,7 @@ class CodexActivities:
                 return await self._outcome(progress, restarted=True)
             activity.heartbeat(progress)
             self.turns.started(workflow_id, progress)
-            beating = asyncio.create_task(_heartbeat_forever(progress))
+            beating = asyncio.create_task(_heartbeat_forever(progress, self.runtime))
             try:
                 await self._follow(workflow_id, progress)
             except asyncio.CancelledError:
@@ -219,6 +219,7 @@ class CodexActivities:
                 f"turn {turn.turn_id} is not in thread {turn.thread_id}", type="TurnNotFound"
             )
         status = found.status if found.status in ("completed", "interrupted", "failed") else "interrupted"
+        tracker = self.runtime.progress(turn.turn_id)
         return TurnOutcome(
             thread_id=turn.thread_id,
             turn_id=turn.turn_id,
@@ -226,6 +227,8 @@ class CodexActivities:
             final_text=found.final_text,
             error=found.error,
             runtime_restarted=restarted and status != "completed",
+            activity=tracker.snapshot() if tracker is not None else turn.activity,
+            changed_files=tracker.changed_files if tracker is not None else [],
         )
 
 
@@ -314,9 +317,14 @@ def _submitted(details: Sequence[Any]) -> TurnProgress | None:
     return TurnProgress.model_validate(details[0]) if details else None
 
 
-async def _heartbeat_forever(progress: TurnProgress) -> None:
+async def _heartbeat_forever(progress: TurnProgress, runtime: CodexRuntime) -> None:
+    """Each beat also carries what Codex is doing now: the chat's progress card reads it from the
+    pending activity, so progress costs the turn's history nothing (docs/architecture.md)."""
     while True:
         await asyncio.sleep(HEARTBEAT_EVERY_S)
+        tracker = runtime.progress(progress.turn_id)
+        if tracker is not None:
+            progress.activity = tracker.snapshot()
         activity.heartbeat(progress)
 
 

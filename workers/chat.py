@@ -36,6 +36,6 @@ def chat_worker(client: Client, channel: Channel, task_queue: str) -> Worker:
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=[*ChannelActivities(channel).all(), evaluate_policy],
+        activities=[*ChannelActivities(channel, client).all(), evaluate_policy],
         workflow_runner=UnsandboxedWorkflowRunner(),
     )

@@ -47,6 +47,9 @@ with workflow.unsafe.imports_passed_through():
         PendingRequest,
         Person,
         PolicyQuestion,
+        ProgressCardRef,
+        ProgressEnd,
+        ProgressWatch,
         Reaction,
         ReactionRef,
         Reply,
@@ -99,6 +102,11 @@ POLICY_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(millis
 LOCAL_CALL_FAILED = (ActivityError, ApplicationError, TemporalTimeoutError)
 # Before this patch a refused reply (bot removed from the chat) failed the whole turn.
 UNDELIVERED_PATCH = "undelivered-local-reply"
+# The progress card: a follower on the chat's worker reads `run_turn`'s heartbeats and edits the
+# card (activities/channel.py); this workflow only starts it and cancels it, whatever Codex emits.
+PROGRESS_PATCH = "live-progress"
+PROGRESS_HEARTBEAT = timedelta(seconds=5)
+PROGRESS_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10))
 
 
 A = TypeVar("A")
@@ -131,6 +139,7 @@ class TurnWorkflow:
         self.stop_requested = False
         self.stop_sent = False
         self.working: workflow.ActivityHandle[ReactionRef] | None = None
+        self.progress: workflow.ActivityHandle[ProgressCardRef] | None = None
         self.grants = turn.grants
         self.decisions: list[DecisionRecord] = []
 
@@ -193,6 +202,8 @@ class TurnWorkflow:
         metrics.turn_started()
         if turn.message.chat.reactions:  # not awaited: the turn does not wait for an emoji
             self.working = self._react(WORKING_EMOJI)
+        if workflow.patched(PROGRESS_PATCH):  # not awaited either: the card follows the turn beside it
+            self.progress = self._follow_progress()
         running = workflow.start_activity(
             runtime.run_turn,
             StartTurnInput(
@@ -239,7 +250,9 @@ class TurnWorkflow:
         await self._close_unanswered_requests(outcome)
         self._set_state("delivering")
         tone = reply_tone(outcome, stopped=self.stop_requested)
-        if await self._finish(reply_text(outcome), tone=tone, done=outcome.status == "completed"):
+        if await self._finish(
+            reply_text(outcome), tone=tone, done=outcome.status == "completed", outcome=outcome
+        ):
             self._set_state("done" if outcome.status == "completed" else "failed")
         metrics.turn_finished(outcome.status)
         return TurnResult(
@@ -465,9 +478,17 @@ class TurnWorkflow:
             summary=f"react {emoji}",
         )
 
-    async def _finish(self, text: str, *, tone: Literal["answer", "notice", "problem"], done: bool) -> bool:
+    async def _finish(
+        self,
+        text: str,
+        *,
+        tone: Literal["answer", "notice", "problem"],
+        done: bool,
+        outcome: TurnOutcome | None = None,
+    ) -> bool:
         """The turn's last message, with the "working" emoji taken off (and a done emoji on a
-        completed turn) in the same delivery. An emoji that failed must never cost the answer."""
+        completed turn) and the progress card settled in the same delivery. An emoji or a card
+        that failed must never cost the answer."""
         working: ReactionRef | None = None
         if self.working is not None:
             try:
@@ -478,8 +499,42 @@ class TurnWorkflow:
             reply=self._reply(text, tone=tone, part="reply"),
             working=working,
             done_emoji=DONE_EMOJI if done and working is not None else None,
+            progress=self._stop_following(outcome),
         )
         return await self._deliver(ChannelActivities.deliver_answer, final)
+
+    def _follow_progress(self) -> workflow.ActivityHandle[ProgressCardRef]:
+        info = workflow.info()
+        watch = ProgressWatch(
+            chat=self.turn.message.chat,
+            reply_to=self._reply_target(),
+            turn_workflow_id=info.workflow_id,
+            started_at=info.start_time.timestamp(),
+            workspace=self.turn.settings.cwd,
+        )
+        return workflow.start_activity_method(
+            ChannelActivities.follow_progress,
+            watch,
+            start_to_close_timeout=RUN_TURN_MAX + DELIVERY_WINDOW,
+            heartbeat_timeout=PROGRESS_HEARTBEAT,
+            retry_policy=PROGRESS_RETRY,
+            cancellation_type=workflow.ActivityCancellationType.TRY_CANCEL,
+            summary="show progress",
+        )
+
+    def _stop_following(self, outcome: TurnOutcome | None) -> ProgressEnd | None:
+        """Cancel the follower (not waited for: the delivery settles its card first, in this same
+        workflow task) and say how the turn ended, for the card's summary."""
+        if self.progress is None:
+            return None
+        self.progress.cancel()
+        return ProgressEnd(
+            turn_workflow_id=workflow.info().workflow_id,
+            state=outcome.status if outcome is not None else "failed",
+            activity=outcome.activity if outcome is not None else None,
+            elapsed_s=(workflow.now() - workflow.info().start_time).total_seconds(),
+            workspace=self.turn.settings.cwd,
+        )
 
     async def _send(self, text: str, *, tone: Literal["notice", "problem"], part: str) -> None:
         await self._deliver(ChannelActivities.send_reply, self._reply(text, tone=tone, part=part))
