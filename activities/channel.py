@@ -172,7 +172,8 @@ class ChannelActivities:
                     if card.settled:
                         break
                     last_edit = time.monotonic()
-                    await self._show(card, view)
+                    if not await self._show(card, view) and card.ref.message_id is None:
+                        last_edit = 0.0  # a replacement card is a new message: no need to wait
             await asyncio.sleep(PROGRESS_POLL_S)
         return card.ref
 

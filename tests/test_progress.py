@@ -17,14 +17,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import lark_oapi as lark
 import pytest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from ally import names
 from ally.contracts import ThreadSettings, TurnResult
-from ally.model_server import ApplyPatch, CallTool, Hang, RunCommand, Say
-from dev.fake_feishu import Message
+from ally.model_server import ApplyPatch, Burst, CallTool, Hang, RunCommand, Say
+from dev.fake_feishu import Message, card_action_event
 from tests.feishu_stack import FeishuStack, OneAssistant, card_markdown, feishu_stack
 from tests.stack import Stack
 from workflows.turn import TurnWorkflow
@@ -32,6 +33,7 @@ from workflows.turn import TurnWorkflow
 pytestmark = [pytest.mark.codex, pytest.mark.feishu]
 
 CHAT = "oc_progress"
+TURN_EVENTS_BOUND = 29
 
 
 def working_settings(stack: Stack) -> ThreadSettings:
@@ -167,3 +169,109 @@ async def test_a_turn_with_a_plan_three_commands_and_an_edit_shows_each_step_on_
         assert card_markdown(answer) == final
         assert card.create_time <= answer.create_time
         assert (stack.workspace / "notes.txt").read_text() == "noted\n"
+
+
+async def test_a_turn_of_5000_events_edits_its_card_within_the_pace_and_its_history_does_not_grow(
+    client: Client, tmp_path: Path
+) -> None:
+    async with progress_stack(client, tmp_path, "cli_progress_flood") as fstack:
+        stack = fstack.stack
+        stack.model.push(Say(text="a short one"))
+        short = (await fstack.say(CHAT, "say something short"))["event"]["message"]["message_id"]
+        await turn_result(client, CHAT, short)
+
+        stack.model.push(Hang(seconds=3.0, then=Burst(count=2500, then="done after 5,000 events")))
+        envelope = await fstack.say(CHAT, "think out loud")
+        message_id = envelope["event"]["message"]["message_id"]
+        await turn_result(client, CHAT, message_id)
+        await asyncio.sleep(1.5)
+
+        turn_id = names.turn_workflow_id(CHAT, message_id)
+        described = await client.get_workflow_handle(turn_id).describe()
+        assert described.close_time is not None
+        ran_s = (described.close_time - described.start_time).total_seconds()
+        [card] = progress_cards(fstack, message_id)
+        shown = versions(fstack, card)
+        assert 2 <= len(shown) <= ran_s / fstack.channel.progress_interval_s + 2
+        assert "done after 5,000 events" not in json.dumps(shown)  # the answer is not on the card
+        # docs/operations.md, "Live progress": 20 events for a turn without approvals, 4 more for
+        # its progress (9 at most), however many items Codex reports and however long it works.
+        flood, quick = (
+            await history_events(client, turn_id),
+            await history_events(client, names.turn_workflow_id(CHAT, short)),
+        )
+        assert flood <= TURN_EVENTS_BOUND and flood <= quick + 5, (flood, quick)
+        [answer] = answers(fstack, message_id)
+        assert card_markdown(answer) == "done after 5,000 events"
+
+
+def stop_value(card: dict[str, Any]) -> dict[str, Any]:
+    found: list[dict[str, Any]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            value = node.get("value")
+            if isinstance(value, dict) and value.get("ally") == "stop":
+                found.append(value)
+            for child in node.values():
+                walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(card)
+    return found[0]
+
+
+@pytest.mark.faults
+async def test_a_card_that_can_no_longer_be_edited_is_replaced_by_a_new_one_and_the_turn_goes_on(
+    client: Client, tmp_path: Path
+) -> None:
+    async with progress_stack(client, tmp_path, "cli_progress_gone") as fstack:
+        stack = fstack.stack
+        stack.model.push(
+            RunCommand(cmd="echo before", escalated=False),
+            Hang(seconds=3.0, then=RunCommand(cmd="echo after", escalated=False)),
+            Hang(seconds=3.0, then=Say(text="finished anyway")),
+        )
+        message_id = (await fstack.say(CHAT, "go on"))["event"]["message"]["message_id"]
+        first = await fstack.fake.async_wait_for(lambda: progress_cards(fstack, message_id), timeout=30)
+        # Feishu refuses every further edit of that card ("the message was recalled").
+        fstack.fake.fail_next(
+            f"/messages/{first[0].message_id}", method="PATCH", status=400, code=230011, times=99
+        )
+        result = await turn_result(client, CHAT, message_id)
+        await asyncio.sleep(1.5)
+
+        assert result.status == "completed"
+        old, new = progress_cards(fstack, message_id)
+        assert old.message_id == first[0].message_id
+        assert "echo after" not in json.dumps(versions(fstack, old))
+        assert "echo after" in json.dumps(versions(fstack, new))
+        assert versions(fstack, new)[-1]["header"]["title"]["content"] == "Done"
+        [answer] = answers(fstack, message_id)
+        assert card_markdown(answer) == "finished anyway"
+
+
+async def test_the_stop_button_on_the_progress_card_stops_the_turn_like_slash_stop(
+    client: Client, tmp_path: Path
+) -> None:
+    async with progress_stack(client, tmp_path, "cli_progress_stop") as fstack:
+        stack = fstack.stack
+        stack.model.push(
+            RunCommand(cmd="echo started", escalated=False), Hang(seconds=60, then=Say(text="too late"))
+        )
+        message_id = (await fstack.say(CHAT, "a long job"))["event"]["message"]["message_id"]
+        [card] = await fstack.fake.async_wait_for(lambda: progress_cards(fstack, message_id), timeout=30)
+        click = card_action_event(
+            "ou_user", stop_value(card.content), card.message_id, CHAT, app_id=fstack.fake.app_id
+        )
+        answer = json.loads(lark.JSON.marshal(await fstack.deliver(click)))
+        assert answer["toast"]["type"] == "success", answer
+        result = await turn_result(client, CHAT, message_id, within=30)
+        await asyncio.sleep(1.0)
+
+        assert result.status == "interrupted"
+        assert versions(fstack, card)[-1]["header"]["title"]["content"] == "Stopped"
+        [reply] = answers(fstack, message_id)
+        assert card_markdown(reply).startswith("Stopped.")
