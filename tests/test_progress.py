@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +28,13 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from ally import names
-from ally.contracts import ThreadSettings, TurnResult
+from ally.contracts import ChatRef, ThreadSettings, TurnResult
 from ally.model_server import ApplyPatch, Burst, CallTool, Hang, RunCommand, Say
-from dev.fake_feishu import Message, card_action_event
+from ally.processes import die_with_parent_hook
+from dev.fake_feishu import FakeFeishu, Message, card_action_event, forget_sdk_token, message_event
 from tests.feishu_stack import FeishuStack, OneAssistant, card_markdown, feishu_stack
-from tests.stack import Stack
+from tests.stack import Stack, running_stack
+from tests.test_turn_faults import wait_polled
 from workflows.turn import TurnWorkflow
 
 pytestmark = [pytest.mark.codex, pytest.mark.feishu]
@@ -275,3 +282,71 @@ async def test_the_stop_button_on_the_progress_card_stops_the_turn_like_slash_st
         assert versions(fstack, card)[-1]["header"]["title"]["content"] == "Stopped"
         [reply] = answers(fstack, message_id)
         assert card_markdown(reply).startswith("Stopped.")
+
+
+@contextmanager
+def feishu_chat_worker(
+    client: Client, fake: FakeFeishu, queue: str, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    env = os.environ | {
+        "ALLY_TEST_TEMPORAL": client.service_client.config.target_host,
+        "ALLY_TEST_QUEUE": queue,
+        "ALLY_TEST_FEISHU_APP_ID": fake.app_id,
+        "ALLY_TEST_FEISHU_SECRET": fake.app_secret,
+        "ALLY_TEST_FEISHU_DOMAIN": fake.domain,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.feishu_chat_worker"],
+        env=env,
+        start_new_session=True,
+        preexec_fn=die_with_parent_hook(),
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "ab"),  # noqa: SIM115
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.mark.faults
+async def test_progress_goes_on_after_a_kill_9_of_the_chats_worker_and_the_answer_comes_once(
+    client: Client, tmp_path: Path
+) -> None:
+    app_id = "cli_progress_kill"
+    forget_sdk_token(app_id)
+    async with running_stack(client, tmp_path) as stack:
+        with FakeFeishu(app_id=app_id) as fake:
+            queue = f"feishu-kill-{uuid.uuid4().hex[:8]}"
+            stack.queues.append(queue)
+            chat = ChatRef(channel="feishu", chat_id=CHAT, worker_queue=queue)
+            envelope = fake.record_inbound(message_event(CHAT, "a long job", app_id=app_id))
+            message_id = envelope["event"]["message"]["message_id"]
+            stack.model.push(
+                RunCommand(cmd="echo before-the-kill", escalated=False),
+                Hang(seconds=12.0, then=RunCommand(cmd="echo after-the-kill", escalated=False)),
+                Hang(seconds=4.0, then=Say(text="survived the kill")),
+            )
+            log = tmp_path / "chat-worker.log"
+            with feishu_chat_worker(client, fake, queue, log) as worker:
+                await wait_polled(client, queue)
+                await stack.send(chat, "a long job", message_id=message_id, settings=working_settings(stack))
+                await fake.async_wait_for(
+                    lambda: [m for m in fake.messages if "before-the-kill" in m.raw_content], timeout=30
+                )
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+            await asyncio.sleep(1.0)  # `ally up` restarts a dead part after 1 s
+            with feishu_chat_worker(client, fake, queue, log):
+                result = await turn_result(client, CHAT, message_id, within=90)
+                await asyncio.sleep(2.0)  # room for a second answer, if one were coming
+            assert result.status == "completed"
+            replies = [m for m in fake.messages if m.parent_id == message_id]
+            after = [m for m in replies if "after-the-kill" in json.dumps(m.patches)]
+            assert after, "no card showed progress once the worker was back"
+            assert after[0].patches[-1]["header"]["title"]["content"] == "Done"
+            assert len([m for m in replies if "survived the kill" in m.raw_content]) == 1
+            # The same card: the follower's retry sent it again with the same uuid, which Feishu dedupes.
+            assert len(replies) == 2, [m.raw_content[:80] for m in replies]
