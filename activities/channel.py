@@ -1,7 +1,9 @@
 """Delivery activities: thin calls into the channel of this chat worker (workers/chat.py).
 
 The turn calls them as local activities (its workflows run on this same worker); the
-conversation's notices and the turn's emoji go as ordinary activities, dispatched eagerly.
+conversation's notices and the turn's emoji go as ordinary activities, dispatched eagerly, and so
+does `follow_progress`, which shows a running turn's progress card until the turn ends
+(docs/architecture.md, "Live progress").
 
 Retries come from the workflow's retry policy; a channel raises, it does not loop. A message the
 chat rejects for good raises `PermanentDeliveryError`, which the workflows mark non-retryable; a

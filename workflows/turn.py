@@ -6,7 +6,8 @@
     while it runs: show each request in the chat, wait for a decision (update, or signal fallback),
       answer Codex on the same host; steer and /stop arrive as signals
     deliver the outcome to the chat once (idempotency key derived from this workflow's id), settling
-      the progress emoji in the same delivery
+      the progress emoji and the progress card in the same delivery (the card's follower runs beside
+      `run_turn` on the chat's worker and reads its heartbeats, never this history)
 
 A turn without approvals is one activity on the Codex host and one local activity, the reply:
 this workflow runs on the chat's own worker, beside its channel (workers/chat.py), so the reply
