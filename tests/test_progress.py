@@ -201,8 +201,8 @@ async def test_a_turn_of_5000_events_edits_its_card_within_the_pace_and_its_hist
         shown = versions(fstack, card)
         assert 2 <= len(shown) <= ran_s / fstack.channel.progress_interval_s + 2
         assert "done after 5,000 events" not in json.dumps(shown)  # the answer is not on the card
-        # docs/operations.md, "Live progress": 20 events for a turn without approvals, 4 more for
-        # its progress (9 at most), however many items Codex reports and however long it works.
+        # docs/operations.md, "Live progress": 20 events for a Feishu turn without approvals, 4 more
+        # for its progress (9 at most), however many items Codex reports and however long it works.
         flood, quick = (
             await history_events(client, turn_id),
             await history_events(client, names.turn_workflow_id(CHAT, short)),
