@@ -153,29 +153,32 @@ class ChannelActivities:
         activity, every `PROGRESS_POLL_S`, and edits the card only when what it shows changed, at
         most once per `channel.progress_interval_s`. Best effort throughout: a lost edit is fine. A
         card that can no longer be edited is replaced by a new one. Heartbeats the card, so a retry
-        (this worker was killed) goes on with it."""
+        (this worker was killed) goes on with it.
+
+        It edits nothing once the delivery settled the card, and ends only when the turn's
+        workflow has closed, so its end is never an event of the turn: an activity ending while
+        the turn's last workflow task runs would fail that task, and the delivery in it would run
+        again."""
         details = activity.info().heartbeat_details
         ref = ProgressCardRef.model_validate(details[0]) if details else ProgressCardRef()
         card = self.progress.open(watch.turn_workflow_id, ref)
         handle = activity.client().get_workflow_handle(watch.turn_workflow_id)
         last_edit = 0.0
         latest: TurnActivity | None = None
-        while not card.settled:
+        while True:
             activity.heartbeat(card.ref)
             running, found = await _turn_activity(handle)
             if not running:
-                break  # the turn is over (its end settles the card)
+                break  # the turn is over and its delivery settled the card
             latest = found or latest
-            now = time.time()
-            view = _view(watch, card.ref, latest, now)
+            view = _view(watch, card.ref, latest, time.time())
             pace = self.channel.progress_interval_s
-            if _worth_showing(view, card) and time.monotonic() - last_edit >= pace:
+            if not card.settled and _worth_showing(view, card) and time.monotonic() - last_edit >= pace:
                 async with card.lock:
-                    if card.settled:
-                        break
-                    last_edit = time.monotonic()
-                    if not await self._show(card, view) and card.ref.message_id is None:
-                        last_edit = 0.0  # a replacement card is a new message: no need to wait
+                    if not card.settled:
+                        last_edit = time.monotonic()
+                        if not await self._show(card, view) and card.ref.message_id is None:
+                            last_edit = 0.0  # a replacement card is a new message: no need to wait
             await asyncio.sleep(PROGRESS_POLL_S)
         return card.ref
 

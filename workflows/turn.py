@@ -104,7 +104,8 @@ LOCAL_CALL_FAILED = (ActivityError, ApplicationError, TemporalTimeoutError)
 # Before this patch a refused reply (bot removed from the chat) failed the whole turn.
 UNDELIVERED_PATCH = "undelivered-local-reply"
 # The progress card: a follower on the chat's worker reads `run_turn`'s heartbeats and edits the
-# card (activities/channel.py); this workflow only starts it and cancels it, whatever Codex emits.
+# card (activities/channel.py); this workflow only starts it, whatever Codex emits. It is not
+# cancelled: the delivery settles the card, and the follower ends once this workflow has closed.
 PROGRESS_PATCH = "live-progress"
 PROGRESS_HEARTBEAT = timedelta(seconds=5)
 PROGRESS_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10))
@@ -500,7 +501,7 @@ class TurnWorkflow:
             reply=self._reply(text, tone=tone, part="reply"),
             working=working,
             done_emoji=DONE_EMOJI if done and working is not None else None,
-            progress=self._stop_following(outcome),
+            progress=self._progress_end(outcome),
         )
         return await self._deliver(ChannelActivities.deliver_answer, final)
 
@@ -519,16 +520,13 @@ class TurnWorkflow:
             start_to_close_timeout=RUN_TURN_MAX + DELIVERY_WINDOW,
             heartbeat_timeout=PROGRESS_HEARTBEAT,
             retry_policy=PROGRESS_RETRY,
-            cancellation_type=workflow.ActivityCancellationType.TRY_CANCEL,
             summary="show progress",
         )
 
-    def _stop_following(self, outcome: TurnOutcome | None) -> ProgressEnd | None:
-        """Cancel the follower (not waited for: the delivery settles its card first, in this same
-        workflow task) and say how the turn ended, for the card's summary."""
+    def _progress_end(self, outcome: TurnOutcome | None) -> ProgressEnd | None:
+        """How the turn ended, for the delivery to settle the progress card into a summary."""
         if self.progress is None:
             return None
-        self.progress.cancel()
         return ProgressEnd(
             turn_workflow_id=workflow.info().workflow_id,
             state=outcome.status if outcome is not None else "failed",
