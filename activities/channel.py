@@ -1,7 +1,9 @@
 """Delivery activities: thin calls into the channel of this chat worker (workers/chat.py).
 
 The turn calls them as local activities (its workflows run on this same worker); the
-conversation's notices and the turn's emoji go as ordinary activities, dispatched eagerly.
+conversation's notices and the turn's emoji go as ordinary activities, dispatched eagerly, and so
+does `follow_progress`, which shows a running turn's progress card until the turn ends
+(docs/architecture.md, "Live progress").
 
 Retries come from the workflow's retry policy; a channel raises, it does not loop. A message the
 chat rejects for good raises `PermanentDeliveryError`, which the workflows mark non-retryable; a
@@ -10,31 +12,95 @@ rate limit raises `RetryLaterError`, whose wait becomes the next retry's delay.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+from temporalio.service import RPCError
 
+from ally import names
 from ally.channels import Channel, PermanentDeliveryError, RetryLaterError, TransientDeliveryError
 from ally.contracts import (
     ApprovalOutcome,
     ApprovalPrompt,
     FinalReply,
+    ProgressCardRef,
+    ProgressEnd,
+    ProgressView,
+    ProgressWatch,
     Reaction,
     ReactionRef,
     Reply,
     ReplyUpdate,
     SentMessage,
+    TurnActivity,
+    TurnProgress,
 )
 from ally.metrics import delivery_retried
 
+log = logging.getLogger(__name__)
+
+# The follower reads the turn's progress this often: `run_turn` heartbeats it once a second.
+PROGRESS_POLL_S = 1.0
+# A turn that shows no work worth a line (a command, a file, a plan...) gets no card before this:
+# a quick answer comes alone, without a card that only says it is on its way.
+PROGRESS_CARD_AFTER_S = 3.0
+# "Last activity N min ago" is said once the agent has been quiet this long.
+QUIET_AFTER_S = 60.0
+PROGRESS_CARDS_KEPT = 2000
+EDIT_FAILURES_BEFORE_NEW_CARD = 3
+
+
+@dataclass
+class LiveCard:
+    """A turn's progress card in this process: the follower edits it, the delivery settles it; the
+    lock keeps a late edit from landing after the summary."""
+
+    ref: ProgressCardRef
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    settled: bool = False
+    shown: ProgressView | None = None
+    failures: int = 0  # edits in a row that failed without a word on why
+
+
+class ProgressCards:
+    """The progress cards of the turns this process follows, newest last; bounded."""
+
+    def __init__(self, limit: int = PROGRESS_CARDS_KEPT) -> None:
+        self.limit = limit
+        self._cards: OrderedDict[str, LiveCard] = OrderedDict()
+
+    def open(self, turn_workflow_id: str, ref: ProgressCardRef) -> LiveCard:
+        card = self._cards.get(turn_workflow_id)
+        if card is None:
+            card = self._cards[turn_workflow_id] = LiveCard(ref=ref)
+            while len(self._cards) > self.limit:
+                self._cards.popitem(last=False)
+        elif card.ref.message_id is None and ref.message_id is not None:
+            card.ref = ref
+        return card
+
+    def get(self, turn_workflow_id: str) -> LiveCard | None:
+        return self._cards.get(turn_workflow_id)
+
 
 class ChannelActivities:
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, client: Client | None = None) -> None:
+        """`client`: for the delivery (a local activity, which has no client of its own) to read
+        the progress card of a turn followed by another process."""
         self.channel = channel
+        self.client = client
+        self.progress = ProgressCards()
 
     @activity.defn(name="send_reply")
     async def send_reply(self, reply: Reply) -> SentMessage:
@@ -44,7 +110,13 @@ class ChannelActivities:
     @activity.defn(name="deliver_answer")
     async def deliver_answer(self, final: FinalReply) -> SentMessage:
         """A turn's last message; then its emoji settled, best effort (a retry re-sends nothing: the
-        reply's idempotency key dedupes it, and a reaction already gone is not an error)."""
+        reply's idempotency key dedupes it, and a reaction already gone is not an error). A progress
+        card is settled first (best effort too), so the answer is the newest message."""
+        if final.progress is not None:
+            try:
+                await self._settle(final.progress, final.reply)
+            except Exception as error:  # progress is never worth failing the answer
+                activity.logger.info("progress card not settled: %s", error)
         with _delivery_errors():
             sent = await self.channel.send_reply(final.reply)
         try:
@@ -79,6 +151,98 @@ class ChannelActivities:
         with _delivery_errors():
             return await self.channel.react(reaction)
 
+    @activity.defn(name="follow_progress")
+    async def follow_progress(self, watch: ProgressWatch) -> ProgressCardRef:
+        """Show what the turn's agent does on one progress card, until the turn is over.
+
+        Reads the progress `run_turn` heartbeats (never the turn's history) from the pending
+        activity, every `PROGRESS_POLL_S`, and edits the card only when what it shows changed, at
+        most once per `channel.progress_interval_s`. Best effort throughout: a lost edit is fine. A
+        card that can no longer be edited is replaced by a new one. Heartbeats the card, so a retry
+        (this worker was killed) goes on with it.
+
+        It edits nothing once the delivery settled the card, and ends only when the turn's
+        workflow has closed, so its end is never an event of the turn: an activity ending while
+        the turn's last workflow task runs would fail that task, and the delivery in it would run
+        again."""
+        details = activity.info().heartbeat_details
+        ref = ProgressCardRef.model_validate(details[0]) if details else ProgressCardRef()
+        card = self.progress.open(watch.turn_workflow_id, ref)
+        handle = activity.client().get_workflow_handle(watch.turn_workflow_id)
+        last_edit = 0.0
+        latest: TurnActivity | None = None
+        while True:
+            activity.heartbeat(card.ref)
+            running, found = await _turn_activity(handle)
+            if not running:
+                break  # the turn is over and its delivery settled the card
+            latest = found or latest
+            view = _view(watch, card.ref, latest, time.time())
+            pace = self.channel.progress_interval_s
+            if not card.settled and _worth_showing(view, card) and time.monotonic() - last_edit >= pace:
+                async with card.lock:
+                    if not card.settled:
+                        last_edit = time.monotonic()
+                        if not await self._show(card, view) and card.ref.message_id is None:
+                            last_edit = 0.0  # a replacement card is a new message: no need to wait
+            await asyncio.sleep(PROGRESS_POLL_S)
+        return card.ref
+
+    async def _show(self, card: LiveCard, view: ProgressView) -> bool:
+        """One edit (or the first send) of the card; whether it is shown. Caller holds the lock."""
+        try:
+            sent = await self.channel.show_progress(view)
+        except PermanentDeliveryError as error:
+            # Recalled, too old, or refused: start a fresh card with the next edit.
+            log.info("progress card %s cannot be edited (%s); starting a new one", view.message_id, error)
+            card.ref = card.ref.model_copy(update={"message_id": None, "cards": card.ref.cards + 1})
+            card.shown = None
+            return False
+        except RetryLaterError as error:
+            log.info("progress not shown this time: %s", error)
+            return False
+        except TransientDeliveryError as error:
+            # A card that keeps failing without a word on why is as good as gone.
+            card.failures += 1
+            log.info("progress not shown (%d in a row): %s", card.failures, error)
+            if card.failures >= EDIT_FAILURES_BEFORE_NEW_CARD and view.message_id is not None:
+                card.ref = card.ref.model_copy(update={"message_id": None, "cards": card.ref.cards + 1})
+                card.shown, card.failures = None, 0
+            return False
+        if sent is None:  # the channel's own budget for edits is spent: this one is dropped
+            return False
+        card.ref = card.ref.model_copy(update={"message_id": sent.message_id})
+        card.shown, card.failures = view, 0
+        return True
+
+    async def _settle(self, end: ProgressEnd, reply: Reply) -> None:
+        card = self.progress.get(end.turn_workflow_id)
+        if card is None and self.client is not None:
+            # The follower ran in another process (or before a restart): ask its heartbeat.
+            ref = await _follower_card(self.client, end.turn_workflow_id)
+            if ref is None or ref.message_id is None:
+                return
+            card = self.progress.open(end.turn_workflow_id, ref)
+        if card is None:
+            return
+        async with card.lock:
+            card.settled = True
+            if card.ref.message_id is None:
+                return  # the turn was over before its card was due: nothing to settle
+            view = ProgressView(
+                chat=reply.chat,
+                reply_to=reply.reply_to,
+                turn_workflow_id=end.turn_workflow_id,
+                message_id=card.ref.message_id,
+                idempotency_key=names.delivery_key(end.turn_workflow_id, f"progress:{card.ref.cards}"),
+                state=end.state,
+                activity=end.activity or (card.shown.activity if card.shown else None),
+                elapsed_s=end.elapsed_s,
+                workspace=end.workspace,
+            )
+            with contextlib.suppress(PermanentDeliveryError):  # gone: the answer still goes out
+                await self.channel.show_progress(view, final=True)
+
     def all(self) -> list[Callable[..., Any]]:
         return [
             self.send_reply,
@@ -87,7 +251,86 @@ class ChannelActivities:
             self.update_approval,
             self.update_reply,
             self.react,
+            self.follow_progress,
         ]
+
+
+def _view(
+    watch: ProgressWatch, ref: ProgressCardRef, latest: TurnActivity | None, now: float
+) -> ProgressView:
+    quiet = now - latest.last_activity_at if latest is not None else 0.0
+    return ProgressView(
+        chat=watch.chat,
+        reply_to=watch.reply_to,
+        turn_workflow_id=watch.turn_workflow_id,
+        message_id=ref.message_id,
+        idempotency_key=names.delivery_key(watch.turn_workflow_id, f"progress:{ref.cards}"),
+        activity=latest,
+        elapsed_s=max(0.0, now - watch.started_at),
+        quiet_s=max(0.0, quiet),
+        workspace=watch.workspace,
+    )
+
+
+def _worth_showing(view: ProgressView, card: LiveCard) -> bool:
+    """Whether `view` shows something the card does not: a new card once the turn is worth one; an
+    edit when a step, the plan or a count moved, or a minute passed (elapsed, or quiet)."""
+    if card.ref.message_id is None:
+        shown = view.activity
+        busy = shown is not None and (
+            shown.commands
+            or shown.file_changes
+            or shown.tool_calls
+            or shown.searches
+            or shown.plan
+            or shown.steers
+            or shown.compactions
+            or (shown.doing and shown.doing.kind != "thinking")
+        )
+        return bool(busy) or view.elapsed_s >= PROGRESS_CARD_AFTER_S
+    return card.shown is None or _face(view) != _face(card.shown)
+
+
+def _face(view: ProgressView) -> tuple[Any, ...]:
+    """What a reader of the card can tell apart: not the heartbeat's clock, not thinking items."""
+    shown = view.activity
+    what = shown.model_dump(exclude={"last_activity_at", "version", "items"}) if shown else None
+    if what is not None and shown is not None and shown.doing is not None and shown.doing.kind == "thinking":
+        what["doing"] = "thinking"  # one thought after another reads the same: "thinking"
+    quiet_minutes = int(view.quiet_s // 60) if view.quiet_s >= QUIET_AFTER_S else 0
+    return (what, int(view.elapsed_s // 60), quiet_minutes)
+
+
+async def _turn_activity(handle: Any) -> tuple[bool, TurnActivity | None]:
+    """Whether the turn still runs, and its agent's activity as `run_turn` last heartbeated it."""
+    try:
+        described = await handle.describe()
+    except RPCError as error:
+        log.info("progress of %s not read: %s", handle.id, error)
+        return True, None  # the server is unreachable for now: try again next time
+    if described.status != WorkflowExecutionStatus.RUNNING:
+        return False, None
+    for pending in described.raw_description.pending_activities:
+        if pending.activity_type.name == "run_turn" and pending.heartbeat_details.payloads:
+            converter = activity.client().data_converter
+            decoded = await converter.decode(pending.heartbeat_details.payloads, [TurnProgress])
+            progress = decoded[0] if decoded else None
+            return True, progress.activity if isinstance(progress, TurnProgress) else None
+    return True, None
+
+
+async def _follower_card(client: Client, turn_workflow_id: str) -> ProgressCardRef | None:
+    """The card the turn's follower last heartbeated, read from the turn's pending activities."""
+    try:
+        described = await client.get_workflow_handle(turn_workflow_id).describe()
+    except RPCError:
+        return None
+    for pending in described.raw_description.pending_activities:
+        if pending.activity_type.name == "follow_progress" and pending.heartbeat_details.payloads:
+            converter = client.data_converter
+            decoded = await converter.decode(pending.heartbeat_details.payloads, [ProgressCardRef])
+            return decoded[0] if decoded and isinstance(decoded[0], ProgressCardRef) else None
+    return None
 
 
 @contextmanager

@@ -122,7 +122,7 @@ class CodexActivities:
                 return await self._outcome(progress, restarted=True)
             activity.heartbeat(progress)
             self.turns.started(workflow_id, progress)
-            beating = asyncio.create_task(_heartbeat_forever(progress))
+            beating = asyncio.create_task(_heartbeat_forever(progress, self.runtime))
             try:
                 await self._follow(workflow_id, progress)
             except asyncio.CancelledError:
@@ -325,6 +325,7 @@ class CodexActivities:
             )
         status = found.status if found.status in ("completed", "interrupted", "failed") else "interrupted"
         kind = limits.error_kind(found.error_info) if status == "failed" else None
+        tracker = self.runtime.progress(turn.turn_id)
         return TurnOutcome(
             thread_id=turn.thread_id,
             turn_id=turn.turn_id,
@@ -340,6 +341,8 @@ class CodexActivities:
                 self.runtime.rate_limits_at,
                 now=datetime.now().timestamp(),
             ),
+            activity=tracker.snapshot() if tracker is not None else turn.activity,
+            changed_files=tracker.changed_files if tracker is not None else [],
         )
 
 
@@ -438,9 +441,14 @@ def _submitted(details: Sequence[Any]) -> TurnProgress | None:
     return TurnProgress.model_validate(details[0]) if details else None
 
 
-async def _heartbeat_forever(progress: TurnProgress) -> None:
+async def _heartbeat_forever(progress: TurnProgress, runtime: CodexRuntime) -> None:
+    """Each beat also carries what Codex is doing now: the chat's progress card reads it from the
+    pending activity, so progress costs the turn's history nothing (docs/architecture.md)."""
     while True:
         await asyncio.sleep(HEARTBEAT_EVERY_S)
+        tracker = runtime.progress(progress.turn_id)
+        if tracker is not None:
+            progress.activity = tracker.snapshot()
         activity.heartbeat(progress)
 
 

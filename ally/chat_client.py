@@ -273,6 +273,16 @@ class ChatClient:
             return False
         return True
 
+    async def stop_turn(self, turn_workflow_id: str) -> bool:
+        """Interrupt this turn (a Stop button names its turn); False when it is not running."""
+        try:
+            await self.client.get_workflow_handle(turn_workflow_id).signal(TurnWorkflow.stop)
+        except RPCError as error:
+            if error.status != RPCStatusCode.NOT_FOUND:
+                raise
+            return False
+        return True
+
 
 def conversation_exists(client: Client) -> Callable[[str], Awaitable[bool]]:
     """Whether a conversation with this id was ever started (running or not): a group that talked

@@ -114,6 +114,8 @@ class ConsoleChat:
         elif event.prompt is not None:
             self.prompts_open += 1
             self.out(describe_request(event.prompt, self.prompts_open))
+        elif event.kind == "progress":
+            self.out("\n".join(event.lines))
         elif event.outcome is not None:
             self.prompts_open = max(self.prompts_open - 1, 0)
             self.out(f"ally> {event.outcome.decision} (by {event.outcome.decided_by})")

@@ -93,6 +93,18 @@ class CallTool(BaseModel):
     namespace: str | None = None
 
 
+class Burst(BaseModel):
+    """Many small output items in one response, as fast as they can be written: `count` reasoning
+    items (each a short summary) before a closing message. Codex reports each item to its client
+    (item/started and item/completed), so one step makes about 2 x `count` notifications."""
+
+    kind: Literal["burst"] = "burst"
+    count: int
+    text: str = "thinking"
+    then: str | None = None  # the closing message's text; None: no message
+    run: str | None = None  # then a (sandboxed) command, so the turn goes on with the next step
+
+
 class Fail(BaseModel):
     """A plain HTTP error instead of a stream."""
 
@@ -157,6 +169,7 @@ Step = Annotated[
     | AskUser
     | SearchTools
     | CallTool
+    | Burst
     | Fail
     | DropStream
     | ResponseFailed
@@ -270,6 +283,14 @@ def _output(step: Step, response_id: str, ids: Iterator[int]) -> Iterator[bytes 
         case CallTool(name=name, arguments=arguments, namespace=namespace):
             call = _function_call(f"call_{n}", name, arguments)
             yield _done(call | ({"namespace": namespace} if namespace else {}))
+        case Burst(count=count, text=text, then=then, run=run):
+            for i in range(count):
+                summary = [{"type": "summary_text", "text": f"{text} {i + 1}"}]
+                yield _done({"type": "reasoning", "id": f"rs_{n}_{i}", "summary": summary, "content": None})
+            if then is not None:
+                yield _done(_message(f"msg_{n}", then))
+            if run is not None:
+                yield _done(_function_call(f"call_{n}", "exec_command", {"cmd": run}))
         case DropStream(partial_text=partial):
             if partial:
                 yield _added(_message(f"msg_{n}", ""))

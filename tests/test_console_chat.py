@@ -18,7 +18,7 @@ from ally import names
 from ally.chat_client import MAX_MESSAGE_BYTES
 from ally.config import AllyConfig
 from ally.console_chat import ConsoleChat
-from ally.model_server import RunCommand, Say
+from ally.model_server import ApplyPatch, Hang, RunCommand, Say
 from tests.stack import codex_workers, eventually, running_stack
 from tests.test_up import start_up
 
@@ -59,6 +59,67 @@ async def test_ally_chat_runs_its_chats_workflows_and_takes_an_approval_inline(
             await chatting
         assert answers == ["codex> Wrote it."]
         assert target.read_text().strip() == "yes"
+        await client.get_workflow_handle(names.conversation_id(console.chat.chat_id)).terminate("test over")
+
+
+async def test_ally_chat_shows_what_codex_does_as_lines_then_a_summary_and_the_answer(
+    client: Client, tmp_path: Path
+) -> None:
+    async with running_stack(client, tmp_path, with_runtime_worker=False) as stack:
+        # Commands run without approvals here (the test's Codex home is in a temporary directory,
+        # where Codex cannot set its own sandbox up).
+        config = AllyConfig.model_validate(
+            {
+                "runtime": {"host": stack.host},
+                "codex": {
+                    "workspace": str(stack.workspace),
+                    "sandbox": "danger-full-access",
+                    "approval_policy": "never",
+                },
+            }
+        )
+        patch = "*** Begin Patch\n*** Add File: notes.txt\n+noted\n*** End Patch\n"
+        stack.model.push(
+            RunCommand(cmd="echo first-step", escalated=False),
+            Hang(seconds=2.5, then=RunCommand(cmd="echo second-step", escalated=False)),
+            Hang(seconds=2.5, then=ApplyPatch(patch=patch)),
+            Hang(seconds=2.5, then=Say(text="Noted.")),
+        )
+        printed: list[str] = []
+        typed: asyncio.Queue[str | None] = asyncio.Queue()
+
+        async def lines() -> AsyncIterator[str]:
+            while (line := await typed.get()) is not None:
+                yield line
+
+        console = ConsoleChat(client, config, printed.append)
+        runtime_workers = codex_workers(client, stack.runtime, stack.host, names.RUNTIME_DISCOVERY_QUEUE)
+        async with contextlib.AsyncExitStack() as running:
+            for worker in runtime_workers:
+                await running.enter_async_context(worker)
+            chatting = asyncio.create_task(console.run(lines()))
+            await typed.put("take notes")
+            await eventually(
+                lambda: [p for p in printed if p.startswith("codex> ")], within=60, what="the answer"
+            )
+            await asyncio.sleep(1.0)
+            await typed.put(None)
+            await chatting
+        # A step caught while it ran says so ("running"); each is printed once either way.
+        shown = (
+            "\n".join(printed[1:])
+            .replace("… running ", "… ran ")
+            .replace("… editing ", "… edited ")
+            .splitlines()
+        )
+        assert shown == [
+            "  … ran echo first-step",
+            "  … ran echo second-step",
+            "  … edited add notes.txt",
+            shown[3],
+            "codex> Noted.",
+        ], shown
+        assert shown[3].startswith("  … done in ") and shown[3].endswith("· 2 commands · 1 file changed")
         await client.get_workflow_handle(names.conversation_id(console.chat.chat_id)).terminate("test over")
 
 

@@ -33,6 +33,7 @@ from ally.model_server import (
     STEPS,
     ApplyPatch,
     AskUser,
+    Burst,
     DropStream,
     Fail,
     Hang,
@@ -251,6 +252,13 @@ def test_an_escalated_command_is_a_function_call_with_json_string_arguments() ->
     }
     plain = _events(RunCommand(cmd="ls", escalated=False))[1]["item"]
     assert json.loads(plain["arguments"]) == {"cmd": "ls"}
+
+
+def test_a_burst_is_many_reasoning_items_then_a_message_or_a_command() -> None:
+    items = [e["item"] for e in _events(Burst(count=300, then="done", run="ls")) if "item" in e]
+    assert [i["type"] for i in items] == ["reasoning"] * 300 + ["message", "function_call"]
+    assert items[299]["summary"] == [{"type": "summary_text", "text": "thinking 300"}]
+    assert json.loads(items[-1]["arguments"]) == {"cmd": "ls"}
 
 
 def test_a_dropped_stream_never_completes() -> None:

@@ -40,7 +40,7 @@ def chat_worker(client: Client, channel: Channel, task_queue: str) -> Worker:
         task_queue=task_queue,
         workflows=WORKFLOWS,
         activities=[
-            *ChannelActivities(channel).all(),
+            *ChannelActivities(channel, client).all(),
             evaluate_policy,
             routine_thread,
             routines_posting_in,

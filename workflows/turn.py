@@ -8,7 +8,8 @@
     with autosave on: note the workspace's uncommitted files before, commit what the turn changed
       after (on the same host; docs/autosave.md)
     deliver the outcome to the chat once (idempotency key derived from this workflow's id), settling
-      the progress emoji in the same delivery
+      the progress emoji and the progress card in the same delivery (the card's follower runs beside
+      `run_turn` on the chat's worker and reads its heartbeats, never this history)
 
 A turn without approvals is one activity on the Codex host and one local activity, the reply:
 this workflow runs on the chat's own worker, beside its channel (workers/chat.py), so the reply
@@ -52,6 +53,9 @@ with workflow.unsafe.imports_passed_through():
         PendingRequest,
         Person,
         PolicyQuestion,
+        ProgressCardRef,
+        ProgressEnd,
+        ProgressWatch,
         Reaction,
         ReactionRef,
         Reply,
@@ -112,6 +116,12 @@ UNDELIVERED_PATCH = "undelivered-local-reply"
 AUTOSAVE_PATCH = "workspace-autosave"
 # Before it, a turn that hit the account's usage limit failed; now it waits for the reset.
 USAGE_LIMIT_PATCH = "usage-limit-wait"
+# The progress card: a follower on the chat's worker reads `run_turn`'s heartbeats and edits the
+# card (activities/channel.py); this workflow only starts it, whatever Codex emits. It is not
+# cancelled: the delivery settles the card, and the follower ends once this workflow has closed.
+PROGRESS_PATCH = "live-progress"
+PROGRESS_HEARTBEAT = timedelta(seconds=5)
+PROGRESS_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10))
 
 
 A = TypeVar("A")
@@ -144,6 +154,7 @@ class TurnWorkflow:
         self.stop_requested = False
         self.stop_sent = False
         self.working: workflow.ActivityHandle[ReactionRef] | None = None
+        self.progress: workflow.ActivityHandle[ProgressCardRef] | None = None
         self.grants = turn.grants
         self.decisions: list[DecisionRecord] = []
         self.autosave: AutosaveResult | None = None
@@ -216,6 +227,8 @@ class TurnWorkflow:
         # Not awaited: the turn does not wait for an emoji. A routine's run has no message to put one on.
         if turn.message.chat.reactions and turn.origin.kind == "message":
             self.working = self._react(WORKING_EMOJI)
+        if workflow.patched(PROGRESS_PATCH):  # not awaited either: the card follows the turn beside it
+            self.progress = self._follow_progress()
         before: WorkspaceSnapshot | None = None
         if turn.autosave and workflow.patched(AUTOSAVE_PATCH):
             try:
@@ -241,7 +254,7 @@ class TurnWorkflow:
         self._set_state("delivering")
         tone = reply_tone(outcome, stopped=self.stop_requested)
         text = "\n\n".join(filter(None, [reply_text(outcome), autosave_note(self.autosave)]))
-        if await self._finish(text, tone=tone, done=outcome.status == "completed"):
+        if await self._finish(text, tone=tone, done=outcome.status == "completed", outcome=outcome):
             self._set_state("done" if outcome.status == "completed" else "failed")
         metrics.turn_finished(outcome.status)
         return TurnResult(
@@ -549,9 +562,17 @@ class TurnWorkflow:
             summary=f"react {emoji}",
         )
 
-    async def _finish(self, text: str, *, tone: Literal["answer", "notice", "problem"], done: bool) -> bool:
+    async def _finish(
+        self,
+        text: str,
+        *,
+        tone: Literal["answer", "notice", "problem"],
+        done: bool,
+        outcome: TurnOutcome | None = None,
+    ) -> bool:
         """The turn's last message, with the "working" emoji taken off (and a done emoji on a
-        completed turn) in the same delivery. An emoji that failed must never cost the answer."""
+        completed turn) and the progress card settled in the same delivery. An emoji or a card
+        that failed must never cost the answer."""
         working: ReactionRef | None = None
         if self.working is not None:
             try:
@@ -562,8 +583,39 @@ class TurnWorkflow:
             reply=self._reply(text, tone=tone, part="reply"),
             working=working,
             done_emoji=DONE_EMOJI if done and working is not None else None,
+            progress=self._progress_end(outcome),
         )
         return await self._deliver(ChannelActivities.deliver_answer, final)
+
+    def _follow_progress(self) -> workflow.ActivityHandle[ProgressCardRef]:
+        info = workflow.info()
+        watch = ProgressWatch(
+            chat=self.turn.message.chat,
+            reply_to=self._reply_target(),
+            turn_workflow_id=info.workflow_id,
+            started_at=info.start_time.timestamp(),
+            workspace=self.turn.settings.cwd,
+        )
+        return workflow.start_activity_method(
+            ChannelActivities.follow_progress,
+            watch,
+            start_to_close_timeout=RUN_TURN_MAX + DELIVERY_WINDOW,
+            heartbeat_timeout=PROGRESS_HEARTBEAT,
+            retry_policy=PROGRESS_RETRY,
+            summary="show progress",
+        )
+
+    def _progress_end(self, outcome: TurnOutcome | None) -> ProgressEnd | None:
+        """How the turn ended, for the delivery to settle the progress card into a summary."""
+        if self.progress is None:
+            return None
+        return ProgressEnd(
+            turn_workflow_id=workflow.info().workflow_id,
+            state=outcome.status if outcome is not None else "failed",
+            activity=outcome.activity if outcome is not None else None,
+            elapsed_s=(workflow.now() - workflow.info().start_time).total_seconds(),
+            workspace=self.turn.settings.cwd,
+        )
 
     async def _send(self, text: str, *, tone: Literal["notice", "problem"], part: str) -> None:
         await self._deliver(ChannelActivities.send_reply, self._reply(text, tone=tone, part=part))

@@ -12,6 +12,7 @@ from typing import Protocol
 from ally.contracts import (
     ApprovalOutcome,
     ApprovalPrompt,
+    ProgressView,
     Reaction,
     ReactionRef,
     Reply,
@@ -42,6 +43,9 @@ class RetryLaterError(Exception):
 
 
 class Channel(Protocol):
+    # The least time between two edits of one progress card (the chat's own limits, coalesced).
+    progress_interval_s: float
+
     async def send_reply(self, reply: Reply) -> SentMessage:
         """Deliver a reply; the same idempotency key must never produce a second message."""
         ...
@@ -64,4 +68,11 @@ class Channel(Protocol):
 
     async def unreact(self, reaction: ReactionRef) -> None:
         """Take an emoji off again."""
+        ...
+
+    async def show_progress(self, view: ProgressView, *, final: bool = False) -> SentMessage | None:
+        """Show a turn's progress: a new card (`view.message_id` None, keyed by
+        `view.idempotency_key`) or an edit of `view.message_id`; `final` settles it into a summary.
+        None when the channel dropped this edit to stay within its limits (best effort). Raises
+        `PermanentDeliveryError` when the card can no longer be edited."""
         ...

@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ally.codex.errors import RuntimeRestarted
-from ally.codex.models import EndStatus, ItemCompleted, TurnEnded, TurnEvent
+from ally.codex.models import EndStatus, ItemCompleted, RequestPending, RequestResolved, TurnEnded, TurnEvent
+from ally.codex.progress import ProgressTracker
 
 SHORT_TEXT = 500  # ItemCompleted.text is a hint for progress cards, not the reply: keep it short
 _END_STATUSES: frozenset[str] = frozenset({"completed", "interrupted", "failed"})
@@ -34,6 +35,7 @@ class TurnRecord:
         "generation",
         "last_error",
         "lost",
+        "progress",
         "thread_id",
         "turn_id",
     )
@@ -49,6 +51,7 @@ class TurnRecord:
         # (docs/codex-app-server.md §6).
         self.file_changes: dict[str, list[dict[str, Any]]] = {}
         self.last_error: str | None = None  # from an `error` notification with willRetry false
+        self.progress = ProgressTracker()  # what a progress card shows of this turn
         self._changed = asyncio.Event()
 
     @property
@@ -60,6 +63,10 @@ class TurnRecord:
             # E.g. serverRequest/resolved arrives after turn/completed on interrupt
             # (docs/codex-app-server.md §7)
             return
+        if isinstance(event, RequestPending):
+            self.progress.request_pending(event.key)
+        elif isinstance(event, RequestResolved):
+            self.progress.request_resolved(event.key)
         self.events.append(event)
         self._wake()
 
@@ -114,6 +121,7 @@ class TurnJournal:
             "turn/started": self._turn_started,
             "item/started": self._item_started,
             "item/completed": self._item_completed,
+            "turn/plan/updated": self._plan_updated,
             "turn/completed": self._turn_completed,
             "error": self._error,
         }
@@ -146,6 +154,8 @@ class TurnJournal:
         handler = self._handlers.get(method)
         if handler is not None:
             handler(params)
+        elif (turn_id := params.get("turnId")) and (record := self._turns.get(turn_id)) is not None:
+            record.progress.touch()  # a token count, a diff: Codex is at work on it
 
     def lose_generation(self, generation: int) -> None:
         """The child of `generation` died: its unfinished turns will never complete
@@ -164,13 +174,22 @@ class TurnJournal:
 
     def _item_started(self, params: dict[str, Any]) -> None:
         item = params["item"]
+        record = self.turn(params["threadId"], params["turnId"])
         if item.get("type") == "fileChange":
-            record = self.turn(params["threadId"], params["turnId"])
             record.file_changes[item["id"]] = item.get("changes") or []
+        if not record.ended:
+            record.progress.item_started(item)
+
+    def _plan_updated(self, params: dict[str, Any]) -> None:
+        record = self.turn(params["threadId"], params["turnId"])
+        if not record.ended:
+            record.progress.plan_updated(params.get("plan") or [])
 
     def _item_completed(self, params: dict[str, Any]) -> None:
         item = params["item"]
         record = self.turn(params["threadId"], params["turnId"])
+        if not record.ended:
+            record.progress.item_completed(item)
         record.append(
             ItemCompleted(item_type=item.get("type", "?"), item_id=item.get("id", ""), text=short_text(item))
         )

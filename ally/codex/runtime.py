@@ -57,6 +57,7 @@ from ally.codex.models import (
     TurnSnapshot,
 )
 from ally.codex.process import CodexProcess, CodexStartFailed
+from ally.codex.progress import ProgressTracker
 from ally.codex.rpc import METHOD_NOT_FOUND, ConnectionClosed, JsonRpcError, RequestTimeout
 from ally.persona import PERSONA_FILE, prepare_workspace
 
@@ -70,6 +71,7 @@ __all__ = [  # the runtime's public surface, so activities import from one place
     "InputRejected",
     "InvalidAnswer",
     "ItemCompleted",
+    "ProgressTracker",
     "RequestPending",
     "RequestResolved",
     "RuntimeHealth",
@@ -580,6 +582,11 @@ class CodexRuntime:
         forgotten long after it ended."""
         record = self._journal.get(turn_id)
         return record is not None and record.thread_id == thread_id and not record.lost
+
+    def progress(self, turn_id: str) -> ProgressTracker | None:
+        """What the turn did so far (its progress card), while this runtime remembers the turn."""
+        record = self._journal.get(turn_id)
+        return record.progress if record is not None else None
 
     async def answer_request(self, key: str, result: dict[str, Any]) -> None:
         """Answer a `RequestPending` (e.g. {"decision": "accept"}); raises `UnknownRequest` when it is

@@ -57,6 +57,12 @@ from ally.contracts.agent import (
     Person as Person,
 )
 from ally.contracts.agent import (
+    PlanItem as PlanItem,
+)
+from ally.contracts.agent import (
+    ProgressStep as ProgressStep,
+)
+from ally.contracts.agent import (
     ReasoningEffort as ReasoningEffort,
 )
 from ally.contracts.agent import (
@@ -85,6 +91,9 @@ from ally.contracts.agent import (
 )
 from ally.contracts.agent import (
     ThreadsQuery as ThreadsQuery,
+)
+from ally.contracts.agent import (
+    TurnActivity as TurnActivity,
 )
 from ally.contracts.agent import (
     TurnOutcome as TurnOutcome,
@@ -130,6 +139,21 @@ from ally.contracts.chat import (
 )
 from ally.contracts.chat import (
     InboundMessage as InboundMessage,
+)
+from ally.contracts.chat import (
+    ProgressCardRef as ProgressCardRef,
+)
+from ally.contracts.chat import (
+    ProgressEnd as ProgressEnd,
+)
+from ally.contracts.chat import (
+    ProgressState as ProgressState,
+)
+from ally.contracts.chat import (
+    ProgressView as ProgressView,
+)
+from ally.contracts.chat import (
+    ProgressWatch as ProgressWatch,
 )
 from ally.contracts.chat import (
     Reaction as Reaction,

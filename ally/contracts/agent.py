@@ -67,13 +67,60 @@ class StartTurnInput(BaseModel):
     plan_mode: bool = False
 
 
+StepKind = Literal[
+    "thinking", "command", "file_change", "tool", "search", "compaction", "steer", "message", "other"
+]
+StepStatus = Literal["running", "done", "failed", "declined"]
+PlanStatus = Literal["pending", "in_progress", "completed"]
+
+
+class ProgressStep(BaseModel):
+    """One thing the agent did or does in a turn, in a line: `text` is already cut short."""
+
+    n: int  # its place among the turn's steps, from 1: a follower shows each new one once
+    kind: StepKind
+    text: str = ""
+    status: StepStatus = "running"
+
+
+class PlanItem(BaseModel):
+    step: str
+    status: PlanStatus = "pending"
+
+
+class TurnActivity(BaseModel):
+    """What the agent is doing in a running turn, as the host saw it: a snapshot of bounded size
+    (a few KB whatever the turn does, `ally/codex/progress.py`), carried in `run_turn`'s heartbeat
+    details (never in history) and, once, in its outcome."""
+
+    started_at: float  # unix time the host saw the turn start
+    last_activity_at: float  # unix time of the agent's latest sign of life in this turn
+    version: int = 0  # grows with every change: a follower redraws only when it moved
+    doing: ProgressStep | None = None  # the newest step still running; None: the model is thinking
+    recent: list[ProgressStep] = []  # the latest finished steps, oldest first
+    plan: list[PlanItem] = []
+    commands: int = 0
+    file_changes: int = 0
+    files: list[str] = []  # the paths changed, first ones only (`files_total` counts them all)
+    files_total: int = 0
+    tool_calls: int = 0
+    searches: int = 0
+    compactions: int = 0
+    steers: int = 0  # more text the agent took into this turn
+    waiting: int = 0  # requests (approvals, questions) the agent waits on now
+    items: int = 0  # every item of the turn, thinking included
+
+
 class TurnProgress(BaseModel):
     """Heartbeat details of `run_turn`: the submitted turn, sent the moment the agent accepts it, so
-    a retry follows that turn instead of submitting the prompt again. Shown in the Temporal UI."""
+    a retry follows that turn instead of submitting the prompt again. Shown in the Temporal UI.
+    Every second after that it also carries what the agent is doing (`activity`), which the chat's
+    progress follower reads from the pending activity (activities/channel.py)."""
 
     thread_id: str
     turn_id: str  # the agent's id of the turn, not a workflow id
     last_item: str | None = None
+    activity: TurnActivity | None = None
 
 
 class AgentRequest(BaseModel):
@@ -110,6 +157,11 @@ class TurnOutcome(BaseModel):
     error_kind: ErrorKind | None = None  # None: any other failure, or none
     # For a usage or rate limit: when it resets (unix seconds), if the agent said; the turn waits.
     retry_at: float | None = None
+
+    # What the turn did, as its progress card's summary shows it (None: not followed).
+    activity: TurnActivity | None = None
+    # The files the turn changed (paths as the agent gave them), for the final card's file list.
+    changed_files: list[str] = []
 
 
 class AgentAccount(BaseModel):

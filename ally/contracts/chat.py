@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from ally.contracts.agent import AgentRequest, Person
+from ally.contracts.agent import AgentRequest, Person, TurnActivity
 
 
 class ChatRef(BaseModel):
@@ -108,10 +108,63 @@ class ReactionRef(BaseModel):
     reaction_id: str | None  # None where the channel shows no reactions (the terminal)
 
 
+ProgressState = Literal["running", "completed", "interrupted", "failed"]
+
+
+class ProgressWatch(BaseModel):
+    """What the chat's progress follower needs (`follow_progress`, activities/channel.py): the turn
+    whose `run_turn` heartbeats it reads, and where its card goes."""
+
+    chat: ChatRef
+    reply_to: str | None
+    turn_workflow_id: str
+    started_at: float  # unix time the turn started: elapsed time is counted from here
+    workspace: str | None = None  # paths inside it are shown relative to it
+
+
+class ProgressCardRef(BaseModel):
+    """The follower's heartbeat: the card it shows, so a retry (its worker was killed) goes on with
+    the same card; `cards` counts the cards it started (a card that could no longer be edited is
+    replaced by a new one)."""
+
+    message_id: str | None = None
+    cards: int = 0
+    shown_version: int = -1  # the activity version the card shows
+
+
+class ProgressView(BaseModel):
+    """One rendering of a turn's progress card: a new card (`message_id` None, sent with
+    `idempotency_key`) or an edit of the card it names."""
+
+    chat: ChatRef
+    reply_to: str | None
+    turn_workflow_id: str
+    message_id: str | None
+    idempotency_key: str
+    state: ProgressState = "running"
+    activity: TurnActivity | None = None
+    elapsed_s: float = 0.0
+    quiet_s: float = 0.0  # how long since the agent's last sign of life
+    workspace: str | None = None
+
+
+class ProgressEnd(BaseModel):
+    """How a followed turn ended, for the channel to settle its progress card into a summary."""
+
+    turn_workflow_id: str
+    state: ProgressState
+    activity: TurnActivity | None = None
+    elapsed_s: float = 0.0
+    workspace: str | None = None
+
+
 class FinalReply(BaseModel):
     """A turn's last message and the reactions settled with it, in one delivery: the working emoji
-    comes off, and a completed turn gets its done emoji. Reactions are best effort; the reply is not."""
+    comes off, and a completed turn gets its done emoji. Reactions are best effort; the reply is not.
+    A turn whose progress was followed also settles its progress card here, before the answer goes
+    out, also best effort."""
 
     reply: Reply
     working: ReactionRef | None = None
     done_emoji: str | None = None
+    progress: ProgressEnd | None = None

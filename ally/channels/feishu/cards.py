@@ -31,7 +31,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from ally.contracts import AgentRequest, ApprovalPrompt, Choice, DecisionWord, Reply
+from ally.channels.progress import counts, duration, minutes, relative, summary
+from ally.contracts import (
+    AgentRequest,
+    ApprovalPrompt,
+    Choice,
+    DecisionWord,
+    ProgressStep,
+    ProgressView,
+    Reply,
+)
 
 Tone = Literal["answer", "notice", "problem"]
 
@@ -391,6 +400,13 @@ class AnswersFormValue(BaseModel):
     questions: list[str]
 
 
+class StopValue(BaseModel):
+    """The Stop button of a progress card: the same stop as /stop, for the turn it shows."""
+
+    ally: Literal["stop"] = "stop"
+    turn_workflow_id: str
+
+
 class ChoiceValue(BaseModel):
     """A button under a notice (a stale message, a handed-off thread): clicking it sends `command`
     to the conversation, as if the person had typed it."""
@@ -402,7 +418,7 @@ class ChoiceValue(BaseModel):
 
 
 DecisionCardValue = DecisionValue | AnswerValue | AnswersFormValue  # a click a turn decides
-CardValue = Annotated[DecisionCardValue | ChoiceValue, Field(discriminator="ally")]
+CardValue = Annotated[DecisionCardValue | ChoiceValue | StopValue, Field(discriminator="ally")]
 CARD_VALUE: TypeAdapter[CardValue] = TypeAdapter(CardValue)
 
 TITLES: dict[str, str] = {
@@ -596,6 +612,128 @@ def _question_elements(prompt: ApprovalPrompt) -> list[dict[str, Any]]:
 def _option_labels(question: dict[str, Any]) -> list[str]:
     options = question.get("options") or []
     return [str(o.get("label")) for o in options if isinstance(o, dict) and o.get("label")]
+
+
+# --- progress --------------------------------------------------------------------------------------
+
+PROGRESS_STEPS_SHOWN = 8
+PROGRESS_FILES_SHOWN = 10
+_PLAN_MARKS = {"pending": "⬜", "in_progress": "▶️", "completed": "✅"}
+_STEP_MARKS = {
+    "command": "$",
+    "file_change": "✏️",
+    "tool": "🔧",
+    "search": "🔎",
+    "compaction": "🗜",
+    "steer": "↪️",
+}
+_DOING = {
+    "command": "running",
+    "file_change": "editing",
+    "tool": "calling",
+    "search": "searching the web for",
+    "compaction": "compacting the context",
+    "message": "writing",
+}
+_SETTLED = {
+    "completed": ("Done", "green"),
+    "interrupted": ("Stopped", "grey"),
+    "failed": ("Did not finish", "red"),
+}
+
+
+def progress_card(view: ProgressView, *, final: bool = False) -> dict[str, Any]:
+    """A turn's progress card: what Codex does now, its plan, the latest steps, counts and a Stop
+    button; once `final`, a short summary (the answer itself is the next message, never this card).
+    Every part is bounded (`ally/codex/progress.py`), so the card stays far below the size limit."""
+    activity = view.activity
+    if final:
+        title, template = _SETTLED.get(view.state, _SETTLED["failed"])
+        line = (
+            summary(activity, view.state, view.elapsed_s) if activity else f"after {duration(view.elapsed_s)}"
+        )
+        elements: list[dict[str, Any]] = [{"tag": "markdown", "content": escape_mentions(line.capitalize())}]
+        if activity is not None and activity.files:
+            elements.append(_files_panel(activity.files, activity.files_total, view.workspace))
+        return _card(elements, title=title, template=template, summary=line)
+    waiting = activity is not None and activity.waiting > 0
+    title = f"{'Waiting for a decision' if waiting else 'Working'} · {minutes(view.elapsed_s)}"
+    elements = [{"tag": "markdown", "content": _now_line(view)}]
+    if activity is not None and activity.plan:
+        plan = "\n".join(f"{_PLAN_MARKS[p.status]} {escape_mentions(p.step)}" for p in activity.plan)
+        elements.append({"tag": "markdown", "content": "**Plan**\n" + plan})
+    if activity is not None and activity.recent:
+        steps = "\n".join(
+            _step_line(step, view.workspace) for step in activity.recent[-PROGRESS_STEPS_SHOWN:]
+        )
+        elements.append({"tag": "markdown", "content": steps})
+    if activity is not None and (done := counts(activity)):
+        elements.append({"tag": "markdown", "content": f"<font color='grey'>{' · '.join(done)}</font>"})
+    stop = StopValue(turn_workflow_id=view.turn_workflow_id)
+    elements.append(
+        {
+            "tag": "button",
+            "text": {"tag": "plain_text", "content": "Stop"},
+            "type": "danger",
+            "behaviors": [{"type": "callback", "value": stop.model_dump()}],
+        }
+    )
+    card = _card(elements, title=title, template="orange" if waiting else "blue", summary=title)
+    if size_on_the_wire(card) > CARD_BUDGET_BYTES:  # cannot happen with the bounds above; never refused
+        card = _card([elements[0], elements[-1]], title=title, template="blue", summary=title)
+    return card
+
+
+def _now_line(view: ProgressView) -> str:
+    activity = view.activity
+    if activity is None:
+        now = "starting"
+    elif activity.waiting:
+        now = (
+            "waiting for a decision on the card below"
+            if activity.waiting == 1
+            else (f"waiting for {activity.waiting} decisions")
+        )
+    elif activity.doing is not None and activity.doing.kind != "thinking":
+        doing = _inline(activity.doing, view.workspace)
+        now = f"{_DOING.get(activity.doing.kind, 'working on')} {doing}".rstrip()
+    else:
+        now = "thinking"
+    line = f"**Now:** {now}"
+    if view.quiet_s >= 60:  # honest about a long silence, and never "idle" while the turn runs
+        line += f"\n<font color='grey'>still working · last activity {minutes(view.quiet_s)} ago</font>"
+    return line
+
+
+def _step_line(step: ProgressStep, workspace: str | None) -> str:
+    mark = _STEP_MARKS.get(step.kind, "·")
+    failed = "" if step.status in ("done", "running") else f" ({step.status})"
+    return f"{mark} {_inline(step, workspace)}{failed}"
+
+
+def _inline(step: ProgressStep, workspace: str | None) -> str:
+    if not step.text:
+        return ""
+    if step.kind == "file_change":
+        return escape_mentions(relative(step.text, workspace))
+    if step.kind == "command":
+        plain = escape_mentions(step.text.replace("`", "'"))
+        return f"`{plain}`"
+    return escape_mentions(step.text)
+
+
+def _files_panel(files: list[str], total: int, workspace: str | None) -> dict[str, Any]:
+    """The files the turn changed: where a changed-files list (and its buttons) lives."""
+    shown = "\n".join(f"- {escape_mentions(relative(p, workspace))}" for p in files[:PROGRESS_FILES_SHOWN])
+    more = total - min(len(files), PROGRESS_FILES_SHOWN)
+    if more > 0:
+        shown += f"\n- … and {more} more"
+    return {
+        "tag": "collapsible_panel",
+        "expanded": False,
+        "header": {"title": {"tag": "markdown", "content": f"**Files changed** ({total})"}},
+        "elements": [{"tag": "markdown", "content": shown}],
+    }
 
 
 # --- the frame -------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from ally.contracts import (
     ApprovalOutcome,
     ApprovalPrompt,
     ChatRef,
+    ProgressView,
     Reaction,
     ReactionRef,
     Reply,
@@ -40,6 +42,30 @@ TOPICS_KEPT = 5000
 # Feishu allows 5 messages a second per chat (docs/feishu-platform.md §5); a long answer's cards go
 # out a bit slower.
 PACE_S = 0.25
+# Progress cards (docs/feishu-platform.md §5, §8): one card is edited at most every 2 s (Feishu
+# allows 5 edits a second per message), and all cards of this app together at most 10 times a
+# second (its quota for the update API is 50 a second and 1000 a minute; answers and approval
+# cards need the rest). An edit over budget is dropped: the next one shows the same, newer state.
+PROGRESS_EDIT_EVERY_S = 2.0
+PROGRESS_EDITS_PER_S = 10.0
+
+
+class EditBudget:
+    """A token bucket: `rate` edits a second, at most `rate` at once."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = rate
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 @dataclass(frozen=True)
@@ -67,9 +93,14 @@ class ApprovalCards:
 
 
 class FeishuChannel:
-    def __init__(self, api: FeishuApi, *, pace_s: float = PACE_S) -> None:
+    progress_interval_s = PROGRESS_EDIT_EVERY_S
+
+    def __init__(
+        self, api: FeishuApi, *, pace_s: float = PACE_S, progress_edits_per_s: float = PROGRESS_EDITS_PER_S
+    ) -> None:
         self.api = api
         self.pace_s = pace_s
+        self.edits = EditBudget(progress_edits_per_s)
         self.approvals = ApprovalCards()
         self._topics: OrderedDict[str, str] = OrderedDict()  # message id -> its Feishu topic ("" if none)
 
@@ -164,6 +195,23 @@ class FeishuChannel:
             await self.api.patch(update.message_id, cards.card_content(card))
         except FeishuRejected as error:  # recalled, or too old to edit: nothing left to update
             log.warning("could not update card %s: %s", update.message_id, error)
+
+    async def show_progress(self, view: ProgressView, *, final: bool = False) -> SentMessage | None:
+        """The progress card: sent as a reply to the person's message the first time, then PATCHed
+        in place (`update_multi`). A settled card is always sent; an edit over the app's budget is
+        dropped. A card Feishu will not let us edit any more raises `FeishuRejected`."""
+        if view.message_id is None and final:
+            return None
+        if not final and not self.edits.take():
+            return None
+        content = cards.card_content(cards.progress_card(view, final=final))
+        if view.message_id is None:
+            message_id = await self._send(
+                view.chat, view.reply_to, "interactive", content, view.idempotency_key
+            )
+            return SentMessage(message_id=message_id)
+        await self.api.patch(view.message_id, content)
+        return SentMessage(message_id=view.message_id)
 
     async def react(self, reaction: Reaction) -> ReactionRef:
         reaction_id = await self.api.add_reaction(reaction.message_id, reaction.emoji)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,10 +36,18 @@ DECISION_TOASTS = {
 
 
 class FeishuDecisions:
-    def __init__(self, chats: ChatClient, channel: FeishuChannel, reader: MessageReader) -> None:
+    def __init__(
+        self,
+        chats: ChatClient,
+        channel: FeishuChannel,
+        reader: MessageReader,
+        may_stop: Callable[[str, str], bool] = lambda person, chat: True,
+    ) -> None:
+        """`may_stop(open_id, chat_id)`: whether that person may stop a turn in that chat."""
         self.chats = chats
         self.channel = channel
         self.reader = reader
+        self.may_stop = may_stop
         self._not_cards: OrderedDict[str, None] = OrderedDict()  # messages a thumbs-up cannot approve
 
     async def by_text(self, message: InboundMessage, conversation_id: str) -> bool:
@@ -65,14 +74,29 @@ class FeishuDecisions:
             )
         return True
 
-    async def by_card(self, click: CardClick, value: cards.DecisionCardValue) -> dict[str, Any]:
+    async def by_card(
+        self, click: CardClick, value: cards.DecisionCardValue | cards.StopValue
+    ) -> dict[str, Any]:
         """The callback's answer to a click on one of our cards: a toast, and the decided card."""
+        if isinstance(value, cards.StopValue):
+            return await self.stop(click, value)
         # A name not cached yet must not cost the 3 s answer: an id-only operator is fine.
         operator = await self.reader.person(click.operator.open_id, timeout_s=0.8)
         decision = _decision_of(value, click, operator)
         receipt = await self.chats.decide(value.turn_workflow_id, decision)
         log.info("card decision on %s by %s: %s", value.key, operator.id, receipt.status)
         return self._card_answer(receipt, decision, click.context.open_message_id)
+
+    async def stop(self, click: CardClick, value: cards.StopValue) -> dict[str, Any]:
+        """The Stop button of a progress card: the same stop as /stop, from someone who may talk to
+        the assistant here. The card itself says "Stopped" once the turn has ended."""
+        if not self.may_stop(click.operator.open_id, click.context.open_chat_id):
+            return {"toast": {"type": "warning", "content": "You may not stop work in this chat."}}
+        stopped = await self.chats.stop_turn(value.turn_workflow_id)
+        log.info("stop clicked on %s by %s: %s", value.turn_workflow_id, click.operator.open_id, stopped)
+        if not stopped:
+            return {"toast": {"type": "info", "content": "This turn has already ended."}}
+        return {"toast": {"type": "success", "content": "Stopping…"}}
 
     def _card_answer(self, receipt: DecisionReceipt, decision: Decision, card_id: str) -> dict[str, Any]:
         if receipt.status == "decided":
@@ -129,6 +153,7 @@ def _decision_of(value: cards.DecisionCardValue, click: CardClick, operator: Per
         return Decision(key=value.key, decision=value.decision, operator=operator)
     if isinstance(value, cards.AnswerValue):
         return Decision(key=value.key, answers={value.question_id: [value.answer]}, operator=operator)
+    assert isinstance(value, cards.AnswersFormValue), "stop clicks are handled before"
     form = click.action.form_value or {}
     answers = {
         question_id: [str(form[f"q{index}"])]

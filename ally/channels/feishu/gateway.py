@@ -75,7 +75,10 @@ class FeishuGateway:
     ) -> None:
         """Build it on the gateway's event loop: the handlers hand their work to that loop."""
         self.chats = ChatClient(client)
-        self.decisions = FeishuDecisions(self.chats, channel, reader)
+        rules = access or AccessConfig()
+        self.decisions = FeishuDecisions(
+            self.chats, channel, reader, may_stop=lambda person, chat: may_stop(rules, person, chat)
+        )
         self.intake = Intake(
             chats=self.chats,
             channel=channel,
@@ -278,6 +281,13 @@ class FeishuGateway:
             self._seen[event_id] = None
             while len(self._seen) > EVENTS_REMEMBERED:
                 self._seen.popitem(last=False)
+
+
+def may_stop(access: AccessConfig, person: str, chat_id: str) -> bool:
+    """Who may press Stop: whoever may talk to the assistant in that chat (as for /stop)."""
+    if access.chats and chat_id not in access.chats:
+        return False
+    return not access.users or person in access.users or person in access.approvers
 
 
 class _WithCatchAll(dict[str, Any]):
