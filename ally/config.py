@@ -64,6 +64,11 @@ class FeishuConfig(_Section):
     verification_token: SecretStr = Field(SecretStr(""), description="Webhook mode: Verification Token.")
     webhook_port: int = Field(8787, ge=1, le=65535, description="Webhook mode: local HTTP port.")
     domain: str = Field("https://open.feishu.cn", description="Open API base URL (Lark: open.larksuite.com).")
+    receipt_emoji: str = Field(
+        "Get",
+        description="Put on a message the moment the gateway has it, before any work starts (Feishu emoji "
+        "type; empty = none). The turn's own OnIt / DONE follow.",
+    )
 
     @property
     def configured(self) -> bool:

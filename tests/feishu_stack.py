@@ -99,6 +99,7 @@ async def feishu_stack(
     with_runtime_worker: bool = True,
     alerts_workflow_id: str | None = None,
     conversations: Callable[[Stack], Conversations] | None = None,
+    receipt_emoji: str = "",
 ) -> AsyncIterator[FeishuStack]:
     """`conversations`: where messages go; by default every chat talks to one assistant with the
     stack's settings (tests of assistants give a real `ally.routing.Router`)."""
@@ -132,6 +133,7 @@ async def feishu_stack(
                 reader=reader,
                 conversations=conversations(stack) if conversations else one,
                 access=access,
+                receipt_emoji=receipt_emoji,
             )
             yield FeishuStack(
                 stack=stack,

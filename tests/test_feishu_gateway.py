@@ -371,3 +371,23 @@ async def test_the_group_role_matrix_prompter_approver_outsider(client: Client, 
         assert card_markdown(answers[-1]) == "Deployed." and target.exists()
         decided = json.dumps(fs.fake.message(card.message_id).patches[-1], ensure_ascii=False)
         assert "Bob" in decided
+
+
+async def test_the_receipt_emoji_shows_at_once_even_with_no_worker_to_run_the_turn(
+    client: Client, tmp_path: Path
+) -> None:
+    """The person sees their message was taken the moment it is handed over: the receipt emoji
+    needs only Feishu, not the chat's worker (here: no runtime host at all), and stays beside the
+    turn's own OnIt / DONE."""
+    async with feishu_stack(
+        client, tmp_path, "cli_feishu_receipt", receipt_emoji="Get", with_runtime_worker=False
+    ) as fs:
+        event = await fs.say("oc_dm_receipt", "anyone there?")
+        question = event["event"]["message"]["message_id"]
+        got = await fs.fake.async_wait_for(
+            lambda: [r for r in fs.fake.reactions if r.message_id == question and r.emoji_type == "Get"],
+            timeout=5,
+        )
+        assert len(got) == 1 and not got[0].deleted
+        # Commands and decisions are answered in words; a message refused before hand-over gets none.
+        assert all(r.emoji_type != "Get" for r in fs.fake.reactions if r.message_id != question)

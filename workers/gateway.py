@@ -64,6 +64,7 @@ async def main() -> None:
         conversations=router,
         access=config.access,
         stale_after_s=config.chats.stale_after_minutes * 60,
+        receipt_emoji=config.feishu.receipt_emoji,
     )
     chats = chat_worker(client, channel, FEISHU_CHATS_QUEUE)
 

@@ -72,6 +72,7 @@ class FeishuGateway:
         conversations: Conversations,
         access: AccessConfig | None = None,
         stale_after_s: float = STALE_AFTER_S,
+        receipt_emoji: str = "",
     ) -> None:
         """Build it on the gateway's event loop: the handlers hand their work to that loop."""
         self.chats = ChatClient(client)
@@ -87,6 +88,7 @@ class FeishuGateway:
             conversations=conversations,
             access=access or AccessConfig(),
             stale_after_s=stale_after_s,
+            receipt_emoji=receipt_emoji,
         )
         self.loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()

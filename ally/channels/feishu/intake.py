@@ -30,7 +30,7 @@ from ally.channels.feishu.decisions import FeishuDecisions
 from ally.channels.feishu.events import CardClick, Envelope, MessageReceived
 from ally.channels.feishu.inbound import Ignored, MessageReader
 from ally.chat_client import ChatClient, MessageRefused
-from ally.contracts import ChatRef, ConversationState, Inbound, InboundMessage
+from ally.contracts import ChatRef, ConversationState, Inbound, InboundMessage, Reaction
 from ally.routing import NotRouted
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,9 @@ class Intake:
     conversations: Conversations
     access: AccessConfig
     stale_after_s: float = STALE_AFTER_S
+    receipt_emoji: str = ""  # put on each message handed over, at once ("" = none)
     handed_over: int = 0
+    _receipts: set[asyncio.Task[None]] = field(default_factory=set)
     _conversation_of: OrderedDict[str, str] = field(default_factory=OrderedDict)  # message -> conversation
     _told_not_enabled: set[str] = field(default_factory=set)
     _chat_tails: dict[str, asyncio.Future[None]] = field(default_factory=dict)  # each chat's latest hand-over
@@ -125,6 +127,7 @@ class Intake:
         try:
             await self.chats.hand_over(message, state)
             self.handed_over += 1
+            self._show_receipt(message)
             self._remember(message.message_id, conversation)
             log.info("message %s handed over to %s", message.message_id, conversation)
         except MessageRefused as refused:  # too large, or not valid text
@@ -164,6 +167,24 @@ class Intake:
             return {"toast": {"type": "warning", "content": "You may not decide this here."}}
         await self.chats.signal_conversation(value.conversation, Inbound(message=message))
         return {"toast": {"type": "success", "content": "Done"}}
+
+    def _show_receipt(self, message: InboundMessage) -> None:
+        """The first thing the person sees: an emoji the moment the message is durably handed over.
+        The turn's own emoji needs the chat's worker to run it, which under load takes seconds; this
+        needs only Feishu. Not awaited (the ack must not wait for it) and best effort."""
+        if not self.receipt_emoji or message.attachment_only:
+            return
+        reaction = Reaction(chat=message.chat, message_id=message.message_id, emoji=self.receipt_emoji)
+
+        async def react() -> None:
+            try:
+                await self.channel.react(reaction)
+            except Exception as error:  # an emoji is never worth more than a log line
+                log.info("receipt emoji on %s not shown: %s", message.message_id, error)
+
+        task = asyncio.create_task(react())
+        self._receipts.add(task)
+        task.add_done_callback(self._receipts.discard)
 
     async def recall(self, chat_id: str, message_id: str) -> None:
         """A recalled message leaves the queue of the conversation it was handed to (or, when this
