@@ -344,7 +344,6 @@ def test_the_demo_responder_picks_a_behaviour_from_the_newest_input() -> None:
     assert summary.text.endswith("\nhi")
 
 
-
 def test_the_demo_model_works_on_a_goal_three_turns_then_says_it_is_done() -> None:
     def reply(*items: Message) -> Step:
         return demo_reply({"input": [_user("<environment_context>…</environment_context>"), *items]})
