@@ -493,6 +493,8 @@ class ConversationWorkflow:
                 self._tell(message, "No goal is running.")
         elif running or queued is not None:
             self._tell(message, "A goal is already set here: /goal shows it, /goal clear ends it first.")
+        elif self.state.handed_off:
+            self._tell(message, "This thread is handed off to a terminal: /takeback first, then /goal.")
         else:
             self.state.queue.append(message)
             if self.child is not None:
