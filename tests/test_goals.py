@@ -10,6 +10,8 @@ scripted model calls to say it is done), so what is asserted is what Codex did.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -179,3 +181,30 @@ async def test_a_budget_of_turns_or_hours_stops_a_goal_that_would_go_on_and_says
             lambda: [r for r in stack.replies(other) if "Goal stopped" in r.text], what="the goal's end"
         )
         assert "it reached its budget of 4 s" in ended[0].text
+
+
+@pytest.mark.faults
+async def test_a_goal_whose_codex_child_dies_is_paused_and_the_chat_told(
+    client: Client, tmp_path: Path
+) -> None:
+    async with running_stack(client, tmp_path) as stack:
+        stack.model.push(Say(text="step 1 done"), Hang(seconds=8, then=Say(text="never shown")))
+        chat = stack.chat()
+        goal = await stack.send(chat, "/goal keep going")
+        await eventually(lambda: _progress(stack, chat), what="the first turn's line")
+        await eventually(lambda: len(stack.model.received()) >= 2 or None, what="the second turn under way")
+        assert stack.runtime.pid is not None
+        os.kill(stack.runtime.pid, signal.SIGKILL)
+        result = await _ended(stack, chat, goal, 60)
+        assert result.status == "interrupted"
+        assert result.goal is not None and result.goal.status == "paused"
+        ended = await eventually(
+            lambda: [r for r in stack.replies(chat) if "Goal paused" in r.text], what="the end"
+        )
+        assert "The Codex runtime restarted" in ended[0].text
+        assert result.thread_id is not None
+        paused = await stack.runtime.get_goal(result.thread_id)
+        assert paused is not None and paused.status.value == "paused"
+        requests = len(stack.model.received())
+        await asyncio.sleep(2.0)
+        assert len(stack.model.received()) == requests, "Codex went on with the goal unattended"
