@@ -12,7 +12,7 @@ import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import datetime, time, timedelta
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from temporalio import activity
@@ -25,6 +25,7 @@ from ally.codex.account import describe_login
 from ally.codex.runtime import (
     CodexRejected,
     CodexRuntime,
+    GoalFeed,
     InputPart,
     InputRejected,
     ItemCompleted,
@@ -46,6 +47,9 @@ from ally.contracts import (
     Decision,
     Exchange,
     ForkInput,
+    GoalInput,
+    GoalProgress,
+    GoalStatus,
     RuntimeLocation,
     StartTurnInput,
     SteerTurnInput,
@@ -65,6 +69,18 @@ HEARTBEAT_FLUSH = timedelta(seconds=1)
 INTERRUPT_GRACE_S = 10.0
 STEER_WAIT_S = 10.0  # a steer can arrive while the prompt is still being submitted
 REMEMBERED_TURNS = 1000
+# Codex starts a goal's next turn within milliseconds of the last one's end: waiting this long
+# for one means it will not start any.
+GOAL_NEXT_TURN_WAIT_S = 30.0
+GOAL_TEXT_KEPT = 500  # of each goal turn's final message, for the progress line
+_GOAL_STATUSES: dict[str, GoalStatus] = {
+    "active": "active",
+    "paused": "paused",
+    "blocked": "blocked",
+    "usageLimited": "usage_limited",
+    "budgetLimited": "budget_limited",
+    "complete": "complete",
+}
 
 
 class CodexActivities:
@@ -79,6 +95,7 @@ class CodexActivities:
         return [
             self.locate_runtime,
             self.run_turn,
+            self.run_goal,
             self.answer_request,
             self.steer_turn,
             self.list_threads,
@@ -145,6 +162,164 @@ class CodexActivities:
             activity.logger.warning("the turn cannot run: %s", refused.reason)
             return refused.outcome()
         return await self._outcome(progress)
+
+    @activity.defn(name="run_goal")
+    async def run_goal(self, request: GoalInput) -> TurnOutcome:
+        """Set a goal on the thread, then follow each turn Codex starts for it by itself as run_turn
+        follows one (requests forwarded, heartbeats, the turn read back), telling the workflow as
+        each ends, until the goal is no longer active or over its budget (docs/long-work.md).
+        Cancelled (/goal clear, /stop): the goal is cleared and its running turn interrupted.
+
+        The goal is heartbeated from the moment it is set, so a retry follows it on, never sets it
+        twice."""
+        info = activity.info()
+        workflow_id = info.workflow_id
+        assert workflow_id is not None, "run_goal is only ever called by a turn workflow"
+        goal = _goal_so_far(info.heartbeat_details)
+        fresh = goal is None
+        beating: asyncio.Task[None] | None = None
+        try:
+            if goal is None:
+                try:
+                    thread_id = await self._thread(
+                        StartTurnInput(thread_id=request.thread_id, settings=request.settings, text="")
+                    )
+                except WorkspaceUnavailable as error:
+                    return _Refused(request.thread_id or "", str(error)).outcome()
+                started_at = _now() - request.seconds_before
+                goal = GoalProgress(thread_id=thread_id, turns=request.turns_before, started_at=started_at)
+            elif goal.turn_id is not None and not self.runtime.is_turn_live(goal.thread_id, goal.turn_id):
+                return await self._goal_lost(goal)
+            try:
+                with self.runtime.goal_feed(goal.thread_id) as feed:
+                    if fresh:
+                        feed.note(await self.runtime.set_goal(goal.thread_id, objective=request.objective))
+                    else:  # a retry: the goal is set already; follow what runs now
+                        await self._pick_up_goal(goal, feed)
+                    activity.heartbeat(goal)
+                    beating = asyncio.create_task(_heartbeat_forever(goal, self.runtime))
+                    last = await self._pursue(workflow_id, request, goal, feed)
+            except asyncio.CancelledError:
+                if await self._superseded():
+                    raise _quietly("a newer attempt follows this goal") from None
+                return await asyncio.shield(self._clear_goal(goal))
+            finally:
+                if beating is not None:
+                    beating.cancel()
+        except RuntimeRestarted:
+            if goal is None or (fresh and beating is None):
+                raise _quietly("the Codex child restarted before the goal reached it") from None
+            return await self._goal_lost(goal)
+        if last is None:  # Codex started no turn for it
+            return TurnOutcome(thread_id=goal.thread_id, turn_id="", status="completed", goal=goal)
+        return last.model_copy(update={"goal": goal})
+
+    async def _pursue(
+        self, workflow_id: str, request: GoalInput, goal: GoalProgress, feed: GoalFeed
+    ) -> TurnOutcome | None:
+        """Each turn Codex starts for the goal, followed to its end; the last one's outcome."""
+        caller = activity.client().get_workflow_handle(workflow_id)
+        deadline = goal.started_at + request.max_seconds
+        last: TurnOutcome | None = None
+        while True:
+            try:
+                async with asyncio.timeout(max(deadline - _now(), 0)):
+                    turn_id = await feed.next_turn(idle_s=GOAL_NEXT_TURN_WAIT_S)
+            except TimeoutError:
+                await self._over_budget(goal, "hours")
+                break
+            if turn_id is None:
+                break
+            if turn_id != goal.turn_id:
+                goal.turns += 1
+            goal.turn_id, goal.turn_status, goal.turn_text = turn_id, None, ""
+            if goal.turns >= request.max_turns and feed.active:
+                # The last turn the budget allows: it finishes, and Codex starts no next one.
+                await self._over_budget(goal, "turns")
+            progress = TurnProgress(thread_id=goal.thread_id, turn_id=turn_id)
+            self.turns.started(workflow_id, progress)
+            try:
+                async with asyncio.timeout(max(deadline - _now(), 0)):
+                    await self._follow(workflow_id, progress)
+            except TimeoutError:
+                await self._over_budget(goal, "hours")
+                await self._interrupt_and_wait(progress)
+            finally:
+                self.turns.ended(workflow_id, progress)
+            last = await self._outcome(progress)
+            self._note_goal(goal, feed, last)
+            await caller.signal(TurnWorkflow.goal_progress, goal)
+            if last.status != "completed" or goal.status != "active":
+                break
+        if goal.over_budget is not None and (late := self.runtime.active_turn(goal.thread_id)):
+            # Started just as the budget ran out: not followed, so not left running either.
+            await self._interrupt_and_wait(TurnProgress(thread_id=goal.thread_id, turn_id=late))
+        self._note_goal(goal, feed, last, final=True)
+        return last
+
+    async def _pick_up_goal(self, goal: GoalProgress, feed: GoalFeed) -> None:
+        """A retry of run_goal: the turn the last attempt followed, if it still runs, or the one
+        Codex started since."""
+        running = self.runtime.active_turn(goal.thread_id)
+        if goal.turn_id is not None and running == goal.turn_id:
+            feed.began.appendleft(goal.turn_id)
+        elif running is not None:
+            feed.began.appendleft(running)
+        if (now := await self.runtime.get_goal(goal.thread_id)) is not None:
+            feed.note(now)
+        else:
+            feed.cleared = True
+
+    async def _over_budget(self, goal: GoalProgress, why: Literal["turns", "hours"]) -> None:
+        goal.over_budget = why
+        with contextlib.suppress(CodexRejected):
+            await self.runtime.set_goal(goal.thread_id, status=protocol.ThreadGoalStatus.budget_limited)
+
+    def _note_goal(
+        self, goal: GoalProgress, feed: GoalFeed, last: TurnOutcome | None, *, final: bool = False
+    ) -> None:
+        if feed.goal is not None:
+            goal.status = _GOAL_STATUSES.get(feed.goal.status.value, "active")
+            goal.tokens = feed.goal.tokens_used
+        if feed.cleared:
+            goal.status = "cleared"
+        elif final and goal.status == "active" and (last is None or last.status == "completed"):
+            goal.status = "idle"  # still active, but Codex started no next turn for it
+        goal.seconds = _now() - goal.started_at
+        if last is not None:
+            goal.turn_status = last.status
+            text = last.final_text
+            goal.turn_text = text if len(text) <= GOAL_TEXT_KEPT else text[: GOAL_TEXT_KEPT - 1] + "…"
+
+    async def _clear_goal(self, goal: GoalProgress) -> TurnOutcome:
+        """/goal clear or /stop: Codex's own clear (no next turn), then the running turn interrupted."""
+        with contextlib.suppress(Exception):
+            await self.runtime.clear_goal(goal.thread_id)
+        goal.status = "cleared"
+        goal.seconds = _now() - goal.started_at
+        turn_id = self.runtime.active_turn(goal.thread_id) or goal.turn_id
+        if turn_id is None:
+            return TurnOutcome(thread_id=goal.thread_id, turn_id="", status="interrupted", goal=goal)
+        progress = TurnProgress(thread_id=goal.thread_id, turn_id=turn_id)
+        await self._interrupt_and_wait(progress)
+        outcome = await self._outcome(progress)
+        goal.turn_status = outcome.status
+        return outcome.model_copy(update={"goal": goal})
+
+    async def _goal_lost(self, goal: GoalProgress) -> TurnOutcome:
+        """The Codex child restarted under the goal: its turn reads back interrupted. The goal is
+        paused, so that nothing runs for it unattended; /goal TEXT sets it again."""
+        with contextlib.suppress(Exception):
+            await self.runtime.set_goal(goal.thread_id, status=protocol.ThreadGoalStatus.paused)
+        goal.status = "paused"
+        if goal.turn_id is None:
+            return TurnOutcome(
+                thread_id=goal.thread_id, turn_id="", status="interrupted", runtime_restarted=True, goal=goal
+            )
+        outcome = await self._outcome(
+            TurnProgress(thread_id=goal.thread_id, turn_id=goal.turn_id), restarted=True
+        )
+        return outcome.model_copy(update={"goal": goal})
 
     async def _superseded(self) -> bool:
         """Cancelled because this attempt timed out while a newer one took over, rather than by the
@@ -436,18 +611,26 @@ def day_bounds(query: DayQuery) -> tuple[float, float, str]:
     return start.timestamp(), end.timestamp(), day.isoformat()
 
 
+def _now() -> float:
+    return datetime.now().timestamp()
+
+
+def _goal_so_far(details: Sequence[Any]) -> GoalProgress | None:
+    """The goal an earlier attempt of run_goal set, from its last heartbeat, if it got that far."""
+    return GoalProgress.model_validate(details[0]) if details else None
+
+
 def _submitted(details: Sequence[Any]) -> TurnProgress | None:
     """The turn an earlier attempt submitted, from its last heartbeat, if it got that far."""
     return TurnProgress.model_validate(details[0]) if details else None
 
 
-async def _heartbeat_forever(progress: TurnProgress, runtime: CodexRuntime) -> None:
-    """Each beat also carries what Codex is doing now: the chat's progress card reads it from the
-    pending activity, so progress costs the turn's history nothing (docs/architecture.md)."""
+async def _heartbeat_forever(progress: TurnProgress | GoalProgress, runtime: CodexRuntime) -> None:
+    """Each beat of a turn also carries what Codex is doing now: the chat's progress card reads it
+    from the pending activity, so progress costs the turn's history nothing (docs/architecture.md)."""
     while True:
         await asyncio.sleep(HEARTBEAT_EVERY_S)
-        tracker = runtime.progress(progress.turn_id)
-        if tracker is not None:
+        if isinstance(progress, TurnProgress) and (tracker := runtime.progress(progress.turn_id)) is not None:
             progress.activity = tracker.snapshot()
         activity.heartbeat(progress)
 

@@ -20,6 +20,7 @@ from ally.contracts import (
     DayQuery,
     DayRecord,
     ForkInput,
+    GoalInput,
     RuntimeLocation,
     SnapshotRequest,
     StartTurnInput,
@@ -43,6 +44,12 @@ async def locate_runtime() -> RuntimeLocation:
 @activity.defn(name="run_turn")
 async def run_turn(request: StartTurnInput) -> TurnOutcome:
     """The whole agent side of a turn: load the thread, submit, follow, read the outcome back."""
+    raise NotImplementedError(_ELSEWHERE)
+
+
+@activity.defn(name="run_goal")
+async def run_goal(request: GoalInput) -> TurnOutcome:
+    """A goal: set it on the thread, follow each turn the agent starts for it, until it ends."""
     raise NotImplementedError(_ELSEWHERE)
 
 

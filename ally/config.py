@@ -271,12 +271,20 @@ class LongWorkConfig(_Section):
     usage_limit_max_waits: int = Field(
         5, ge=1, description="A turn limited this many times in a row fails instead of waiting again."
     )
+    goal_max_turns: int = Field(
+        20, ge=1, description="A goal (/goal) stops after Codex ran this many turns for it, and says so."
+    )
+    goal_max_hours: float = Field(
+        4, gt=0, description="A goal (/goal) stops after running this long, and says so."
+    )
 
     def contract(self) -> LongWork:
         return LongWork(
             unknown_reset_s=self.usage_limit_unknown_reset_minutes * 60,
             after_reset_s=self.usage_limit_after_reset_seconds,
             max_waits=self.usage_limit_max_waits,
+            goal_max_turns=self.goal_max_turns,
+            goal_max_s=self.goal_max_hours * 3600,
         )
 
 

@@ -32,6 +32,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 NO_STEP_QUEUED = "scripted model server: no step queued"
+# How Codex opens the prompt of a turn it starts by itself for a goal (docs/codex-app-server.md §15).
+GOAL_CONTINUATION = '<codex_internal_context source="goal">'
+DEMO_GOAL_TURNS = 3  # the demo model works on a goal this many turns, then says it is done
 DEMO_LABEL = "(demo model)"
 RECEIVED_KEPT = 1000
 
@@ -85,7 +88,8 @@ class SearchTools(BaseModel):
 
 class CallTool(BaseModel):
     """A plain function call; `namespace` names an MCP server's tools (`mcp__<server>`), as the
-    `tool_search` output listed them (docs/codex-app-server.md §12)."""
+    `tool_search` output listed them (docs/codex-app-server.md §12). Codex's own tools too: e.g.
+    `update_goal` with `{"status": "complete"}` says a goal is met (docs/codex-app-server.md §15)."""
 
     kind: Literal["call_tool"] = "call_tool"
     name: str
@@ -323,12 +327,19 @@ def demo_reply(request: dict[str, Any]) -> Step:
     newest = items[-1] if items else {}
     if newest.get("type") in ("function_call_output", "custom_tool_call_output"):
         output = _tool_output_text(newest.get("output"))
+        if '"status":"complete"' in output and output.startswith('{"goal"'):
+            return Say(text=f"{DEMO_LABEL} The goal is done.")
         if answers := _user_answers(output):
             return Say(text=f"{DEMO_LABEL} You answered: {answers}")
         lines = output.strip().splitlines()[:5]
         shown = "\n".join(lines) if lines else "(no output)"
         return Say(text=f"{DEMO_LABEL} The tool finished. Its output begins:\n{shown}")
     text = _newest_user_text(items).strip()
+    if text.startswith(GOAL_CONTINUATION):
+        done = sum(1 for item in items if GOAL_CONTINUATION in _user_text(item))
+        if done >= DEMO_GOAL_TURNS:
+            return CallTool(name="update_goal", arguments={"status": "complete"})
+        return Say(text=f"{DEMO_LABEL} Working on the goal: step {done} of {DEMO_GOAL_TURNS} done.")
     word, _, rest = text.partition(" ")
     match word.lower():
         case "run" if rest.strip():
@@ -371,10 +382,14 @@ def _user_answers(output: str) -> str:
 def _newest_user_text(items: list[dict[str, Any]]) -> str:
     for item in reversed(items):
         if item.get("type") == "message" and item.get("role") == "user":
-            return "".join(
-                str(p.get("text", "")) for p in item.get("content", []) if p.get("type") == "input_text"
-            )
+            return _user_text(item)
     return ""
+
+
+def _user_text(item: dict[str, Any]) -> str:
+    if item.get("type") != "message" or item.get("role") != "user":
+        return ""
+    return "".join(str(p.get("text", "")) for p in item.get("content", []) if p.get("type") == "input_text")
 
 
 # --- HTTP server -------------------------------------------------------------------------------

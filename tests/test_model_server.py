@@ -28,12 +28,14 @@ from pydantic import ValidationError
 
 from ally.model_server import (
     DEMO_LABEL,
+    GOAL_CONTINUATION,
     NO_STEP_QUEUED,
     RECEIVED_KEPT,
     STEPS,
     ApplyPatch,
     AskUser,
     Burst,
+    CallTool,
     DropStream,
     Fail,
     Hang,
@@ -348,6 +350,19 @@ def test_the_demo_responder_picks_a_behaviour_from_the_newest_input() -> None:
     assert isinstance(summary, Say)
     assert summary.text.startswith(DEMO_LABEL)
     assert summary.text.endswith("\nhi")
+
+
+def test_the_demo_model_works_on_a_goal_three_turns_then_says_it_is_done() -> None:
+    def reply(*items: Message) -> Step:
+        return demo_reply({"input": [_user("<environment_context>…</environment_context>"), *items]})
+
+    turn = _user(f"{GOAL_CONTINUATION}\nContinue working toward the active thread goal.")
+    assert reply(turn) == Say(text=f"{DEMO_LABEL} Working on the goal: step 1 of 3 done.")
+    assert reply(turn, turn) == Say(text=f"{DEMO_LABEL} Working on the goal: step 2 of 3 done.")
+    assert reply(turn, turn, turn) == CallTool(name="update_goal", arguments={"status": "complete"})
+    completed = '{"goal":{"objective":"x","status":"complete","tokensUsed":330},"remainingTokens":null}'
+    output = {"type": "function_call_output", "call_id": "c", "output": completed}
+    assert reply(turn, turn, turn, output) == Say(text=f"{DEMO_LABEL} The goal is done.")
 
 
 def test_codex_home_points_at_the_server_and_keeps_extra_keys_top_level(tmp_path: Path) -> None:

@@ -33,6 +33,8 @@ with workflow.unsafe.imports_passed_through():
         ConversationState,
         ConversationView,
         ForkInput,
+        GoalProgress,
+        GoalView,
         HeldAttachment,
         Inbound,
         InboundMessage,
@@ -81,6 +83,7 @@ THREADS_BOUND_PATCH = "threads-bound-elsewhere"  # before it, /threads named onl
 THREADS_SHOWN = 10
 CLI_MESSAGE_PREFIX = "cli:"  # a message from the terminal (`ally handoff`): nothing in the chat to reply to
 ROUTINES_PATCH = "routines-command"  # before it, /routines got the help text
+GOALS_PATCH = "goals"  # before it, /goal got the help text
 # Temporal refuses a payload over 2 MB: what continue-as-new carries, and a turn's result that
 # returns the steers the agent never took, stay well inside that (docs/operations.md "Limits").
 CARRY_MAX_BYTES = 1536 * 1024
@@ -106,6 +109,9 @@ HELP = """Commands:
 /takeback: continue here after a handoff, with whatever the terminal added
 /stale run|drop: run or drop the messages that arrived late
 /routines: the routines that post in this chat, their next and last runs
+/goal TEXT: Codex works on TEXT turn after turn by itself until it is done, within a budget of
+  turns and hours; a line here as each turn ends, then the answer. /goal shows it; /goal clear
+  (or /stop) ends it. Messages sent meanwhile wait for it (or steer it, with /mode steer)
 /help: this list"""
 
 
@@ -214,6 +220,12 @@ class ConversationWorkflow:
             self.limited_until = wait.until
 
     @workflow.signal
+    def goal_progress(self, report: GoalProgress) -> None:
+        """The running goal's turn reports one of its agent turns (for /goal)."""
+        if self.state.goal is not None and self.state.goal.turn_workflow_id == self._running_turn():
+            self.state.goal.progress = report
+
+    @workflow.signal
     def recall(self, message_id: str) -> None:
         """The person recalled a message: if it still waits in the queue, it never runs."""
         self.state.queue = [m for m in self.state.queue if m.message_id != message_id]
@@ -270,11 +282,19 @@ class ConversationWorkflow:
             return
         assert self.state.runtime is not None
         self.current = message
+        goal = _goal_objective(message)
+        if goal is not None:
+            self._goal_starts(message, goal)
         self.child = await workflow.start_child_workflow(
             TurnWorkflow.run,
             TurnInput(
                 message=message,
-                origin=TurnOrigin(message_id=message.message_id, sender=message.sender),
+                origin=TurnOrigin(
+                    kind="goal" if goal is not None else "message",
+                    message_id=message.message_id,
+                    sender=message.sender,
+                ),
+                goal=goal,
                 runtime=self.state.runtime,
                 thread_id=self.state.thread_id,
                 settings=self.state.settings,
@@ -329,6 +349,7 @@ class ConversationWorkflow:
             if result.status == "host_lost":
                 self.state.runtime = None  # locate again: the host may be back, or another one is
             self._requeue_unsteered(result.unsteered)
+            self._goal_ends(result.goal)
             status = result.status
         except ChildWorkflowError as error:
             workflow.logger.warning("turn workflow failed: %s", error)
@@ -433,6 +454,8 @@ class ConversationWorkflow:
                 return
             self.state.mode = wanted
             self._tell(message, f"Autonomy: {wanted}. Deny rules still apply.")
+        elif command == "/goal" and workflow.patched(GOALS_PATCH):
+            await self._goal_command(message, rest)
         elif command == "/routines" and workflow.patched(ROUTINES_PATCH):
             self._tell(message, await self._routines_here())
         elif command == "/mode" and rest in ("queue", "steer"):
@@ -444,6 +467,88 @@ class ConversationWorkflow:
             await self._continuity(message, command, rest)
         else:
             self._tell(message, HELP)
+
+    # --- goals (docs/long-work.md, "Goals") ------------------------------------------------------
+
+    async def _goal_command(self, message: InboundMessage, rest: str) -> None:
+        """/goal shows the goal, /goal clear ends it, /goal TEXT sets one: it runs as a turn of its
+        own (workflows/turn.py), queued like a message, so approvals, /stop and /status work as
+        for any turn."""
+        running = self._running_goal()
+        queued = next((m for m in self.state.queue if _goal_objective(m) is not None), None)
+        if not rest:
+            self._tell(message, self._goal_text(queued))
+        elif rest.lower() == "clear":
+            if running and self.child is not None:
+                await self.child.signal(TurnWorkflow.stop)
+                self._tell(
+                    message, "Clearing the goal: Codex stops working on it, and its running turn is stopped."
+                )
+            elif queued is not None:
+                self.state.queue.remove(queued)
+                self._tell(
+                    message, f"The goal that waited was dropped: {(_goal_objective(queued) or '')[:80]}"
+                )
+            else:
+                self._tell(message, "No goal is running.")
+        elif running or queued is not None:
+            self._tell(message, "A goal is already set here: /goal shows it, /goal clear ends it first.")
+        elif self.state.handed_off:
+            self._tell(message, "This thread is handed off to a terminal: /takeback first, then /goal.")
+        else:
+            self.state.queue.append(message)
+            if self.child is not None:
+                self._tell(message, "The goal is set: Codex starts on it after the current turn.")
+
+    def _goal_starts(self, message: InboundMessage, objective: str) -> None:
+        work = self.state.long_work
+        self.state.goal = GoalView(
+            objective=objective,
+            turn_workflow_id=names.turn_workflow_id(self.state.chat.chat_id, message.message_id),
+            max_turns=work.goal_max_turns,
+            max_s=work.goal_max_s,
+        )
+        budget = f"at most {work.goal_max_turns} turns and {_hours(work.goal_max_s)}"
+        self._tell(
+            message,
+            f"Goal set. Codex works on it turn after turn by itself ({budget}); a line here as each "
+            "turn ends, then the answer. /goal shows it, /goal clear ends it.",
+        )
+
+    def _goal_ends(self, report: GoalProgress | None) -> None:
+        goal = self.state.goal
+        if goal is not None and goal.turn_workflow_id == self._running_turn() and not goal.ended:
+            goal.ended = True
+            if report is not None:
+                goal.progress = report
+
+    def _running_goal(self) -> bool:
+        goal = self.state.goal
+        return goal is not None and not goal.ended and goal.turn_workflow_id == self._running_turn()
+
+    def _goal_text(self, queued: InboundMessage | None) -> str:
+        goal = self.state.goal
+        if goal is None and queued is None:
+            return "No goal is set here. /goal TEXT sets one."
+        if goal is None or (queued is not None and not self._running_goal()):
+            assert queued is not None
+            return f"Goal (waits for the current turn): {_goal_objective(queued)}"
+        lines = [f"Goal: {goal.objective}"]
+        report = goal.progress
+        turns = report.turns if report else 0
+        state = (
+            "running" if self._running_goal() else (report.status if report else "ended").replace("_", " ")
+        )
+        if report is not None and report.over_budget:
+            state = "stopped at its budget"
+        lines.append(f"Status: {state}; {turns} of at most {goal.max_turns} turns done")
+        if report is not None:
+            lines.append(
+                f"Used: {report.tokens:,} tokens, {_hours(report.seconds)} (at most {_hours(goal.max_s)})"
+            )
+        if self._running_goal():
+            lines.append("/goal clear ends it.")
+        return "\n".join(lines)
 
     # --- continuity (docs/continuity.md) ---------------------------------------------------------
 
@@ -865,6 +970,8 @@ class ConversationWorkflow:
                     f"Waiting for the usage limit to reset (about {left / 60:.0f} min); /retry tries now."
                 )
             turn = self._running_turn()
+            if self._running_goal() and self.state.goal is not None:
+                lines.append(f"Working on a goal ({self.state.goal.objective[:60]}): /goal shows it.")
             lines.append(f"Turn: {turn} (Temporal UI)")
         else:
             lines.append("Running: nothing")
@@ -908,6 +1015,23 @@ class ConversationWorkflow:
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
             summary="tell the chat",
         )
+
+
+def _goal_objective(message: InboundMessage) -> str | None:
+    """The objective of a `/goal TEXT` message; None for any other message."""
+    command, _, rest = message.text.strip().partition(" ")
+    rest = rest.strip()
+    if command.lower() != "/goal" or not rest or rest.lower() == "clear":
+        return None
+    return rest
+
+
+def _hours(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _count(messages: list[InboundMessage]) -> str:

@@ -49,6 +49,8 @@ with workflow.unsafe.imports_passed_through():
         Decision,
         DecisionRecord,
         FinalReply,
+        GoalInput,
+        GoalProgress,
         LimitWait,
         PendingRequest,
         Person,
@@ -122,6 +124,8 @@ USAGE_LIMIT_PATCH = "usage-limit-wait"
 PROGRESS_PATCH = "live-progress"
 PROGRESS_HEARTBEAT = timedelta(seconds=5)
 PROGRESS_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10))
+# A goal's turn (origin "goal"): `run_goal` instead of `run_turn`, a progress line per agent turn.
+GOALS_PATCH = "goals"
 
 
 A = TypeVar("A")
@@ -161,6 +165,8 @@ class TurnWorkflow:
         self.limit_waits = 0  # how often this turn waited for a usage limit to reset
         self.limited_until: float | None = None  # workflow time the current wait ends
         self.retry_asked = False
+        self.goal_reports: list[GoalProgress] = []  # one per agent turn of the goal, as each ended
+        self.goal_posted = 0  # of those, shown in the chat
 
     # --- what the outside world can tell a running turn ------------------------------------------
 
@@ -205,6 +211,12 @@ class TurnWorkflow:
         """/retry while the turn waits for a usage limit: try at once instead of at the reset."""
         self.retry_asked = True
 
+    @workflow.signal
+    def goal_progress(self, report: GoalProgress) -> None:
+        """From `run_goal` on the host: one of the goal's turns ended."""
+        self.goal_reports.append(report)
+        self.thread_id, self.turn_id = report.thread_id, report.turn_id or self.turn_id
+
     @workflow.query
     def view(self) -> TurnView:
         waiting = [p.request for p in self.requests.values() if p.decision is None]
@@ -225,7 +237,7 @@ class TurnWorkflow:
         workflow.set_current_details("**running**")
         metrics.turn_started()
         # Not awaited: the turn does not wait for an emoji. A routine's run has no message to put one on.
-        if turn.message.chat.reactions and turn.origin.kind == "message":
+        if turn.message.chat.reactions and turn.origin.kind != "routine":
             self.working = self._react(WORKING_EMOJI)
         if workflow.patched(PROGRESS_PATCH):  # not awaited either: the card follows the turn beside it
             self.progress = self._follow_progress()
@@ -254,6 +266,8 @@ class TurnWorkflow:
         self._set_state("delivering")
         tone = reply_tone(outcome, stopped=self.stop_requested)
         text = "\n\n".join(filter(None, [reply_text(outcome), autosave_note(self.autosave)]))
+        if self.turn.goal is not None:
+            tone, text = await self._goal_ended(outcome, tone, text)
         if await self._finish(text, tone=tone, done=outcome.status == "completed", outcome=outcome):
             self._set_state("done" if outcome.status == "completed" else "failed")
         metrics.turn_finished(outcome.status)
@@ -266,11 +280,14 @@ class TurnWorkflow:
             decisions=self.decisions,
             unsteered=self._unsteered(),
             autosave=self.autosave,
+            goal=outcome.goal,
         )
 
     # --- steps -----------------------------------------------------------------------------------
 
     def _run_on_host(self, thread_id: str | None) -> workflow.ActivityHandle[TurnOutcome]:
+        if self.turn.goal is not None and workflow.patched(GOALS_PATCH):
+            return self._pursue_goal(self.turn.goal, thread_id)
         return workflow.start_activity(
             runtime.run_turn,
             StartTurnInput(
@@ -299,6 +316,7 @@ class TurnWorkflow:
                     timeout=self._next_expiry(),
                     timeout_summary="approval reminder or expiry",
                 )
+            await self._show_goal_progress()  # a goal's turn that ended, before the next one's requests
             await self._show_new_requests()
             await self._answer_decided_requests()
             await self._remind_about_waiting_requests()
@@ -714,7 +732,7 @@ class TurnWorkflow:
         with workflow.unsafe.imports_passed_through():
             from workflows.conversation import ConversationWorkflow  # it imports this module
         parent = workflow.info().parent
-        if parent is not None and self.turn.origin.kind == "message":
+        if parent is not None and self.turn.origin.kind != "routine":
             conversation = workflow.get_external_workflow_handle_for(
                 ConversationWorkflow.run, parent.workflow_id
             )
@@ -731,6 +749,70 @@ class TurnWorkflow:
             except Exception as error:
                 workflow.logger.info("the alerts were not told of the wait: %s", error)
 
+    # --- a goal (docs/long-work.md, "Goals") ------------------------------------------------------
+
+    def _pursue_goal(self, objective: str, thread_id: str | None) -> workflow.ActivityHandle[TurnOutcome]:
+        """One activity for the whole goal: it reports each of the agent's turns as it ends (the
+        `goal_progress` signal) and forwards their requests as run_turn does. After a usage limit
+        it is taken up again with what it used so far."""
+        work, so_far = self.turn.long_work, self.goal_reports[-1] if self.goal_reports else None
+        return workflow.start_activity(
+            runtime.run_goal,
+            GoalInput(
+                thread_id=thread_id,
+                settings=self.turn.settings,
+                objective=objective,
+                max_turns=work.goal_max_turns,
+                max_seconds=work.goal_max_s,
+                turns_before=so_far.turns if so_far else 0,
+                seconds_before=so_far.seconds if so_far else 0.0,
+            ),
+            task_queue=self.turn.runtime.task_queue,
+            schedule_to_start_timeout=HOST_START,
+            start_to_close_timeout=RUN_TURN_MAX,
+            heartbeat_timeout=RUN_TURN_HEARTBEAT,
+            retry_policy=RUN_TURN_RETRY,
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            summary="pursue the goal on the Codex host",
+        )
+
+    async def _show_goal_progress(self) -> None:
+        """One line in the chat per turn of the goal. The conversation learns it first, so a /goal
+        sent after the line shows it."""
+        while self.goal_posted < len(self.goal_reports):
+            report = self.goal_reports[self.goal_posted]
+            self.goal_posted += 1
+            await self._tell_conversation_of_goal(report)
+            await self._send(goal_progress_text(report), tone="notice", part=f"goal:{report.turns}")
+
+    async def _tell_conversation_of_goal(self, report: GoalProgress) -> None:
+        with workflow.unsafe.imports_passed_through():
+            from workflows.conversation import ConversationWorkflow  # it imports this module
+        parent = workflow.info().parent
+        if parent is None:
+            return
+        conversation = workflow.get_external_workflow_handle_for(ConversationWorkflow.run, parent.workflow_id)
+        try:
+            await conversation.signal(ConversationWorkflow.goal_progress, report)
+        except Exception as error:
+            workflow.logger.info("the conversation was not told of the goal's progress: %s", error)
+
+    async def _goal_ended(
+        self, outcome: TurnOutcome, tone: Literal["answer", "notice", "problem"], text: str
+    ) -> tuple[Literal["answer", "notice", "problem"], str]:
+        """The goal's last word: every turn's line first, then its last turn's answer (read back
+        as any turn's), with what became of the goal under it."""
+        await self._show_goal_progress()
+        goal = outcome.goal or (self.goal_reports[-1] if self.goal_reports else None)
+        if goal is None:
+            return tone, text
+        if not outcome.turn_id and outcome.status != "failed":
+            text = ""  # no turn of the goal ran: nothing to answer with
+        note = goal_end_text(goal, self.turn.long_work.goal_max_turns, self.turn.long_work.goal_max_s)
+        if goal.status == "complete" and tone == "notice":
+            tone = "answer"
+        return tone, "\n\n".join(filter(None, [text, note]))
+
     # --- small pure helpers ----------------------------------------------------------------------
 
     def _has_work(self) -> bool:
@@ -739,6 +821,7 @@ class TurnWorkflow:
             or any(p.decision is not None and not p.answered for p in self.requests.values())
             or bool(self.steers)
             or (self.stop_requested and not self.stop_sent)
+            or len(self.goal_reports) > self.goal_posted
         )
 
     def _next_expiry(self) -> float | None:
@@ -793,7 +876,59 @@ class TurnWorkflow:
 
 
 def _duration(seconds: float) -> str:
+    if seconds >= 90 * 60:
+        return f"{seconds / 3600:.1f} h"
     return f"{max(seconds, 0):.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+_GOAL_TURN_ENDED = {"completed": "done", "interrupted": "stopped", "failed": "failed"}
+
+
+def goal_progress_text(report: GoalProgress) -> str:
+    """One line per turn of a goal: how it ended, what the goal used so far, and while the goal
+    goes on, the start of what Codex said (the last turn's answer follows as the reply)."""
+    ended = _GOAL_TURN_ENDED.get(report.turn_status or "", "ended")
+    line = (
+        f"Goal · turn {report.turns} {ended} ({report.tokens:,} tokens, {_duration(report.seconds)} so far)"
+    )
+    said = " ".join(report.turn_text.split())
+    if report.status == "active" and said:
+        return f"{line}: {said[:200]}"
+    return line + "."
+
+
+def goal_end_text(goal: GoalProgress, max_turns: int, max_s: float) -> str:
+    used = f"{_turns(goal.turns)}, {goal.tokens:,} tokens, {_duration(goal.seconds)}"
+    if goal.over_budget == "turns":
+        return (
+            f"Goal stopped: it reached its budget of {_turns(max_turns)} without being done ({used}). "
+            "/goal shows it; /goal TEXT sets a new one."
+        )
+    if goal.over_budget == "hours":
+        return (
+            f"Goal stopped: it reached its budget of {_duration(max_s)} without being done ({used}). "
+            "/goal shows it; /goal TEXT sets a new one."
+        )
+    match goal.status:
+        case "complete":
+            return f"Goal complete ({used})."
+        case "cleared":
+            return f"Goal cleared ({used})."
+        case "blocked":
+            return f"Goal blocked: Codex cannot go on with it ({used}). /goal TEXT sets it again."
+        case "paused":
+            return f"Goal paused ({used}); nothing runs for it now. /goal TEXT sets it again."
+        case "usage_limited":
+            return f"Goal stopped at the account's usage limit ({used}). /goal TEXT sets it again."
+        case _:
+            return (
+                f"Codex stopped working on the goal without saying it is done ({used}). "
+                "/goal TEXT sets it again."
+            )
+
+
+def _turns(n: int) -> str:
+    return "1 turn" if n == 1 else f"{n} turns"
 
 
 def _limit_text(limited: TurnOutcome, wait_s: float, known: bool) -> str:

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -40,6 +40,7 @@ from ally.codex.errors import (
     UnknownTurn,
     WorkspaceUnavailable,
 )
+from ally.codex.goals import GoalFeed
 from ally.codex.journal import TurnJournal, user_text
 from ally.codex.models import (
     InputPart,
@@ -67,6 +68,7 @@ __all__ = [  # the runtime's public surface, so activities import from one place
     "CodexRuntimeError",
     "CodexStartFailed",
     "CodexUnresponsive",
+    "GoalFeed",
     "InputPart",
     "InputRejected",
     "InvalidAnswer",
@@ -187,6 +189,7 @@ class CodexRuntime:
         self._config: dict[str, dict[str, Any]] = {}
         self._thread_locks: dict[str, asyncio.Lock] = {}
         self._pending: dict[str, _Pending] = {}
+        self._goal_feeds: dict[str, list[GoalFeed]] = {}  # thread id -> who follows its goal
         # In every request key: a runtime that restarted (a new worker process) counts generations
         # from 1 again, and without it a stale answer to "1:0" would answer a new child's "1:0",
         # a request of another turn that nobody has seen.
@@ -322,6 +325,10 @@ class CodexRuntime:
             if not pending.future.done():
                 pending.future.cancel()  # the rpc handler task ends without answering
         self._pending.clear()
+        for feeds in self._goal_feeds.values():
+            for feed in feeds:
+                feed.lose()
+        self._goal_feeds.clear()
         self._loaded.clear()
         self._thread_locks = {tid: lock for tid, lock in self._thread_locks.items() if lock.locked()}
 
@@ -633,12 +640,66 @@ class CodexRuntime:
         await self._ensure_loaded(thread_id)
         await self._call("turn/interrupt", {"threadId": thread_id, "turnId": turn_id})
 
+    def active_turn(self, thread_id: str) -> str | None:
+        """The turn in progress on the thread in this child, whoever started it."""
+        return self._journal.active_turn(thread_id)
+
+    # --- goals (docs/codex-app-server.md §15) ---------------------------------------------------
+
+    @contextlib.contextmanager
+    def goal_feed(self, thread_id: str) -> Iterator[GoalFeed]:
+        """What Codex says about the thread's goal from now on, and the turns it starts for it."""
+        feed = GoalFeed(thread_id)
+        self._goal_feeds.setdefault(thread_id, []).append(feed)
+        try:
+            yield feed
+        finally:
+            feeds = self._goal_feeds.get(thread_id, [])
+            if feed in feeds:
+                feeds.remove(feed)
+            if not feeds:
+                self._goal_feeds.pop(thread_id, None)
+
+    async def set_goal(
+        self, thread_id: str, *, objective: str | None = None, status: protocol.ThreadGoalStatus | None = None
+    ) -> protocol.ThreadGoal:
+        """Set the thread's goal (a new objective starts it `active`, and Codex starts its turns
+        once the thread is idle) or only its status, as the person (`origin: user`)."""
+        await self._ensure_loaded(thread_id)
+        params: dict[str, Any] = {"threadId": thread_id, "origin": "user"}
+        if objective is not None:
+            params["objective"] = objective
+        if status is not None:
+            params["status"] = status.value
+        goal = _validated(protocol.ThreadGoalSetResponse, await self._call("thread/goal/set", params)).goal
+        for feed in self._goal_feeds.get(thread_id, []):
+            feed.note(goal)
+        return goal
+
+    async def get_goal(self, thread_id: str) -> protocol.ThreadGoal | None:
+        await self._ensure_loaded(thread_id)
+        params = {"threadId": thread_id}
+        return _validated(protocol.ThreadGoalGetResponse, await self._call("thread/goal/get", params)).goal
+
+    async def clear_goal(self, thread_id: str) -> bool:
+        """Remove the thread's goal: Codex starts no more turns for it (a running one goes on)."""
+        await self._ensure_loaded(thread_id)
+        params = {"threadId": thread_id, "origin": "user"}
+        return _validated(
+            protocol.ThreadGoalClearResponse, await self._call("thread/goal/clear", params)
+        ).cleared
+
     # --- messages from the child ----------------------------------------------------------------
 
     def _on_notification(self, generation: int, method: str, params: dict[str, Any]) -> None:
         if generation != self._generation:
             return
         self._journal.record(method, params)
+        for feed in self._goal_feeds.get(params.get("threadId", ""), ()):
+            try:
+                feed.record(method, params)
+            except ValidationError as error:
+                log.error("codex sent %s with params we cannot read: %s", method, error)
         if method == "serverRequest/resolved":
             key = self._request_key(generation, params.get("requestId"))
             if (pending := self._pending.pop(key, None)) is not None:

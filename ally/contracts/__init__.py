@@ -51,6 +51,15 @@ from ally.contracts.agent import (
     ForkInput as ForkInput,
 )
 from ally.contracts.agent import (
+    GoalInput as GoalInput,
+)
+from ally.contracts.agent import (
+    GoalProgress as GoalProgress,
+)
+from ally.contracts.agent import (
+    GoalStatus as GoalStatus,
+)
+from ally.contracts.agent import (
     McpServer as McpServer,
 )
 from ally.contracts.agent import (
@@ -235,6 +244,9 @@ from ally.contracts.workflows import (
 )
 from ally.contracts.workflows import (
     DecisionRecord as DecisionRecord,
+)
+from ally.contracts.workflows import (
+    GoalView as GoalView,
 )
 from ally.contracts.workflows import (
     HeldAttachment as HeldAttachment,

@@ -20,6 +20,11 @@ EndStatus = Literal["completed", "interrupted", "failed"]
 ErrorKind = Literal["usage_limit", "rate_limit", "logged_out"]
 # How a person (or a rule) answers a request: one spelling for cards, text shortcuts and the terminal.
 DecisionWord = Literal["accept", "acceptForSession", "decline", "cancel"]
+# Where a goal stands (docs/long-work.md, "Goals"): the agent's own statuses, and "cleared" (a person
+# ended it) and "idle" (still active, but the agent stopped starting turns for it).
+GoalStatus = Literal[
+    "active", "paused", "blocked", "usage_limited", "budget_limited", "complete", "cleared", "idle"
+]
 
 
 class McpServer(BaseModel):
@@ -111,6 +116,36 @@ class TurnActivity(BaseModel):
     items: int = 0  # every item of the turn, thinking included
 
 
+class GoalInput(BaseModel):
+    """Set a goal on the thread and follow the turns the agent starts for it by itself, until the
+    goal is done, blocked, cleared (the activity cancelled) or over its budget."""
+
+    thread_id: str | None  # None: a new thread
+    settings: ThreadSettings
+    objective: str
+    max_turns: int
+    max_seconds: float
+    # A goal taken up again on the same turn (after a usage limit): what it used before.
+    turns_before: int = 0
+    seconds_before: float = 0.0
+
+
+class GoalProgress(BaseModel):
+    """A goal so far: `run_goal`'s heartbeat details, its report to the turn workflow as each of the
+    agent's turns for it ends, and how the goal stood when `run_goal` returned."""
+
+    thread_id: str
+    status: GoalStatus = "active"
+    turns: int = 0  # turns the agent started for the goal
+    tokens: int = 0
+    seconds: float = 0.0
+    started_at: float = 0.0  # host time (unix s) the goal was set, less `seconds_before`
+    turn_id: str | None = None  # the agent's latest turn for the goal
+    turn_status: EndStatus | None = None  # how that turn ended; None while it runs
+    turn_text: str = ""  # its final message, shortened
+    over_budget: Literal["turns", "hours"] | None = None
+
+
 class TurnProgress(BaseModel):
     """Heartbeat details of `run_turn`: the submitted turn, sent the moment the agent accepts it, so
     a retry follows that turn instead of submitting the prompt again. Shown in the Temporal UI.
@@ -157,6 +192,7 @@ class TurnOutcome(BaseModel):
     error_kind: ErrorKind | None = None  # None: any other failure, or none
     # For a usage or rate limit: when it resets (unix seconds), if the agent said; the turn waits.
     retry_at: float | None = None
+    goal: GoalProgress | None = None  # for a goal (`run_goal`): how it stood at the end
 
     # What the turn did, as its progress card's summary shows it (None: not followed).
     activity: TurnActivity | None = None

@@ -12,7 +12,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, model_validator
 
 from ally import names
-from ally.contracts.agent import AgentRequest, AgentThread, Decision, Person, RuntimeLocation, ThreadSettings
+from ally.contracts.agent import (
+    AgentRequest,
+    AgentThread,
+    Decision,
+    GoalProgress,
+    Person,
+    RuntimeLocation,
+    ThreadSettings,
+)
 from ally.contracts.chat import ChatRef, InboundMessage
 from ally.contracts.policy import Mode, PolicyConfig, SessionGrants
 from ally.contracts.workspace import AutosaveResult
@@ -22,11 +30,13 @@ from ally.contracts.workspace import AutosaveResult
 
 class LongWork(BaseModel):
     """How long work is held (`[long_work]` in config.toml; docs/long-work.md): a turn that hits the
-    account's usage limit waits for its reset."""
+    account's usage limit waits for its reset; a goal runs within its budget."""
 
     unknown_reset_s: float = 15 * 60  # the wait when the limit did not say when it resets
     after_reset_s: float = 5.0  # run this long after the reset: clocks differ a little
     max_waits: int = 5  # a turn limited this often in a row fails after all
+    goal_max_turns: int = 20  # the agent's turns for one goal, at most
+    goal_max_s: float = 4 * 3600  # and the time it may take, at most
 
 
 class LimitWait(BaseModel):
@@ -39,12 +49,13 @@ class LimitWait(BaseModel):
 
 
 class TurnOrigin(BaseModel):
-    """Where a turn came from: a person's message in a chat, or a routine's scheduled run
+    """Where a turn came from: a person's message in a chat, a person's `/goal` (the turn is the
+    goal: every turn the agent runs for it, docs/long-work.md), or a routine's scheduled run
     (workflows/routine.py). A routine's turn has no person's message to answer: its `message_id` is
     the run's own id, its `sender` the routine, and its replies are posted to the chat (or topic)
     rather than as a reply; only the assistant's approvers may decide its approvals."""
 
-    kind: Literal["message", "routine"] = "message"
+    kind: Literal["message", "routine", "goal"] = "message"
     message_id: str
     sender: Person
     routine: str | None = None  # the routine's name, for kind "routine"
@@ -67,6 +78,7 @@ class TurnInput(BaseModel):
     autosave: bool = False
     long_work: LongWork = LongWork()
     alerts_workflow_id: str | None = None  # told when the turn waits for a usage limit; None = nobody
+    goal: str | None = None  # the objective, for a goal's turn (origin "goal"); the budget is long_work's
 
     @model_validator(mode="before")
     @classmethod
@@ -115,6 +127,7 @@ class TurnResult(BaseModel):
     decisions: list[DecisionRecord] = []
     unsteered: list[str] = []  # steers that reached the turn only after the agent had finished it
     autosave: AutosaveResult | None = None  # None: autosave was off (or the host was lost)
+    goal: GoalProgress | None = None  # a goal's turn: how the goal stood at its end
 
 
 class TurnView(BaseModel):
@@ -127,6 +140,17 @@ class TurnView(BaseModel):
 
 
 # --- a conversation --------------------------------------------------------------------------------
+
+
+class GoalView(BaseModel):
+    """The conversation's goal, running or last (what `/goal` shows)."""
+
+    objective: str
+    turn_workflow_id: str
+    max_turns: int
+    max_s: float
+    progress: GoalProgress | None = None  # None until the first of its turns has ended
+    ended: bool = False
 
 
 class HeldAttachment(BaseModel):
@@ -182,6 +206,7 @@ class ConversationState(BaseModel):
     handoff_cards: list[str] = []
     listed_threads: list[str] = []  # the thread ids /threads showed last, for /resume N
     long_work: LongWork = LongWork()
+    goal: GoalView | None = None  # the goal running now, or the last one
 
 
 class ChatConfig(BaseModel):
