@@ -125,9 +125,10 @@ class Intake:
             await self._say(message.chat, message.message_id, "Sorry, you may not ask me things here.")
             return
         try:
+            # Beside the hand-over, not after it: the person sees at once that the bridge has it.
+            self._show_receipt(message)
             await self.chats.hand_over(message, state)
             self.handed_over += 1
-            self._show_receipt(message)
             self._remember(message.message_id, conversation)
             log.info("message %s handed over to %s", message.message_id, conversation)
         except MessageRefused as refused:  # too large, or not valid text
@@ -169,9 +170,10 @@ class Intake:
         return {"toast": {"type": "success", "content": "Done"}}
 
     def _show_receipt(self, message: InboundMessage) -> None:
-        """The first thing the person sees: an emoji the moment the message is durably handed over.
-        The turn's own emoji needs the chat's worker to run it, which under load takes seconds; this
-        needs only Feishu. Not awaited (the ack must not wait for it) and best effort."""
+        """The first thing the person sees: an emoji as the message is handed over. The turn's own
+        emoji needs the chat's worker to run it, which under load takes seconds; this needs only
+        Feishu. Not awaited (neither the hand-over nor the ack waits for it) and best effort; a
+        hand-over that then fails is pushed again by Feishu, and the emoji is already there."""
         if not self.receipt_emoji or message.attachment_only:
             return
         reaction = Reaction(chat=message.chat, message_id=message.message_id, emoji=self.receipt_emoji)
