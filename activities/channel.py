@@ -281,7 +281,9 @@ class ChannelActivities:
                 asyncio.gather(*(one(i, p) for i, p in enumerate(wanted))), timeout=IMAGES_WITHIN_S
             )
         except Exception as error:  # an image is never worth holding the answer back
-            activity.logger.info("images of %s not shown: %s", end.turn_workflow_id, error)
+            activity.logger.info(
+                "images of %s not shown: %s (%s)", end.turn_workflow_id, error, error.__cause__
+            )
             return {}
         return {path: key for path, key in found if key}
 

@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict
 
 from ally.contracts.chat import ChatRef
 
-CHUNK_BYTES = 1024 * 1024  # Temporal refuses a payload over 2 MB; one chunk is one activity result
+# One chunk is one activity result: Temporal refuses a payload over 2 MB and warns (server and SDK
+# logs) over 512 KiB; a chunk and its payload's metadata stay just under that.
+CHUNK_BYTES = 500 * 1024
 # Feishu's own limits (docs/feishu-platform.md §4): a file message's file, an image message's image.
 FILE_MAX_BYTES = 30 * 1024 * 1024
 IMAGE_MAX_BYTES = 10 * 1024 * 1024
