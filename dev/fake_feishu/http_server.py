@@ -14,7 +14,7 @@ from dev.fake_feishu.open_api import ApiAnswer, ApiRequest, OpenApi
 def parse_multipart(
     content_type: str, body: bytes
 ) -> tuple[dict[str, str], dict[str, tuple[str | None, bytes]]]:
-    """Text fields and files of a multipart/form-data body (the SDK's uploads, `im/v1/files` and `im/v1/images`)."""
+    """Text fields and files of a multipart/form-data body (the SDK's `im/v1/files`, `im/v1/images`)."""
     boundary = next(
         (p.split("=", 1)[1].strip('"') for p in content_type.split(";") if p.strip().startswith("boundary=")),
         "",
