@@ -14,25 +14,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import os
+import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.service import RPCError
 
 from ally import names
 from ally.channels import Channel, PermanentDeliveryError, RetryLaterError, TransientDeliveryError
 from ally.contracts import (
+    IMAGE_SUFFIXES,
     ApprovalOutcome,
     ApprovalPrompt,
+    FileChunk,
+    FileDelivery,
+    FileQuery,
+    FileRequest,
+    FileSent,
     FinalReply,
     ProgressCardRef,
     ProgressEnd,
@@ -59,6 +70,12 @@ PROGRESS_CARD_AFTER_S = 3.0
 QUIET_AFTER_S = 60.0
 PROGRESS_CARDS_KEPT = 2000
 EDIT_FAILURES_BEFORE_NEW_CARD = 3
+# Files out: the chunks of a file on its way to the chat wait here, in this worker's machine, until
+# the whole file is sent (workflows/files.py); a spool left by a crash is removed a day later.
+SPOOL_DIR = Path(tempfile.gettempdir()) / "work-ally-files"
+SPOOL_KEPT_S = 24 * 3600
+IMAGES_SHOWN = 3  # the images a turn wrote shown on its final card, fetched before the answer goes
+IMAGES_WITHIN_S = 15.0
 
 
 @dataclass
@@ -112,13 +129,26 @@ class ChannelActivities:
         """A turn's last message; then its emoji settled, best effort (a retry re-sends nothing: the
         reply's idempotency key dedupes it, and a reaction already gone is not an error). A progress
         card is settled first (best effort too), so the answer is the newest message."""
-        if final.progress is not None:
+        reply = final.reply
+        end = final.progress
+        if end is not None:
+            images = await self._images_of(end, reply)
+            settled = False
             try:
-                await self._settle(final.progress, final.reply)
+                settled = await self._settle(end, reply, images)
             except Exception as error:  # progress is never worth failing the answer
                 activity.logger.info("progress card not settled: %s", error)
+            if not settled and end.files:  # no card lists the files: the answer does
+                reply = reply.model_copy(
+                    update={
+                        "files": end.files,
+                        "workspace": end.workspace,
+                        "conversation": end.conversation,
+                        "images": images,
+                    }
+                )
         with _delivery_errors():
-            sent = await self.channel.send_reply(final.reply)
+            sent = await self.channel.send_reply(reply)
         try:
             if final.working is not None:
                 await self.channel.unreact(final.working)
@@ -215,20 +245,63 @@ class ChannelActivities:
         card.shown, card.failures = view, 0
         return True
 
-    async def _settle(self, end: ProgressEnd, reply: Reply) -> None:
+    async def _images_of(self, end: ProgressEnd, reply: Reply) -> dict[str, str]:
+        """The images the turn wrote, uploaded for its final card (path -> the channel's key): each
+        fetched from the host by a short workflow of its own (workflows/files.py), all within
+        `IMAGES_WITHIN_S`; best effort, the answer never waits longer for them."""
+        wanted = [p for p in end.files if Path(p).suffix.lower() in IMAGE_SUFFIXES][:IMAGES_SHOWN]
+        if not wanted or not end.host_queue or self.client is None or not self.channel.takes_file_bytes:
+            return {}
+        from workflows.files import SendFileWorkflow  # it calls these activities: import it late
+
+        client = self.client
+
+        async def one(index: int, path: str) -> tuple[str, str | None]:
+            request = FileRequest(
+                chat=reply.chat,
+                reply_to=reply.reply_to,
+                query=FileQuery(workspace=end.workspace or "", path=path),
+                host_queue=end.host_queue,
+                host=end.host,
+                idempotency_key=names.delivery_key(end.turn_workflow_id, f"image:{index}"),
+                purpose="image_key",
+            )
+            sent = await client.execute_workflow(
+                SendFileWorkflow.run,
+                request,
+                id=f"{end.turn_workflow_id}:image:{index}",
+                task_queue=reply.chat.worker_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                execution_timeout=timedelta(seconds=IMAGES_WITHIN_S * 4),
+            )
+            return path, sent.image_key
+
+        try:
+            found = await asyncio.wait_for(
+                asyncio.gather(*(one(i, p) for i, p in enumerate(wanted))), timeout=IMAGES_WITHIN_S
+            )
+        except Exception as error:  # an image is never worth holding the answer back
+            activity.logger.info(
+                "images of %s not shown: %s (%s)", end.turn_workflow_id, error, error.__cause__
+            )
+            return {}
+        return {path: key for path, key in found if key}
+
+    async def _settle(self, end: ProgressEnd, reply: Reply, images: dict[str, str]) -> bool:
+        """Whether a progress card now shows the turn's end (and so lists its files)."""
         card = self.progress.get(end.turn_workflow_id)
         if card is None and self.client is not None:
             # The follower ran in another process (or before a restart): ask its heartbeat.
             ref = await _follower_card(self.client, end.turn_workflow_id)
             if ref is None or ref.message_id is None:
-                return
+                return False
             card = self.progress.open(end.turn_workflow_id, ref)
         if card is None:
-            return
+            return False
         async with card.lock:
             card.settled = True
             if card.ref.message_id is None:
-                return  # the turn was over before its card was due: nothing to settle
+                return False  # the turn was over before its card was due: nothing to settle
             view = ProgressView(
                 chat=reply.chat,
                 reply_to=reply.reply_to,
@@ -239,12 +312,55 @@ class ChannelActivities:
                 activity=end.activity or (card.shown.activity if card.shown else None),
                 elapsed_s=end.elapsed_s,
                 workspace=end.workspace,
+                files=end.files,
+                conversation=end.conversation,
+                images=images,
             )
-            with contextlib.suppress(PermanentDeliveryError):  # gone: the answer still goes out
+            try:
                 await self.channel.show_progress(view, final=True)
+            except PermanentDeliveryError:  # gone: the answer still goes out, and lists the files
+                return False
+            return True
+
+    @activity.defn(name="wants_file_bytes")
+    async def wants_file_bytes(self, delivery: FileDelivery) -> bool:
+        """Whether this chat takes a file's bytes (Feishu), or only says where it is (a terminal)."""
+        return self.channel.takes_file_bytes
+
+    @activity.defn(name="stage_file_chunk")
+    async def stage_file_chunk(self, chunk: FileChunk) -> None:
+        """One chunk of a file into its spool, at its offset (a retry writes the same bytes again)."""
+        await asyncio.to_thread(_stage, chunk)
+
+    @activity.defn(name="send_file")
+    async def send_file(self, delivery: FileDelivery) -> FileSent:
+        """The file, once every chunk is spooled, to the chat (or, for a card, only uploaded)."""
+        data: bytes | None = None
+        if delivery.transfer is not None:
+            spool = _spool(delivery.transfer)
+            try:
+                data = await asyncio.to_thread(spool.read_bytes)
+            except FileNotFoundError:
+                data = b""
+            if hashlib.sha256(data).hexdigest() != delivery.file.sha256:
+                # The file changed on the host while it travelled, or this worker's machine changed.
+                spool.unlink(missing_ok=True)
+                raise ApplicationError(
+                    "the file changed while it was on its way; send /file again",
+                    type="FileChanged",
+                    non_retryable=True,
+                )
+        with _delivery_errors():
+            sent = await self.channel.send_file(delivery, data)
+        if delivery.transfer is not None:
+            _spool(delivery.transfer).unlink(missing_ok=True)
+        return sent
 
     def all(self) -> list[Callable[..., Any]]:
         return [
+            self.wants_file_bytes,
+            self.stage_file_chunk,
+            self.send_file,
             self.send_reply,
             self.deliver_answer,
             self.send_approval,
@@ -253,6 +369,26 @@ class ChannelActivities:
             self.react,
             self.follow_progress,
         ]
+
+
+def _spool(transfer: str) -> Path:
+    return SPOOL_DIR / (hashlib.sha256(transfer.encode()).hexdigest()[:32] + ".part")
+
+
+def _stage(chunk: FileChunk) -> None:
+    SPOOL_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = _spool(chunk.transfer)
+    if chunk.offset == 0:
+        now = time.time()
+        for old in SPOOL_DIR.glob("*.part"):
+            with contextlib.suppress(OSError):
+                if now - old.stat().st_mtime > SPOOL_KEPT_S:
+                    old.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.pwrite(fd, chunk.data, chunk.offset)
+    finally:
+        os.close(fd)
 
 
 def _view(

@@ -19,6 +19,8 @@ from ally.contracts import (
     AutosaveResult,
     DayQuery,
     DayRecord,
+    FileChunkQuery,
+    FileQuery,
     ForkInput,
     GoalInput,
     RuntimeLocation,
@@ -29,6 +31,7 @@ from ally.contracts import (
     ThreadRelease,
     ThreadsQuery,
     TurnOutcome,
+    WorkspaceFile,
     WorkspaceSnapshot,
 )
 
@@ -110,4 +113,16 @@ async def autosave_workspace(request: AutosaveRequest) -> AutosaveResult:
 @activity.defn(name="account_status")
 async def account_status() -> AgentAccount:
     """Whether the agent on this host is logged in (or needs no login)."""
+    raise NotImplementedError(_ELSEWHERE)
+
+
+@activity.defn(name="inspect_file")
+async def inspect_file(query: FileQuery) -> WorkspaceFile:
+    """Whether a path is a file of the workspace the chat may have (or why not), and its size."""
+    raise NotImplementedError(_ELSEWHERE)
+
+
+@activity.defn(name="read_file_chunk")
+async def read_file_chunk(query: FileChunkQuery) -> bytes:
+    """One chunk of a file `inspect_file` accepted, as raw bytes."""
     raise NotImplementedError(_ELSEWHERE)

@@ -1,4 +1,5 @@
-"""Workspace activities: the git side of autosave, on the host that holds the workspace.
+"""Workspace activities: the git side of autosave, and files sent out of the workspace (`/file`),
+on the host that holds the workspace.
 
 They run on the host's pinned queue beside the Codex activities, because the workspace is a
 directory on that machine. Thin: ally/autosave.py does the work, in a thread (it runs `git`).
@@ -13,8 +14,16 @@ from typing import Any
 
 from temporalio import activity
 
-from ally import autosave
-from ally.contracts import AutosaveRequest, AutosaveResult, SnapshotRequest, WorkspaceSnapshot
+from ally import autosave, workspace_files
+from ally.contracts import (
+    AutosaveRequest,
+    AutosaveResult,
+    FileChunkQuery,
+    FileQuery,
+    SnapshotRequest,
+    WorkspaceFile,
+    WorkspaceSnapshot,
+)
 from ally.persona import prepare_workspace
 
 
@@ -26,7 +35,7 @@ class WorkspaceActivities:
 
     def pinned(self) -> list[Callable[..., Any]]:
         """The activities that must run where the workspace is."""
-        return [self.snapshot_workspace, self.autosave_workspace]
+        return [self.snapshot_workspace, self.autosave_workspace, self.inspect_file, self.read_file_chunk]
 
     @activity.defn(name="snapshot_workspace")
     async def snapshot_workspace(self, request: SnapshotRequest) -> WorkspaceSnapshot:
@@ -46,6 +55,16 @@ class WorkspaceActivities:
         if result.skipped not in (None, "nothing_changed"):
             activity.logger.info("autosave committed nothing: %s", result.detail)
         return result
+
+    @activity.defn(name="inspect_file")
+    async def inspect_file(self, query: FileQuery) -> WorkspaceFile:
+        """Files out: whether a path is a file of the workspace the chat may have, and its size."""
+        return await asyncio.to_thread(workspace_files.inspect, query)
+
+    @activity.defn(name="read_file_chunk")
+    async def read_file_chunk(self, query: FileChunkQuery) -> bytes:
+        """One chunk of a file `inspect_file` accepted: raw bytes, one binary payload (no JSON)."""
+        return await asyncio.to_thread(workspace_files.read_chunk, query)
 
     def _lock(self, where: str) -> asyncio.Lock:
         return self.locks.setdefault(where, asyncio.Lock())

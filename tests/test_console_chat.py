@@ -155,3 +155,39 @@ def test_ally_chat_refuses_an_oversized_or_invalid_line_in_words_and_stays_open(
             chat.kill()
         up.process.terminate()
         up.process.wait(timeout=60)
+
+
+async def test_slash_file_in_ally_chat_says_where_the_file_is_and_on_which_host(
+    client: Client, tmp_path: Path
+) -> None:
+    async with running_stack(client, tmp_path, with_runtime_worker=False) as stack:
+        config = AllyConfig.model_validate(
+            {"runtime": {"host": stack.host}, "codex": {"workspace": str(stack.workspace)}}
+        )
+        (stack.workspace / "notes.md").write_text("hello")
+        printed: list[str] = []
+        typed: asyncio.Queue[str | None] = asyncio.Queue()
+
+        async def lines() -> AsyncIterator[str]:
+            while (line := await typed.get()) is not None:
+                yield line
+
+        console = ConsoleChat(client, config, printed.append)
+        runtime_workers = codex_workers(client, stack.runtime, stack.host, names.RUNTIME_DISCOVERY_QUEUE)
+        async with contextlib.AsyncExitStack() as running:
+            for worker in runtime_workers:
+                await running.enter_async_context(worker)
+            chatting = asyncio.create_task(console.run(lines()))
+            await typed.put("/file notes.md")
+            where = await eventually(
+                lambda: [p for p in printed if "notes.md (5 bytes)" in p], within=60, what="where"
+            )
+            await typed.put("/file ../elsewhere.txt")
+            refused = await eventually(
+                lambda: [p for p in printed if "outside" in p], within=60, what="refusal"
+            )
+            await typed.put(None)
+            await chatting
+        assert f"is on the host {stack.host}: {(stack.workspace / 'notes.md').resolve()}" in where[0]
+        assert "elsewhere.txt" in refused[0]
+        await client.get_workflow_handle(names.conversation_id(console.chat.chat_id)).terminate("test over")

@@ -23,10 +23,11 @@ from activities.routines import routine_thread, routines_posting_in
 from ally.channels import Channel
 from workflows.alerts import AlertsWorkflow
 from workflows.conversation import ConversationWorkflow
+from workflows.files import SendFileWorkflow
 from workflows.routine import RoutineRunWorkflow
 from workflows.turn import TurnWorkflow
 
-WORKFLOWS = [ConversationWorkflow, TurnWorkflow, AlertsWorkflow, RoutineRunWorkflow]
+WORKFLOWS = [ConversationWorkflow, TurnWorkflow, AlertsWorkflow, RoutineRunWorkflow, SendFileWorkflow]
 
 
 def chat_worker(client: Client, channel: Channel, task_queue: str) -> Worker:

@@ -32,6 +32,8 @@ with workflow.unsafe.imports_passed_through():
         Choice,
         ConversationState,
         ConversationView,
+        FileQuery,
+        FileRequest,
         ForkInput,
         GoalProgress,
         GoalView,
@@ -54,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         capped,
     )
     from workflows.alerts import AlertsWorkflow
+    from workflows.files import SendFileWorkflow
     from workflows.turn import TurnWorkflow
 
 AUTOMATIC_SHOWN = 10
@@ -84,6 +87,7 @@ THREADS_SHOWN = 10
 CLI_MESSAGE_PREFIX = "cli:"  # a message from the terminal (`ally handoff`): nothing in the chat to reply to
 ROUTINES_PATCH = "routines-command"  # before it, /routines got the help text
 GOALS_PATCH = "goals"  # before it, /goal got the help text
+FILE_PATCH = "file-out"  # before it, /file got the help text
 # Temporal refuses a payload over 2 MB: what continue-as-new carries, and a turn's result that
 # returns the steers the agent never took, stay well inside that (docs/operations.md "Limits").
 CARRY_MAX_BYTES = 1536 * 1024
@@ -112,6 +116,7 @@ HELP = """Commands:
 /goal TEXT: Codex works on TEXT turn after turn by itself until it is done, within a budget of
   turns and hours; a line here as each turn ends, then the answer. /goal shows it; /goal clear
   (or /stop) ends it. Messages sent meanwhile wait for it (or steer it, with /mode steer)
+/file PATH: send a file of the assistant's workspace here (relative to it, or absolute inside it)
 /help: this list"""
 
 
@@ -456,6 +461,8 @@ class ConversationWorkflow:
             self._tell(message, f"Autonomy: {wanted}. Deny rules still apply.")
         elif command == "/goal" and workflow.patched(GOALS_PATCH):
             await self._goal_command(message, rest)
+        elif command == "/file" and workflow.patched(FILE_PATCH):
+            await self._send_file(message, rest)
         elif command == "/routines" and workflow.patched(ROUTINES_PATCH):
             self._tell(message, await self._routines_here())
         elif command == "/mode" and rest in ("queue", "steer"):
@@ -549,6 +556,38 @@ class ConversationWorkflow:
         if self._running_goal():
             lines.append("/goal clear ends it.")
         return "\n".join(lines)
+
+    # --- files out (docs/operations.md "Files out") -----------------------------------------------
+
+    async def _send_file(self, message: InboundMessage, path: str) -> None:
+        """The file goes in a workflow of its own (workflows/files.py), started and not awaited: its
+        bytes never enter this history (three events here), and the chat is not held up meanwhile."""
+        if not path:
+            self._tell(
+                message, "Say which file: /file PATH (relative to the workspace, or absolute inside it)."
+            )
+            return
+        if not await self._locate(message):
+            return
+        assert self.state.runtime is not None
+        request = FileRequest(
+            chat=self.state.chat,
+            reply_to=None
+            if message.message_id.startswith(CLI_MESSAGE_PREFIX)
+            else (message.reply_to or message.message_id),
+            query=FileQuery(workspace=self.state.settings.cwd, path=path),
+            host_queue=self.state.runtime.task_queue,
+            host=self.state.runtime.host,
+            idempotency_key=names.delivery_key(workflow.info().workflow_id, f"file:{message.message_id}"),
+        )
+        await workflow.start_child_workflow(
+            SendFileWorkflow.run,
+            request,
+            id=f"file:{workflow.info().workflow_id}:{message.message_id}",
+            task_queue=self.state.chat.worker_queue,
+            parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            static_summary=f"send {path[:80]}",
+        )
 
     # --- continuity (docs/continuity.md) ---------------------------------------------------------
 

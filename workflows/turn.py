@@ -633,6 +633,11 @@ class TurnWorkflow:
             activity=outcome.activity if outcome is not None else None,
             elapsed_s=(workflow.now() - workflow.info().start_time).total_seconds(),
             workspace=self.turn.settings.cwd,
+            # Files out: a local activity's input, not recorded, so no patch (docs/operations.md).
+            files=outcome.changed_files if outcome is not None else [],
+            conversation=parent.workflow_id if (parent := workflow.info().parent) else "",
+            host_queue=self.turn.runtime.task_queue,
+            host=self.turn.runtime.host,
         )
 
     async def _send(self, text: str, *, tone: Literal["notice", "problem"], part: str) -> None:

@@ -12,6 +12,8 @@ from typing import Protocol
 from ally.contracts import (
     ApprovalOutcome,
     ApprovalPrompt,
+    FileDelivery,
+    FileSent,
     ProgressView,
     Reaction,
     ReactionRef,
@@ -45,6 +47,9 @@ class RetryLaterError(Exception):
 class Channel(Protocol):
     # The least time between two edits of one progress card (the chat's own limits, coalesced).
     progress_interval_s: float
+    # Whether a file of the workspace is sent with its bytes (Feishu), or only said where it is (a
+    # terminal, which may not be on the workspace's host).
+    takes_file_bytes: bool
 
     async def send_reply(self, reply: Reply) -> SentMessage:
         """Deliver a reply; the same idempotency key must never produce a second message."""
@@ -75,4 +80,10 @@ class Channel(Protocol):
         `view.idempotency_key`) or an edit of `view.message_id`; `final` settles it into a summary.
         None when the channel dropped this edit to stay within its limits (best effort). Raises
         `PermanentDeliveryError` when the card can no longer be edited."""
+        ...
+
+    async def send_file(self, delivery: FileDelivery, data: bytes | None) -> FileSent:
+        """A workspace file into the chat: an image inline, anything else as a file (`data` is all
+        of it; None where the channel does not take bytes). `purpose="image_key"`: only upload the
+        image, for a card to show. The same idempotency key never sends a second message."""
         ...

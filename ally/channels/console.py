@@ -17,6 +17,8 @@ from ally.channels.progress import relative, summary
 from ally.contracts import (
     ApprovalOutcome,
     ApprovalPrompt,
+    FileDelivery,
+    FileSent,
     ProgressView,
     Reaction,
     ReactionRef,
@@ -52,6 +54,8 @@ class _Shown(BaseModel):
 class ConsoleChannel:
     # A terminal takes a line whenever there is one: only the follower's own pace limits it.
     progress_interval_s = 0.0
+    # A terminal may be on another machine than the workspace: it is told where the file is.
+    takes_file_bytes = False
 
     def __init__(self, sink: Callable[[ConsoleEvent], None]) -> None:
         self.sink = sink
@@ -97,6 +101,22 @@ class ConsoleChannel:
         if lines:
             self.sink(ConsoleEvent(kind="progress", message_id=message_id, lines=lines))
         return SentMessage(message_id=message_id)
+
+    async def send_file(self, delivery: FileDelivery, data: bytes | None) -> FileSent:
+        found = delivery.file
+        text = f"{found.relative} ({_size(found.size)}) is on the host {delivery.host}: {found.path}"
+        reply = Reply(
+            chat=delivery.chat,
+            reply_to=delivery.reply_to,
+            text=text,
+            idempotency_key=delivery.idempotency_key,
+            tone="notice",
+        )
+        return FileSent(
+            message_id=self._once(
+                delivery.idempotency_key, lambda mid: ConsoleEvent(kind="reply", message_id=mid, reply=reply)
+            )
+        )
 
     def _once(self, key: str, event: Callable[[str], ConsoleEvent]) -> str:
         if key not in self.delivered:
@@ -158,3 +178,11 @@ def _settled_line(view: ProgressView) -> list[str]:
     if view.activity is None:
         return []
     return [f"  … {summary(view.activity, view.state, view.elapsed_s)}"]
+
+
+def _size(size: int) -> str:
+    if size < 1024:
+        return f"{size} bytes"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KB"
+    return f"{size / (1024 * 1024):.1f} MB"

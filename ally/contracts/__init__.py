@@ -12,6 +12,7 @@ to the chat or the policy, and sends the agent their `Decision`.
     alerts.py     the owner's alerts: incidents, and what opens and resolves them
     routines.py   a routine's scheduled run, its outcome, and the memory digest's day
     workspace.py  workspace autosave: the git workspace before a turn, the commit after it
+    files.py      files out: a workspace file sent to the chat, in chunks from the host
 
 One model argument per workflow and activity, so fields can be added without breaking histories.
 Payloads carry ids and the final text only, never transcripts. Nothing here imports an agent's
@@ -178,6 +179,39 @@ from ally.contracts.chat import (
 )
 from ally.contracts.chat import (
     SentMessage as SentMessage,
+)
+from ally.contracts.files import (
+    CHUNK_BYTES as CHUNK_BYTES,
+)
+from ally.contracts.files import (
+    FILE_MAX_BYTES as FILE_MAX_BYTES,
+)
+from ally.contracts.files import (
+    IMAGE_MAX_BYTES as IMAGE_MAX_BYTES,
+)
+from ally.contracts.files import (
+    IMAGE_SUFFIXES as IMAGE_SUFFIXES,
+)
+from ally.contracts.files import (
+    FileChunk as FileChunk,
+)
+from ally.contracts.files import (
+    FileChunkQuery as FileChunkQuery,
+)
+from ally.contracts.files import (
+    FileDelivery as FileDelivery,
+)
+from ally.contracts.files import (
+    FileQuery as FileQuery,
+)
+from ally.contracts.files import (
+    FileRequest as FileRequest,
+)
+from ally.contracts.files import (
+    FileSent as FileSent,
+)
+from ally.contracts.files import (
+    WorkspaceFile as WorkspaceFile,
 )
 from ally.contracts.policy import (
     MODES_BY_AUTONOMY as MODES_BY_AUTONOMY,

@@ -65,6 +65,11 @@ class Reply(BaseModel):
     tone: Literal["answer", "notice", "problem"] = "answer"
     choices: list[Choice] = []  # buttons under the text; a click sends the command to `conversation`
     conversation: str = ""  # the workflow id of the conversation a choice goes to
+    # An answer with no progress card to list them: the files the turn changed (each with a button
+    # sending `/file PATH` to `conversation`), shown relative to `workspace`, and uploaded images.
+    files: list[str] = []
+    workspace: str | None = None
+    images: dict[str, str] = {}
 
 
 class ReplyUpdate(BaseModel):
@@ -146,6 +151,11 @@ class ProgressView(BaseModel):
     elapsed_s: float = 0.0
     quiet_s: float = 0.0  # how long since the agent's last sign of life
     workspace: str | None = None
+    # A settled card: the files the turn changed, each with a button sending `/file PATH` to
+    # `conversation`, and the images among them already uploaded (path -> the channel's image key).
+    files: list[str] = []
+    conversation: str = ""
+    images: dict[str, str] = {}
 
 
 class ProgressEnd(BaseModel):
@@ -156,6 +166,13 @@ class ProgressEnd(BaseModel):
     activity: TurnActivity | None = None
     elapsed_s: float = 0.0
     workspace: str | None = None
+    # Files out (docs/operations.md "Files out"): every file the turn changed, each with a button
+    # that sends `/file PATH` to `conversation`; images among them are fetched from the host (its
+    # pinned queue) and shown on the card. Empty in turns started before files out.
+    files: list[str] = []
+    conversation: str = ""
+    host_queue: str = ""
+    host: str = ""
 
 
 class FinalReply(BaseModel):

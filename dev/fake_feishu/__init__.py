@@ -31,7 +31,16 @@ from dev.fake_feishu.events import (
 )
 from dev.fake_feishu.fake import FakeFeishu, forget_sdk_token
 from dev.fake_feishu.long_connection import ReceivedFrame
-from dev.fake_feishu.records import Chat, Message, Reaction, RecordedCall, Resource, UploadedFile, User
+from dev.fake_feishu.records import (
+    Chat,
+    Message,
+    Reaction,
+    RecordedCall,
+    Resource,
+    UploadedFile,
+    UploadedImage,
+    User,
+)
 
 __all__ = [
     "AppConsole",
@@ -44,6 +53,7 @@ __all__ = [
     "RecordedCall",
     "Resource",
     "UploadedFile",
+    "UploadedImage",
     "User",
     "bot_added_event",
     "card_action_event",

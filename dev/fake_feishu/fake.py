@@ -21,6 +21,7 @@ from dev.fake_feishu.records import (
     RecordedCall,
     Resource,
     UploadedFile,
+    UploadedImage,
     User,
 )
 
@@ -172,6 +173,11 @@ class FakeFeishu:
     def files(self) -> dict[str, UploadedFile]:
         with self.api.changed:
             return dict(self.api.files)
+
+    @property
+    def images(self) -> dict[str, UploadedImage]:
+        with self.api.changed:
+            return dict(self.api.images)
 
     @property
     def received_frames(self) -> list[ReceivedFrame]:

@@ -14,7 +14,7 @@ from dev.fake_feishu.open_api import ApiAnswer, ApiRequest, OpenApi
 def parse_multipart(
     content_type: str, body: bytes
 ) -> tuple[dict[str, str], dict[str, tuple[str | None, bytes]]]:
-    """Text fields and files of a multipart/form-data body (the SDK's file upload, `im/v1/files`)."""
+    """Text fields and files of a multipart/form-data body (the SDK's `im/v1/files`, `im/v1/images`)."""
     boundary = next(
         (p.split("=", 1)[1].strip('"') for p in content_type.split(";") if p.strip().startswith("boundary=")),
         "",
@@ -41,7 +41,7 @@ def parse_multipart(
             for key, _, value in (item.partition("=") for item in disposition.split(";")[1:])
         )
         name = params.get("name", "")
-        if "filename" in params or name == "file":
+        if "filename" in params or name in ("file", "image"):  # the SDK may name neither part's file
             files[name] = (params.get("filename"), data)
         else:
             fields[name] = data.decode("utf-8", "replace")

@@ -31,6 +31,7 @@ from dev.fake_feishu.records import (
     RecordedCall,
     Resource,
     UploadedFile,
+    UploadedImage,
     User,
 )
 
@@ -66,6 +67,10 @@ FILE_TYPES = frozenset({"opus", "mp4", "pdf", "doc", "xls", "ppt", "stream"})
 # Request-body limits (docs/feishu-platform.md §4): text ≤ 150 KB; card and post ≤ 30 KB, escapes included.
 MAX_TEXT_BYTES = 150 * 1024
 MAX_CARD_BYTES = 30 * 1024
+# Uploads (docs/feishu-platform.md §4): a file at most 30 MB, an image at most 10 MB, neither empty.
+MAX_FILE_BYTES = 30 * 1024 * 1024
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+IMAGE_TYPES = frozenset({"message", "avatar"})
 
 
 @dataclass
@@ -181,6 +186,7 @@ class OpenApi:
         self.chats: dict[str, Chat] = {}
         self.resources: dict[tuple[str, str], Resource] = {}
         self.files: dict[str, UploadedFile] = {}
+        self.images: dict[str, UploadedImage] = {}
         self.faults: list[Fault] = []
         self.tokens: set[str] = set()
         self.p2p_chats: dict[str, str] = {}  # open_id → the DM chat_id, learned from inbound events
@@ -212,6 +218,7 @@ class OpenApi:
         self._add("GET", "/open-apis/contact/v3/users/{user_id}", self._user)
         self._add("GET", "/open-apis/im/v1/chats/{chat_id}", self._chat)
         self._add("POST", "/open-apis/im/v1/files", self._upload_file)
+        self._add("POST", "/open-apis/im/v1/images", self._upload_image)
 
     def _add(self, method: str, template: str, route: Route, *, auth: bool = True) -> None:
         pattern = re.compile(re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template))
@@ -427,6 +434,13 @@ class OpenApi:
             json.loads(content)
         except ValueError:
             return invalid_param("invalid message content: content is not a JSON string")
+        parsed = json.loads(content)
+        if msg_type == "image" and (
+            not isinstance(parsed, dict) or parsed.get("image_key") not in self.images
+        ):
+            return invalid_param("invalid image_key (fake: not uploaded by this app)")
+        if msg_type == "file" and (not isinstance(parsed, dict) or parsed.get("file_key") not in self.files):
+            return invalid_param("invalid file_key (fake: not uploaded by this app)")
         limit = self.max_text_bytes if msg_type == "text" else self.max_card_bytes
         if msg_type in ("text", "post", "interactive") and len(request.raw_body) > limit:
             return error(
@@ -621,6 +635,9 @@ class OpenApi:
             return validation_failed(f"file_type must be one of {sorted(FILE_TYPES)}")
         if not file_name or "file" not in request.files:
             return validation_failed("file_name and file are required")
+        size = len(request.files["file"][1])
+        if not 0 < size <= MAX_FILE_BYTES:
+            return validation_failed(f"file size must be 1 byte to {MAX_FILE_BYTES} bytes, got {size}")
         duration = form.get("duration")
         uploaded = UploadedFile(
             file_key=new_id("file_v3_"),
@@ -631,6 +648,20 @@ class OpenApi:
         )
         self.files[uploaded.file_key] = uploaded
         return ok({"file_key": uploaded.file_key})
+
+    def _upload_image(self, request: ApiRequest, params: dict[str, str]) -> ApiAnswer:
+        form = request.body if isinstance(request.body, dict) else {}
+        image_type = form.get("image_type")
+        if image_type not in IMAGE_TYPES:
+            return validation_failed(f"image_type must be one of {sorted(IMAGE_TYPES)}")
+        if "image" not in request.files:
+            return validation_failed("image is required")
+        data = request.files["image"][1]
+        if not 0 < len(data) <= MAX_IMAGE_BYTES:
+            return validation_failed(f"image size must be 1 byte to {MAX_IMAGE_BYTES} bytes, got {len(data)}")
+        uploaded = UploadedImage(image_key=new_id("img_v3_"), image_type=str(image_type), data=data)
+        self.images[uploaded.image_key] = uploaded
+        return ok({"image_key": uploaded.image_key})
 
 
 UNKNOWN_MESSAGE_HINT = (

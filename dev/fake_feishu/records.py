@@ -133,6 +133,15 @@ class UploadedFile(BaseModel):
     duration: int | None = None
 
 
+class UploadedImage(BaseModel):
+    """An image the bot uploaded (`POST /open-apis/im/v1/images`), for an `image` message or a
+    card's `img` element."""
+
+    image_key: str
+    image_type: str
+    data: bytes
+
+
 class Fault(BaseModel):
     """An injected answer for the next `times` requests whose path contains `path_contains`."""
 

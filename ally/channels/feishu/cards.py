@@ -417,8 +417,18 @@ class ChoiceValue(BaseModel):
     chat_type: Literal["p2p", "group"] = "p2p"
 
 
+class FileValue(BaseModel):
+    """The button beside a changed file on a turn's final card: sends `/file PATH` to the
+    conversation, as if the person had typed it (docs/operations.md, "Files out")."""
+
+    ally: Literal["file"] = "file"
+    conversation: str
+    path: str  # relative to the workspace
+    chat_type: Literal["p2p", "group"] = "p2p"
+
+
 DecisionCardValue = DecisionValue | AnswerValue | AnswersFormValue  # a click a turn decides
-CardValue = Annotated[DecisionCardValue | ChoiceValue | StopValue, Field(discriminator="ally")]
+CardValue = Annotated[DecisionCardValue | ChoiceValue | StopValue | FileValue, Field(discriminator="ally")]
 CARD_VALUE: TypeAdapter[CardValue] = TypeAdapter(CardValue)
 
 TITLES: dict[str, str] = {
@@ -653,9 +663,22 @@ def progress_card(view: ProgressView, *, final: bool = False) -> dict[str, Any]:
             summary(activity, view.state, view.elapsed_s) if activity else f"after {duration(view.elapsed_s)}"
         )
         elements: list[dict[str, Any]] = [{"tag": "markdown", "content": escape_mentions(line.capitalize())}]
-        if activity is not None and activity.files:
-            elements.append(_files_panel(activity.files, activity.files_total, view.workspace))
-        return _card(elements, title=title, template=template, summary=line)
+        files = view.files or (activity.files if activity is not None else [])
+        total = max(len(view.files), activity.files_total if activity is not None else 0)
+        if files:
+            shown = FilesShown(
+                files=files,
+                total=total,
+                workspace=view.workspace,
+                conversation=view.conversation,
+                chat_type=view.chat.chat_type,
+                images=view.images,
+            )
+            elements += files_elements(shown)
+        card = _card(elements, title=title, template=template, summary=line)
+        if size_on_the_wire(card) > CARD_BUDGET_BYTES:  # paths of 2,000 characters: drop the buttons
+            card = _card(elements[:1], title=title, template=template, summary=line)
+        return card
     waiting = activity is not None and activity.waiting > 0
     title = f"{'Waiting for a decision' if waiting else 'Working'} · {minutes(view.elapsed_s)}"
     elements = [{"tag": "markdown", "content": _now_line(view)}]
@@ -722,18 +745,79 @@ def _inline(step: ProgressStep, workspace: str | None) -> str:
     return escape_mentions(step.text)
 
 
-def _files_panel(files: list[str], total: int, workspace: str | None) -> dict[str, Any]:
-    """The files the turn changed: where a changed-files list (and its buttons) lives."""
-    shown = "\n".join(f"- {escape_mentions(relative(p, workspace))}" for p in files[:PROGRESS_FILES_SHOWN])
-    more = total - min(len(files), PROGRESS_FILES_SHOWN)
-    if more > 0:
-        shown += f"\n- … and {more} more"
+PROGRESS_IMAGES_SHOWN = 3
+
+
+class FilesShown(BaseModel):
+    """The files a turn changed, as its final card lists them."""
+
+    files: list[str]
+    total: int
+    workspace: str | None
+    conversation: str = ""  # where a file's button sends `/file PATH`; "": no buttons
+    chat_type: Literal["p2p", "group"] = "p2p"
+    images: dict[str, str] = {}  # path -> image_key: shown inline
+
+
+def files_elements(shown: FilesShown) -> list[dict[str, Any]]:
+    """The images the turn wrote, inline, then the files it changed, each with a button that sends
+    it to the chat (folded: the summary line above already counts them)."""
+    elements: list[dict[str, Any]] = []
+    for path, key in list(shown.images.items())[:PROGRESS_IMAGES_SHOWN]:
+        name = relative(path, shown.workspace)
+        elements.append({"tag": "img", "img_key": key, "alt": {"tag": "plain_text", "content": name}})
+    elements.append(_files_panel(shown))
+    return elements
+
+
+def _files_panel(shown: FilesShown) -> dict[str, Any]:
+    """The files the turn changed, each with a Send button when the conversation is known."""
+    listed = shown.files[:PROGRESS_FILES_SHOWN]
+    more = shown.total - len(listed)
+    rows: list[dict[str, Any]] = []
+    if shown.conversation:
+        for path in listed:
+            name = relative(path, shown.workspace)
+            value = FileValue(conversation=shown.conversation, path=name, chat_type=shown.chat_type)
+            button = {
+                "tag": "button",
+                "text": {"tag": "plain_text", "content": "Send"},
+                "type": "default",
+                "size": "small",
+                "behaviors": [{"type": "callback", "value": value.model_dump()}],
+            }
+            rows.append(
+                {
+                    "tag": "column_set",
+                    "flex_mode": "none",
+                    "columns": [
+                        {
+                            "tag": "column",
+                            "width": "weighted",
+                            "weight": 1,
+                            "elements": [{"tag": "markdown", "content": f"`{_plain(name)}`"}],
+                        },
+                        {"tag": "column", "width": "auto", "elements": [button]},
+                    ],
+                }
+            )
+        if more > 0:
+            rows.append({"tag": "markdown", "content": f"… and {more} more (/file PATH sends any file)"})
+    else:
+        text = "\n".join(f"- {escape_mentions(relative(p, shown.workspace))}" for p in listed)
+        if more > 0:
+            text += f"\n- … and {more} more"
+        rows.append({"tag": "markdown", "content": text})
     return {
         "tag": "collapsible_panel",
         "expanded": False,
-        "header": {"title": {"tag": "markdown", "content": f"**Files changed** ({total})"}},
-        "elements": [{"tag": "markdown", "content": shown}],
+        "header": {"title": {"tag": "markdown", "content": f"**Files changed** ({shown.total})"}},
+        "elements": rows,
     }
+
+
+def _plain(path: str) -> str:
+    return escape_mentions(path.replace("`", "'"))
 
 
 # --- the frame -------------------------------------------------------------------------------------

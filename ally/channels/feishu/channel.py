@@ -26,6 +26,8 @@ from ally.contracts import (
     ApprovalOutcome,
     ApprovalPrompt,
     ChatRef,
+    FileDelivery,
+    FileSent,
     ProgressView,
     Reaction,
     ReactionRef,
@@ -94,6 +96,7 @@ class ApprovalCards:
 
 class FeishuChannel:
     progress_interval_s = PROGRESS_EDIT_EVERY_S
+    takes_file_bytes = True
 
     def __init__(
         self, api: FeishuApi, *, pace_s: float = PACE_S, progress_edits_per_s: float = PROGRESS_EDITS_PER_S
@@ -147,6 +150,19 @@ class FeishuChannel:
                 )
             )
         layout = cards.reply_layout(reply.text, reply.tone)
+        if reply.files:  # no progress card lists them: the answer does
+            shown = cards.FilesShown(
+                files=reply.files,
+                total=len(reply.files),
+                workspace=reply.workspace,
+                conversation=reply.conversation,
+                chat_type=reply.chat.chat_type,
+                images=reply.images,
+            )
+            last = layout.cards[-1]
+            last["body"]["elements"] = [*last["body"]["elements"], *cards.files_elements(shown)]
+            if cards.size_on_the_wire(last) > cards.CARD_BUDGET_BYTES:
+                last["body"]["elements"] = last["body"]["elements"][: -len(cards.files_elements(shown))]
         sent: list[str] = []
         for index, card in enumerate(layout.cards):
             if index:
@@ -171,6 +187,26 @@ class FeishuChannel:
                 chunk_key(reply.idempotency_key, len(layout.cards)),
             )
         return SentMessage(message_id=sent[0])
+
+    async def send_file(self, delivery: FileDelivery, data: bytes | None) -> FileSent:
+        """An image inline (an `image` message), anything else as a `file` message; uploaded first
+        (docs/feishu-platform.md §4). A retry may upload again (an unused upload), never send twice."""
+        if data is None:
+            raise PermanentDeliveryError("no bytes to send")
+        name = delivery.file.relative.rsplit("/", 1)[-1]
+        if delivery.purpose == "image_key" and delivery.file.kind != "image":
+            return FileSent(refused="over the size limit of an image")
+        if delivery.file.kind == "image":
+            key = await self.api.upload_image(name, data)
+            if delivery.purpose == "image_key":
+                return FileSent(image_key=key)
+            msg_type, content = "image", {"image_key": key}
+        else:
+            msg_type, content = "file", {"file_key": await self.api.upload_file(name, data)}
+        message_id = await self._send(
+            delivery.chat, delivery.reply_to, msg_type, json.dumps(content), delivery.idempotency_key
+        )
+        return FileSent(message_id=message_id)
 
     async def send_approval(self, prompt: ApprovalPrompt) -> SentMessage:
         card = cards.approval_card(prompt)

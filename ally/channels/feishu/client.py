@@ -29,6 +29,8 @@ from lark_oapi.api.contact.v3 import GetUserRequest
 from lark_oapi.api.im.v1 import (
     CreateFileRequest,
     CreateFileRequestBody,
+    CreateImageRequest,
+    CreateImageRequestBody,
     CreateMessageReactionRequest,
     CreateMessageReactionRequestBody,
     CreateMessageRequest,
@@ -245,6 +247,16 @@ class FeishuApi:
         request = CreateFileRequest.builder().request_body(body).build()
         response = await self._call(f"upload {file_name}", lambda: self.client.im.v1.file.create(request))
         return str(response.data.file_key)
+
+    async def upload_image(self, file_name: str, data: bytes) -> str:
+        """Upload an image for an `image` message or a card's `img`; returns its image_key
+        (POST /open-apis/im/v1/images, `image_type=message`: docs/feishu-platform.md §4)."""
+        body = CreateImageRequestBody.builder().image_type("message").image(io.BytesIO(data)).build()
+        request = CreateImageRequest.builder().request_body(body).build()
+        response = await self._call(
+            f"upload image {file_name}", lambda: self.client.im.v1.image.create(request)
+        )
+        return str(response.data.image_key)
 
     async def download(self, message_id: str, key: str, kind: Literal["image", "file"]) -> Download:
         """An image or file attached to a user's message (GET …/messages/{id}/resources/{key})."""

@@ -155,6 +155,8 @@ class FeishuGateway:
         work = (
             self.intake.choose(click, value)
             if isinstance(value, cards.ChoiceValue)
+            else self.intake.send_file(click, value, envelope.header.event_id)
+            if isinstance(value, cards.FileValue)
             else self.decisions.by_card(click, value)
         )
         try:

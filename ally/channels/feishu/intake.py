@@ -188,6 +188,29 @@ class Intake:
         self._receipts.add(task)
         task.add_done_callback(self._receipts.discard)
 
+    async def send_file(self, click: CardClick, value: cards.FileValue, event_id: str) -> dict[str, Any]:
+        """A file's button on a turn's final card: `/file PATH` to that turn's conversation, as a
+        message of the person who clicked. Each click is its own message (the file may have changed
+        since); a callback Feishu delivers again has the same event id, so it sends once."""
+        chat = ChatRef(
+            channel="feishu",
+            chat_id=click.context.open_chat_id,
+            chat_type=value.chat_type,
+            worker_queue=self.reader.worker_queue,
+        )
+        card = click.context.open_message_id
+        message = InboundMessage(
+            message_id=f"{card}:file:{event_id}",
+            chat=chat,
+            sender=await self.reader.person(click.operator.open_id, timeout_s=0.8),
+            text=f"/file {value.path}",
+            reply_to=card,
+        )
+        if not may_prompt(self.access, message).allowed:
+            return {"toast": {"type": "warning", "content": "You may not ask for files here."}}
+        await self.chats.signal_conversation(value.conversation, Inbound(message=message))
+        return {"toast": {"type": "success", "content": f"Sending {value.path[:60]}…"}}
+
     async def recall(self, chat_id: str, message_id: str) -> None:
         """A recalled message leaves the queue of the conversation it was handed to (or, when this
         process did not hand it over, of whichever of the chat's conversations holds it)."""
