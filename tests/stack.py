@@ -47,9 +47,10 @@ from workflows.conversation import ConversationWorkflow
 from workflows.turn import TurnWorkflow
 
 T = TypeVar("T")
-# `WORK_ALLY_RECORD_HISTORIES=tests/histories dev/test -k …` saves every workflow history a test
-# produced: the corpus tests/test_replay.py replays against the current workflow code.
-RECORD_HISTORIES = os.environ.get("WORK_ALLY_RECORD_HISTORIES")
+# `ALLY_TEST_RECORD_HISTORIES=tests/histories dev/test -k …` saves every workflow history a test
+# produced: the corpus tests/test_replay.py replays against the current workflow code. (Not a
+# WORK_ALLY_ name: those are configuration overrides, and the CLI refuses one it does not know.)
+RECORD_HISTORIES = os.environ.get("ALLY_TEST_RECORD_HISTORIES")
 PERSON = Person(id="ou_alice", name="Alice")
 
 

@@ -1,7 +1,7 @@
 """Safe upgrades: every recorded workflow history still replays against the current code.
 
 The corpus in tests/histories/ holds real histories (approval, stop, queueing, faults) recorded
-with `WORK_ALLY_RECORD_HISTORIES=tests/histories dev/test tests/test_turns.py`. A workflow change
+with `ALLY_TEST_RECORD_HISTORIES=tests/histories dev/test tests/test_turns.py`. A workflow change
 that would break turns in flight fails here with a NondeterminismError; guard it with
 `workflow.patched(...)` and record new histories beside the old ones.
 """
@@ -34,9 +34,9 @@ RECORDED_VERDICTS = HISTORIES / "TurnWorkflow-policy_verdict_recorded_trusted.js
 EVALUATED_INSIDE = HISTORIES / "TurnWorkflow-policy_legacy_trusted_interpreter.json"
 
 
-def test_the_corpus_covers_both_workflows() -> None:
+def test_the_corpus_covers_every_long_lived_workflow() -> None:
     kinds = {path.name.split("-", 1)[0] for path in CORPUS}
-    assert {"ConversationWorkflow", "TurnWorkflow"} <= kinds
+    assert {"ConversationWorkflow", "TurnWorkflow", "AlertsWorkflow", "RoutineRunWorkflow"} <= kinds
 
 
 @pytest.mark.parametrize("path", CORPUS, ids=[p.stem[:80] for p in CORPUS])
