@@ -138,7 +138,7 @@ class ChannelActivities:
                 settled = await self._settle(end, reply, images)
             except Exception as error:  # progress is never worth failing the answer
                 activity.logger.info("progress card not settled: %s", error)
-            if not settled and end.files:  # no card lists the files: the answer does
+            if not settled and (end.files or images):  # no card lists the files: the answer does
                 reply = reply.model_copy(
                     update={
                         "files": end.files,
@@ -246,10 +246,12 @@ class ChannelActivities:
         return True
 
     async def _images_of(self, end: ProgressEnd, reply: Reply) -> dict[str, str]:
-        """The images the turn wrote, uploaded for its final card (path -> the channel's key): each
+        """The images the turn wrote or viewed, uploaded for its final card (path -> the channel's key): each
         fetched from the host by a short workflow of its own (workflows/files.py), all within
         `IMAGES_WITHIN_S`; best effort, the answer never waits longer for them."""
-        wanted = [p for p in end.files if Path(p).suffix.lower() in IMAGE_SUFFIXES][:IMAGES_SHOWN]
+        written = [p for p in end.files if Path(p).suffix.lower() in IMAGE_SUFFIXES]
+        viewed = [p for p in end.viewed_images if Path(p).suffix.lower() in IMAGE_SUFFIXES]
+        wanted = list(dict.fromkeys([*written, *viewed]))[:IMAGES_SHOWN]
         if not wanted or not end.host_queue or self.client is None or not self.channel.takes_file_bytes:
             return {}
         from workflows.files import SendFileWorkflow  # it calls these activities: import it late

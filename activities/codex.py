@@ -518,6 +518,7 @@ class CodexActivities:
             ),
             activity=tracker.snapshot() if tracker is not None else turn.activity,
             changed_files=tracker.changed_files if tracker is not None else [],
+            viewed_images=tracker.viewed_images if tracker is not None else [],
         )
 
 

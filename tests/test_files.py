@@ -21,7 +21,7 @@ from temporalio.client import Client
 
 from ally import names
 from ally.contracts import CHUNK_BYTES, FileQuery
-from ally.model_server import ApplyPatch, Hang, RunCommand, Say
+from ally.model_server import ApplyPatch, CallTool, Hang, RunCommand, Say
 from ally.workspace_files import inspect
 from dev.fake_feishu import Message, card_action_event
 from tests.feishu_stack import FeishuStack, card_markdown
@@ -179,3 +179,40 @@ def test_a_path_is_inside_the_workspace_only_once_its_links_are_resolved(tmp_pat
     assert ask("img.PNG").kind == "image"
     assert ask("img.PNG", max_image_bytes=50).kind == "file", "an image too big to show goes as a file"
     assert "over the chat's limit" in (ask("img.PNG", max_file_bytes=50).refused or "")
+
+
+def _tiny_png() -> bytes:
+    """A real 1x1 PNG: Codex's view_image decodes what it is shown."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\xff\x00\x00")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+async def test_an_image_codex_viewed_in_the_workspace_shows_inline_on_the_final_card(
+    client: Client, tmp_path: Path
+) -> None:
+    async with progress_stack(client, tmp_path, "cli_files_viewed") as fstack:
+        stack = fstack.stack
+        picture = stack.workspace / "screenshot.png"
+        picture.write_bytes(_tiny_png())
+        stack.model.push(
+            RunCommand(cmd="echo looking", escalated=False),
+            Hang(seconds=3.5, then=CallTool(name="view_image", arguments={"path": str(picture)})),
+            Hang(seconds=1.0, then=Say(text="The screenshot shows one green pixel.")),
+        )
+        message_id = (await fstack.say(CHAT, "what is on the screenshot?"))["event"]["message"]["message_id"]
+        result = await turn_result(client, CHAT, message_id)
+        assert result.status == "completed"
+        await asyncio.sleep(1.0)
+
+        [card] = progress_cards(fstack, message_id)
+        settled = versions(fstack, card)[-1]
+        images = _find(settled, lambda node: node.get("tag") == "img")
+        assert len(images) == 1
+        assert fstack.fake.images[images[0]["img_key"]].data == picture.read_bytes()

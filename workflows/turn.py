@@ -635,6 +635,7 @@ class TurnWorkflow:
             workspace=self.turn.settings.cwd,
             # Files out: a local activity's input, not recorded, so no patch (docs/operations.md).
             files=outcome.changed_files if outcome is not None else [],
+            viewed_images=outcome.viewed_images if outcome is not None else [],
             conversation=parent.workflow_id if (parent := workflow.info().parent) else "",
             host_queue=self.turn.runtime.task_queue,
             host=self.turn.runtime.host,

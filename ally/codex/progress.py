@@ -20,6 +20,7 @@ PLAN_CHARS = 120
 RECENT_STEPS = 8
 PLAN_ITEMS = 20
 FILES_KEPT = 50
+VIEWED_KEPT = 10
 
 _KINDS: dict[str, StepKind] = {
     "reasoning": "thinking",
@@ -54,6 +55,7 @@ class ProgressTracker:
         self._recent: list[ProgressStep] = []
         self._plan: list[PlanItem] = []
         self._files: dict[str, None] = {}
+        self._viewed: dict[str, None] = {}  # images the agent viewed, first ones only
         self._files_total = 0
         self._users = 0
         self._waiting: set[str] = set()
@@ -80,6 +82,8 @@ class ProgressTracker:
     def item_completed(self, item: dict[str, Any]) -> None:
         self.touch()
         self.items += 1
+        if item.get("type") == "imageView" and item.get("path") and len(self._viewed) < VIEWED_KEPT:
+            self._viewed[str(item["path"])] = None
         kind = self._kind(item, completing=True)
         if kind is None:
             self._changed()
@@ -125,6 +129,10 @@ class ProgressTracker:
     @property
     def changed_files(self) -> list[str]:
         return list(self._files)
+
+    @property
+    def viewed_images(self) -> list[str]:
+        return list(self._viewed)
 
     def snapshot(self) -> TurnActivity:
         doing = next(reversed(self._open.values()), None) if self._open else None

@@ -198,6 +198,8 @@ class TurnOutcome(BaseModel):
     activity: TurnActivity | None = None
     # The files the turn changed (paths as the agent gave them), for the final card's file list.
     changed_files: list[str] = []
+    # The images the agent viewed (its view_image tool), paths as it gave them, for the final card.
+    viewed_images: list[str] = []
 
 
 class AgentAccount(BaseModel):

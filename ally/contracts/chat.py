@@ -173,6 +173,7 @@ class ProgressEnd(BaseModel):
     conversation: str = ""
     host_queue: str = ""
     host: str = ""
+    viewed_images: list[str] = []  # images the agent looked at in the turn: shown beside those it wrote
 
 
 class FinalReply(BaseModel):

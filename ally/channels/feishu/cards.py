@@ -665,7 +665,7 @@ def progress_card(view: ProgressView, *, final: bool = False) -> dict[str, Any]:
         elements: list[dict[str, Any]] = [{"tag": "markdown", "content": escape_mentions(line.capitalize())}]
         files = view.files or (activity.files if activity is not None else [])
         total = max(len(view.files), activity.files_total if activity is not None else 0)
-        if files:
+        if files or view.images:  # an image the agent only viewed is shown too
             shown = FilesShown(
                 files=files,
                 total=total,
@@ -760,13 +760,14 @@ class FilesShown(BaseModel):
 
 
 def files_elements(shown: FilesShown) -> list[dict[str, Any]]:
-    """The images the turn wrote, inline, then the files it changed, each with a button that sends
-    it to the chat (folded: the summary line above already counts them)."""
+    """The images the turn wrote or viewed, inline, then the files it changed, each with a button
+    that sends it to the chat (folded: the summary line above already counts them)."""
     elements: list[dict[str, Any]] = []
     for path, key in list(shown.images.items())[:PROGRESS_IMAGES_SHOWN]:
         name = relative(path, shown.workspace)
         elements.append({"tag": "img", "img_key": key, "alt": {"tag": "plain_text", "content": name}})
-    elements.append(_files_panel(shown))
+    if shown.files:
+        elements.append(_files_panel(shown))
     return elements
 
 

@@ -150,7 +150,7 @@ class FeishuChannel:
                 )
             )
         layout = cards.reply_layout(reply.text, reply.tone)
-        if reply.files:  # no progress card lists them: the answer does
+        if reply.files or reply.images:  # no progress card lists them: the answer does
             shown = cards.FilesShown(
                 files=reply.files,
                 total=len(reply.files),
