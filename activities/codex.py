@@ -311,6 +311,11 @@ class CodexActivities:
         paused, so that nothing runs for it unattended; /goal TEXT sets it again."""
         with contextlib.suppress(Exception):
             await self.runtime.set_goal(goal.thread_id, status=protocol.ThreadGoalStatus.paused)
+            # Loading the thread into the new child may already have started a turn for the goal,
+            # which a pause would let run to its end, unattended: stop it too.
+            await asyncio.sleep(GOAL_SETTLE_S)
+            if (started := self.runtime.active_turn(goal.thread_id)) is not None:
+                await self.runtime.interrupt(goal.thread_id, started)
         goal.status = "paused"
         if goal.turn_id is None:
             return TurnOutcome(
@@ -520,6 +525,10 @@ class CodexActivities:
             changed_files=tracker.changed_files if tracker is not None else [],
             viewed_images=tracker.viewed_images if tracker is not None else [],
         )
+
+
+# How long a thread just loaded into a restarted child is given to start a goal turn on its own.
+GOAL_SETTLE_S = 0.5
 
 
 class _Refused(Exception):
