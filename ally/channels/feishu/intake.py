@@ -85,6 +85,7 @@ class Intake:
     async def _read_and_hand_over(
         self, envelope: Envelope[MessageReceived], before: asyncio.Future[None] | None
     ) -> None:
+        early = self._early_receipt(envelope.event)
         result = await self.reader.read(envelope.event)  # reading runs beside the chat's earlier ones
         if before is not None:
             await asyncio.wait({before})  # not cancelled with this one: the next in line waits on it
@@ -126,7 +127,8 @@ class Intake:
             return
         try:
             # Beside the hand-over, not after it: the person sees at once that the bridge has it.
-            self._show_receipt(message)
+            if not early:
+                self._show_receipt(message)
             await self.chats.hand_over(message, state)
             self.handed_over += 1
             self._remember(message.message_id, conversation)
@@ -169,6 +171,24 @@ class Intake:
         await self.chats.signal_conversation(value.conversation, Inbound(message=message))
         return {"toast": {"type": "success", "content": "Done"}}
 
+    def _early_receipt(self, event: MessageReceived) -> bool:
+        """A private message from someone [access] lets in gets its receipt before it is even read:
+        reading may look the sender's name up, which costs a Feishu call of its own. Group messages
+        wait for the read, which tells whether the bot was mentioned at all."""
+        message, sender = event.message, event.sender.sender_id.open_id
+        if not self.receipt_emoji or message.chat_type != "p2p" or event.sender.sender_type != "user":
+            return False
+        access = self.access
+        if not sender or (access.chats and message.chat_id not in access.chats):
+            return False
+        if access.users and sender not in access.users and sender not in access.approvers:
+            return False
+        chat = ChatRef(
+            channel="feishu", chat_id=message.chat_id, chat_type="p2p", worker_queue=self.reader.worker_queue
+        )
+        self._react(Reaction(chat=chat, message_id=message.message_id, emoji=self.receipt_emoji))
+        return True
+
     def _show_receipt(self, message: InboundMessage) -> None:
         """The first thing the person sees: an emoji as the message is handed over. The turn's own
         emoji needs the chat's worker to run it, which under load takes seconds; this needs only
@@ -176,13 +196,14 @@ class Intake:
         hand-over that then fails is pushed again by Feishu, and the emoji is already there."""
         if not self.receipt_emoji or message.attachment_only:
             return
-        reaction = Reaction(chat=message.chat, message_id=message.message_id, emoji=self.receipt_emoji)
+        self._react(Reaction(chat=message.chat, message_id=message.message_id, emoji=self.receipt_emoji))
 
+    def _react(self, reaction: Reaction) -> None:
         async def react() -> None:
             try:
                 await self.channel.react(reaction)
             except Exception as error:  # an emoji is never worth more than a log line
-                log.info("receipt emoji on %s not shown: %s", message.message_id, error)
+                log.info("receipt emoji on %s not shown: %s", reaction.message_id, error)
 
         task = asyncio.create_task(react())
         self._receipts.add(task)
