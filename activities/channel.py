@@ -201,21 +201,28 @@ class ChannelActivities:
         handle = activity.client().get_workflow_handle(watch.turn_workflow_id)
         last_edit = 0.0
         latest: TurnActivity | None = None
-        while True:
-            activity.heartbeat(card.ref)
-            running, found = await _turn_activity(handle)
-            if not running:
-                break  # the turn is over and its delivery settled the card
-            latest = found or latest
-            view = _view(watch, card.ref, latest, time.time())
-            pace = self.channel.progress_interval_s
-            if not card.settled and _worth_showing(view, card) and time.monotonic() - last_edit >= pace:
-                async with card.lock:
-                    if not card.settled:
-                        last_edit = time.monotonic()
-                        if not await self._show(card, view) and card.ref.message_id is None:
-                            last_edit = 0.0  # a replacement card is a new message: no need to wait
-            await asyncio.sleep(PROGRESS_POLL_S)
+        try:
+            while True:
+                activity.heartbeat(card.ref)
+                running, found = await _turn_activity(handle)
+                if not running:
+                    break  # the turn is over and its delivery settled the card
+                latest = found or latest
+                view = _view(watch, card.ref, latest, time.time())
+                pace = self.channel.progress_interval_s
+                if not card.settled and _worth_showing(view, card) and time.monotonic() - last_edit >= pace:
+                    async with card.lock:
+                        if not card.settled:
+                            last_edit = time.monotonic()
+                            if not await self._show(card, view) and card.ref.message_id is None:
+                                last_edit = 0.0  # a replacement card is a new message: no need to wait
+                await asyncio.sleep(PROGRESS_POLL_S)
+        except asyncio.CancelledError:
+            # The turn closed between two polls: the server refuses the next heartbeat and the SDK
+            # cancels us. Nothing went wrong, so nothing is logged as a failure.
+            raise ApplicationError(
+                "the turn is over", type="RetryQuietly", category=ApplicationErrorCategory.BENIGN
+            ) from None
         return card.ref
 
     async def _show(self, card: LiveCard, view: ProgressView) -> bool:
