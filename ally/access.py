@@ -40,12 +40,16 @@ class AccessVerdict(BaseModel):
 def may_prompt(access: AccessConfig, message: InboundMessage) -> AccessVerdict:
     """Whether this message may start a turn. Approvers may always answer (text shortcuts are
     checked by the turn's own validator), so this is only about asking."""
-    if access.chats and message.chat.chat_id not in access.chats:
+    return may_ask(access, message.chat.chat_id, message.chat.chat_type, message.sender.id)
+
+
+def may_ask(access: AccessConfig, chat_id: str, chat_type: str, person: str) -> AccessVerdict:
+    """`may_prompt` from the ids alone, before a message is read."""
+    if access.chats and chat_id not in access.chats:
         return AccessVerdict(allowed=False, refusal="chat", reason="chat not enabled")
-    person = message.sender.id
     if access.users and person not in access.users and person not in access.approvers:
         return AccessVerdict(allowed=False, refusal="person", reason="not an allowed user")
-    in_group = message.chat.chat_type == "group"
+    in_group = chat_type == "group"
     if in_group and access.prompters and person not in access.prompters:
         return AccessVerdict(allowed=False, refusal="person", reason="may not prompt in groups")
     return AccessVerdict(allowed=True)

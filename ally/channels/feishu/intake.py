@@ -20,10 +20,10 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ally import names
-from ally.access import AccessConfig, may_prompt
+from ally.access import AccessConfig, may_ask, may_prompt
 from ally.channels.feishu import cards
 from ally.channels.feishu.channel import FeishuChannel
 from ally.channels.feishu.decisions import FeishuDecisions
@@ -149,27 +149,55 @@ class Intake:
         return message.model_copy(update={"sent_at": sent_at, "stale": stale})
 
     async def choose(self, click: CardClick, value: cards.ChoiceValue) -> dict[str, Any]:
-        """A click on a notice's button: its command goes to the conversation that sent the notice,
-        as a message of the person who clicked (so access applies as to anything they type)."""
+        """A click on a notice's button: its command goes to the conversation that sent the notice.
+        One id per card and choice: a second click (or a redelivered callback) is a redelivery."""
+        card = click.context.open_message_id
+        refused = await self._command_from_click(
+            click, value.conversation, value.chat_type, f"{card}:choose:{value.command}", value.command
+        )
+        if refused:
+            return {"toast": {"type": "warning", "content": "You may not decide this here."}}
+        return {"toast": {"type": "success", "content": "Done"}}
+
+    async def send_file(self, click: CardClick, value: cards.FileValue, event_id: str) -> dict[str, Any]:
+        """A file's button on a turn's final card: `/file PATH` to that turn's conversation. Each
+        click is its own message (the file may have changed since); a callback Feishu delivers again
+        has the same event id, so it sends once."""
+        card = click.context.open_message_id
+        refused = await self._command_from_click(
+            click, value.conversation, value.chat_type, f"{card}:file:{event_id}", f"/file {value.path}"
+        )
+        if refused:
+            return {"toast": {"type": "warning", "content": "You may not ask for files here."}}
+        return {"toast": {"type": "success", "content": f"Sending {value.path[:60]}…"}}
+
+    async def _command_from_click(
+        self,
+        click: CardClick,
+        conversation: str,
+        chat_type: Literal["p2p", "group"],
+        message_id: str,
+        text: str,
+    ) -> bool:
+        """A card button's command, sent to `conversation` as a message of the person who clicked,
+        replying to the card, so access applies as to anything they type. True when refused."""
         chat = ChatRef(
             channel="feishu",
             chat_id=click.context.open_chat_id,
-            chat_type=value.chat_type,
+            chat_type=chat_type,
             worker_queue=self.reader.worker_queue,
         )
-        card = click.context.open_message_id
         message = InboundMessage(
-            # One id per card and choice: a second click (or a redelivered callback) is a redelivery.
-            message_id=f"{card}:choose:{value.command}",
+            message_id=message_id,
             chat=chat,
             sender=await self.reader.person(click.operator.open_id, timeout_s=0.8),
-            text=value.command,
-            reply_to=card,
+            text=text,
+            reply_to=click.context.open_message_id,
         )
         if not may_prompt(self.access, message).allowed:
-            return {"toast": {"type": "warning", "content": "You may not decide this here."}}
-        await self.chats.signal_conversation(value.conversation, Inbound(message=message))
-        return {"toast": {"type": "success", "content": "Done"}}
+            return True
+        await self.chats.signal_conversation(conversation, Inbound(message=message))
+        return False
 
     def _early_receipt(self, event: MessageReceived) -> bool:
         """A private message from someone [access] lets in gets its receipt before it is even read:
@@ -178,10 +206,7 @@ class Intake:
         message, sender = event.message, event.sender.sender_id.open_id
         if not self.receipt_emoji or message.chat_type != "p2p" or event.sender.sender_type != "user":
             return False
-        access = self.access
-        if not sender or (access.chats and message.chat_id not in access.chats):
-            return False
-        if access.users and sender not in access.users and sender not in access.approvers:
+        if not sender or not may_ask(self.access, message.chat_id, "p2p", sender).allowed:
             return False
         chat = ChatRef(
             channel="feishu", chat_id=message.chat_id, chat_type="p2p", worker_queue=self.reader.worker_queue
@@ -208,29 +233,6 @@ class Intake:
         task = asyncio.create_task(react())
         self._receipts.add(task)
         task.add_done_callback(self._receipts.discard)
-
-    async def send_file(self, click: CardClick, value: cards.FileValue, event_id: str) -> dict[str, Any]:
-        """A file's button on a turn's final card: `/file PATH` to that turn's conversation, as a
-        message of the person who clicked. Each click is its own message (the file may have changed
-        since); a callback Feishu delivers again has the same event id, so it sends once."""
-        chat = ChatRef(
-            channel="feishu",
-            chat_id=click.context.open_chat_id,
-            chat_type=value.chat_type,
-            worker_queue=self.reader.worker_queue,
-        )
-        card = click.context.open_message_id
-        message = InboundMessage(
-            message_id=f"{card}:file:{event_id}",
-            chat=chat,
-            sender=await self.reader.person(click.operator.open_id, timeout_s=0.8),
-            text=f"/file {value.path}",
-            reply_to=card,
-        )
-        if not may_prompt(self.access, message).allowed:
-            return {"toast": {"type": "warning", "content": "You may not ask for files here."}}
-        await self.chats.signal_conversation(value.conversation, Inbound(message=message))
-        return {"toast": {"type": "success", "content": f"Sending {value.path[:60]}…"}}
 
     async def recall(self, chat_id: str, message_id: str) -> None:
         """A recalled message leaves the queue of the conversation it was handed to (or, when this
