@@ -8,6 +8,7 @@ into a workspace that has none (`prepare_workspace`); a person's own file is nev
 from __future__ import annotations
 
 import errno
+import functools
 from importlib import resources
 from pathlib import Path
 
@@ -15,8 +16,10 @@ PERSONA_FILE = "AGENTS.md"
 _PLACEHOLDER = "{name}"
 
 
+@functools.cache
 def template() -> str:
-    """The persona template as shipped in the package, `{name}` not yet filled in."""
+    """The persona template as shipped in the package, `{name}` not yet filled in (read once: every
+    message resolves its chat's assistant, persona included)."""
     return resources.files("ally").joinpath("templates", PERSONA_FILE).read_text(encoding="utf-8")
 
 

@@ -92,7 +92,9 @@ class Router:
         self._talking_before: set[str] = set()  # groups known to have a default conversation
 
     async def route(self, chat: ChatRef, topic: str = "") -> Route | NotRouted:
-        config = self.config.current()
+        return await self._route(self.config.current(), chat, topic)
+
+    async def _route(self, config: AllyConfig, chat: ChatRef, topic: str) -> Route | NotRouted:
         assistants = all_assistants(config)
         bindings = self.bindings.read()
         if chat.chat_type != "group":
@@ -111,12 +113,13 @@ class Router:
 
     async def start_state(self, message: InboundMessage, topic: str) -> ConversationState | NotRouted:
         """The state the message's conversation starts from (if it is new), or why it goes nowhere."""
-        route = await self.route(message.chat, topic)
+        config = self.config.current()  # once: the route and the state agree on one configuration
+        route = await self._route(config, message.chat, topic)
         if isinstance(route, NotRouted):
             return route
         if not may_use(route.assistant, message):
             return NotRouted(text=f"Sorry, {route.assistant.name} does not take requests from you.")
-        return new_conversation(self.config.current(), message.chat, route)
+        return new_conversation(config, message.chat, route)
 
     async def command(self, message: InboundMessage) -> str | None:
         """The answer to `/assistant` or `/bind` (which change where messages go, so the gateway
