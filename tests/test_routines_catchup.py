@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client, ScheduleHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -85,14 +86,23 @@ async def down_until(server: DevServer, due: float, *, late_by: float) -> AsyncI
     server.stop()
     await asyncio.sleep(max(due + late_by - time.time(), 0))
     server.start()
+    await serving(server)
     yield
 
 
+async def serving(server: DevServer) -> None:
+    """Until the restarted server answers: on a loaded machine it takes seconds to listen again, and
+    a describe sent before that exhausts the client's own retries ("tcp connect error")."""
+    probe = await connected(server)
+    await probe.workflow_service.get_system_info(GetSystemInfoRequest())
+
+
 async def _until_missed(handle: ScheduleHandle) -> None:
-    for _ in range(100):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
         if (await handle.describe()).info.num_actions_missed_catchup_window:
             return
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.2)
     raise AssertionError("the late run was not counted as missed")
 
 
