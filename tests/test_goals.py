@@ -151,8 +151,14 @@ async def test_a_budget_of_turns_or_hours_stops_a_goal_that_would_go_on_and_says
     client: Client, tmp_path: Path
 ) -> None:
     async with running_stack(client, tmp_path) as stack:
-        # Turns: two at most; Codex would go on, but starts no third.
-        stack.model.push(Say(text="first go"), Say(text="second go"), Say(text="a third, never"))
+        # Turns: two at most; Codex would go on, but starts no third. The second turn takes a
+        # second, as any real one does: the budget reaches Codex as that turn starts, and a turn
+        # answered within milliseconds could end before it (docs/long-work.md, "The budget").
+        stack.model.push(
+            Say(text="first go"),
+            Hang(seconds=1.0, then=Say(text="second go")),
+            Say(text="a third, never"),
+        )
         chat = stack.chat()
         goal = await stack.send(chat, "/goal never done", long_work=LongWork(goal_max_turns=2))
         result = await _ended(stack, chat, goal, 60)
