@@ -258,6 +258,18 @@ async def test_a_person_whose_name_cannot_be_looked_up_still_gets_answered(
     assert (result.message.sender.id, result.message.sender.name) == ("ou_stranger", "")
 
 
+async def test_a_person_whose_name_feishu_will_not_give_is_not_asked_for_at_every_message(
+    fake: FakeFeishu, tmp_path: Path
+) -> None:
+    reader = MessageReader(api_for(fake), inbox=tmp_path / "inbox")
+    for text in ("one", "two", "three"):
+        envelope = fake.record_inbound(message_event("oc_dm", text, sender_open_id="ou_stranger"))
+        result = await reader.read(received(envelope))
+        assert isinstance(result, Normalised) and result.message.sender.name == ""
+
+    assert len(fake.calls_to("/contact/v3/users/ou_stranger")) == 1
+
+
 async def test_a_reply_quoting_the_bots_answer_card_brings_its_words_along(
     fake: FakeFeishu, tmp_path: Path
 ) -> None:

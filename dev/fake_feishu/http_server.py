@@ -69,6 +69,10 @@ def to_api_request(method: str, target: str, headers: dict[str, str], raw_body: 
 class FeishuHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # never join a handler sleeping in an injected delay
+    # socketserver listens with a backlog of 5: a burst of calls (the SDK opens a connection per
+    # call) overflowed it, and each dropped connection was retried by the caller's kernel 1 s later,
+    # a delay no Feishu server adds (seen as 1 s and 3 s tails in bench/progress.py).
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], api: OpenApi) -> None:
         self.api = api

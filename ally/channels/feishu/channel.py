@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import time
@@ -115,6 +116,10 @@ class FeishuChannel:
         self._topics.move_to_end(message_id)
         while len(self._topics) > TOPICS_KEPT:
             self._topics.popitem(last=False)
+
+    def react_now(self, message_id: str, emoji: str) -> concurrent.futures.Future[str]:
+        """An emoji put on from any thread, at once (the receipt): no event loop's turn to wait for."""
+        return self.api.add_reaction_now(message_id, emoji)
 
     def approval_card(self, message_id: str) -> ApprovalCard | None:
         """The approval this process sent as `message_id`, while it is still remembered."""

@@ -8,10 +8,12 @@ transport's thread to the gateway's asyncio loop.
 The handlers run on the transport's thread (the SDK calls them synchronously) and must answer
 within 3 s, or Feishu pushes the event again (docs/feishu-platform.md §1-2). So each handler only
 validates and hands the work to the gateway's loop (thread-safely), where hand-overs run
-concurrently; the ack waits at most `ACK_BUDGET_S` for that event's own work, never for another's
-(`PromptAcks` over the long connection; a thread per request over the webhook). A hand-over that
-fails in time makes the ack an error, so Feishu pushes the message again; the conversation drops
-a redelivery whose first copy did land (it remembers message ids).
+concurrently; a private message's receipt emoji is started right here, not on that loop, which a
+burst keeps busy (docs/architecture.md, "The receipt emoji"). The ack waits at most `ACK_BUDGET_S`
+for that event's own work, never for another's (`PromptAcks` over the long connection; a thread
+per request over the webhook). A hand-over that fails in time makes the ack an error, so Feishu
+pushes the message again; the conversation drops a redelivery whose first copy did land (it
+remembers message ids).
 
 Every event type the app subscribes to is registered; anything else reaches a catch-all that logs
 and acknowledges it (the SDK would answer "processor not found" with a 500 and Feishu would retry).
@@ -134,9 +136,10 @@ class FeishuGateway:
         envelope = _validated(Envelope[MessageReceived], data, "message")
         if envelope is None or self._already_handled(envelope.header.event_id):
             return
+        receipt_shown = self.intake.receipt_on_arrival(envelope.event)
         # An error here (Temporal unreachable) fails the ack: Feishu pushes the message again.
         self._run(
-            self._accept(envelope),
+            self._accept(envelope, receipt_shown),
             ACK_BUDGET_S,
             f"message {envelope.event.message.message_id}",
             deferrable=True,
@@ -229,8 +232,8 @@ class FeishuGateway:
             kind = f"(unreadable: {error})"
         log.info("acknowledged %s event without acting on it (not one work-ally handles)", kind)
 
-    async def _accept(self, envelope: Envelope[MessageReceived]) -> None:
-        await self.intake.accept(envelope)
+    async def _accept(self, envelope: Envelope[MessageReceived], receipt_shown: bool) -> None:
+        await self.intake.accept(envelope, receipt_shown=receipt_shown)
         self._remember(envelope.header.event_id)
 
     # --- between threads -------------------------------------------------------------------------

@@ -20,7 +20,9 @@ Rules (docs/feishu-platform.md §1):
 - In a topic group (chat mode "topic", looked up once per chat) each topic is a conversation of its
   own, named by its first message (`Normalised.conversation_topic`); replies stay in their topic.
 - The sender's name is not in the event: it is looked up once (contact API, cached) and becomes
-  `Person.name`, which the turn puts in front of a group message so Codex knows who speaks.
+  `Person.name`, which the turn puts in front of a group message so Codex knows who speaks. A
+  lookup Feishu refused is not asked again for 10 minutes, one that failed for a minute: without
+  the contact scope every message would otherwise cost a call of its own.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ from ally.contracts import ChatRef, InboundMessage, Person
 log = logging.getLogger(__name__)
 
 NAME_TTL_S = 6 * 3600.0  # people rarely rename; a stale name for a few hours is harmless
+# A lookup that failed is not asked again for every message meanwhile: Feishu refusing it (no
+# contact scope, the person outside the app's contact range) will refuse it again for a while; a
+# slow or failing Feishu gets a minute's rest.
+NAME_REFUSED_RETRY_S = 600.0
+NAME_FAILED_RETRY_S = 60.0
 NAMES_KEPT = 5000
 CHATS_KEPT = 5000
 CHAT_MODE_RETRY_S = 60.0
@@ -276,12 +283,18 @@ class MessageReader:
             )
         except (FeishuApiError, TimeoutError) as error:
             log.warning("no name for %s: %s", open_id, error)
-            return Person(id=open_id, name=cached[0] if cached else "")
-        self._names[open_id] = (name, time.monotonic() + NAME_TTL_S)
+            name = cached[0] if cached else ""
+            retry_s = NAME_REFUSED_RETRY_S if isinstance(error, FeishuRejected) else NAME_FAILED_RETRY_S
+            self._remember_name(open_id, name, retry_s)
+            return Person(id=open_id, name=name)
+        self._remember_name(open_id, name, NAME_TTL_S)
+        return Person(id=open_id, name=name)
+
+    def _remember_name(self, open_id: str, name: str, for_s: float) -> None:
+        self._names[open_id] = (name, time.monotonic() + for_s)
         self._names.move_to_end(open_id)
         while len(self._names) > NAMES_KEPT:
             self._names.popitem(last=False)
-        return Person(id=open_id, name=name)
 
     async def _attach(
         self,

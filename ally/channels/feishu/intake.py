@@ -16,6 +16,7 @@ conversation asks before running it (docs/continuity.md). A click on a notice's 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 from collections import OrderedDict
@@ -30,7 +31,7 @@ from ally.channels.feishu.decisions import FeishuDecisions
 from ally.channels.feishu.events import CardClick, Envelope, MessageReceived
 from ally.channels.feishu.inbound import Ignored, MessageReader
 from ally.chat_client import ChatClient, MessageRefused
-from ally.contracts import ChatRef, ConversationState, Inbound, InboundMessage, Reaction
+from ally.contracts import ChatRef, ConversationState, Inbound, InboundMessage
 from ally.routing import NotRouted
 
 log = logging.getLogger(__name__)
@@ -62,30 +63,31 @@ class Intake:
     stale_after_s: float = STALE_AFTER_S
     receipt_emoji: str = ""  # put on each message handed over, at once ("" = none)
     handed_over: int = 0
-    _receipts: set[asyncio.Task[None]] = field(default_factory=set)
     _conversation_of: OrderedDict[str, str] = field(default_factory=OrderedDict)  # message -> conversation
     _told_not_enabled: set[str] = field(default_factory=set)
     _chat_tails: dict[str, asyncio.Future[None]] = field(default_factory=dict)  # each chat's latest hand-over
 
-    async def accept(self, envelope: Envelope[MessageReceived]) -> None:
+    async def accept(self, envelope: Envelope[MessageReceived], *, receipt_shown: bool = False) -> None:
         """Read and hand over one message, after the earlier ones of its chat. Raises when the
-        hand-over failed (the ack then fails and Feishu pushes the message again)."""
+        hand-over failed (the ack then fails and Feishu pushes the message again).
+        `receipt_shown`: `receipt_on_arrival` already put the receipt emoji on."""
         # Its place in its chat's line is taken before the first await, so places follow arrival.
         chat_id = envelope.event.message.chat_id
         before = self._chat_tails.get(chat_id)
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._chat_tails[chat_id] = mine
         try:
-            await asyncio.wait_for(self._read_and_hand_over(envelope, before), HAND_OVER_LIMIT_S)
+            await asyncio.wait_for(
+                self._read_and_hand_over(envelope, before, receipt_shown), HAND_OVER_LIMIT_S
+            )
         finally:
             mine.set_result(None)
             if self._chat_tails.get(chat_id) is mine:
                 del self._chat_tails[chat_id]
 
     async def _read_and_hand_over(
-        self, envelope: Envelope[MessageReceived], before: asyncio.Future[None] | None
+        self, envelope: Envelope[MessageReceived], before: asyncio.Future[None] | None, receipt_shown: bool
     ) -> None:
-        early = self._early_receipt(envelope.event)
         result = await self.reader.read(envelope.event)  # reading runs beside the chat's earlier ones
         if before is not None:
             await asyncio.wait({before})  # not cancelled with this one: the next in line waits on it
@@ -127,7 +129,7 @@ class Intake:
             return
         try:
             # Beside the hand-over, not after it: the person sees at once that the bridge has it.
-            if not early:
+            if not receipt_shown:
                 self._show_receipt(message)
             await self.chats.hand_over(message, state)
             self.handed_over += 1
@@ -199,19 +201,18 @@ class Intake:
         await self.chats.signal_conversation(conversation, Inbound(message=message))
         return False
 
-    def _early_receipt(self, event: MessageReceived) -> bool:
-        """A private message from someone [access] lets in gets its receipt before it is even read:
-        reading may look the sender's name up, which costs a Feishu call of its own. Group messages
-        wait for the read, which tells whether the bot was mentioned at all."""
+    def receipt_on_arrival(self, event: MessageReceived) -> bool:
+        """A private message from someone [access] lets in gets its receipt the moment it arrives,
+        on the transport's thread (any thread will do), before it is even read: reading may look
+        the sender's name up, and under a burst the gateway's loop is busy handing the others over
+        and running the chats' worker. Group messages wait for the read, which tells whether the
+        bot was mentioned at all. True when the emoji is on its way."""
         message, sender = event.message, event.sender.sender_id.open_id
         if not self.receipt_emoji or message.chat_type != "p2p" or event.sender.sender_type != "user":
             return False
         if not sender or not may_ask(self.access, message.chat_id, "p2p", sender).allowed:
             return False
-        chat = ChatRef(
-            channel="feishu", chat_id=message.chat_id, chat_type="p2p", worker_queue=self.reader.worker_queue
-        )
-        self._react(Reaction(chat=chat, message_id=message.message_id, emoji=self.receipt_emoji))
+        self._react(message.message_id)
         return True
 
     def _show_receipt(self, message: InboundMessage) -> None:
@@ -221,18 +222,14 @@ class Intake:
         hand-over that then fails is pushed again by Feishu, and the emoji is already there."""
         if not self.receipt_emoji or message.attachment_only:
             return
-        self._react(Reaction(chat=message.chat, message_id=message.message_id, emoji=self.receipt_emoji))
+        self._react(message.message_id)
 
-    def _react(self, reaction: Reaction) -> None:
-        async def react() -> None:
-            try:
-                await self.channel.react(reaction)
-            except Exception as error:  # an emoji is never worth more than a log line
-                log.info("receipt emoji on %s not shown: %s", reaction.message_id, error)
+    def _react(self, message_id: str) -> None:
+        def shown(call: concurrent.futures.Future[str]) -> None:
+            if (error := call.exception()) is not None:  # an emoji is never worth more than a log line
+                log.info("receipt emoji on %s not shown: %s", message_id, error)
 
-        task = asyncio.create_task(react())
-        self._receipts.add(task)
-        task.add_done_callback(self._receipts.discard)
+        self.channel.react_now(message_id, self.receipt_emoji).add_done_callback(shown)
 
     async def recall(self, chat_id: str, message_id: str) -> None:
         """A recalled message leaves the queue of the conversation it was handed to (or, when this
