@@ -41,9 +41,11 @@ from ally.contracts import (
     SandboxMode,
 )
 from ally.names import DEFAULT_ASSISTANT
+from ally.paths import HOME_ENV as HOME_ENV
+from ally.paths import config_path as config_path
+from ally.paths import data_dir as data_dir
 
 ENV_PREFIX = "WORK_ALLY_"
-HOME_ENV = "WORK_ALLY_HOME"
 
 
 class ConfigError(Exception):
@@ -329,14 +331,6 @@ class AllyConfig(_Section):
                     raise ValueError(f"chat {chat} is bound to two assistants: {bound[chat]!r} and {key!r}")
                 bound[chat] = key
         return self
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get(HOME_ENV) or Path.home() / ".work-ally").expanduser()
-
-
-def config_path() -> Path:
-    return data_dir() / "config.toml"
 
 
 def load_config(path: Path | None = None, environ: dict[str, str] | None = None) -> AllyConfig:

@@ -16,7 +16,7 @@ import pytest
 
 from ally.config import AllyConfig, RuntimeConfig, TemporalConfig
 from ally.processes import free_local_port
-from ally.supervisor import UpOptions, plan_parts
+from ally.up import UpOptions, plan_parts
 from dev.fake_feishu import FakeFeishu, message_event
 from tests.processes import processes_with_env
 
