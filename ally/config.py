@@ -333,6 +333,14 @@ class AllyConfig(_Section):
         return self
 
 
+def owner_of(config: AllyConfig) -> str | None:
+    """Who gets the alerts: `[alerts] owner`, else the first of `[access] approvers`. Here rather than
+    in ally/alerts.py, so that `ally up` knows it without loading the Temporal client."""
+    if not config.alerts.enabled:
+        return None
+    return config.alerts.owner or next(iter(config.access.approvers), None)
+
+
 def load_config(path: Path | None = None, environ: dict[str, str] | None = None) -> AllyConfig:
     """Read the TOML file (if present), apply `WORK_ALLY_*` overrides, validate."""
     path = path or config_path()

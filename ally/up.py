@@ -17,9 +17,8 @@ from typing import NoReturn
 
 from pydantic import BaseModel
 
-from ally.alerts import owner_of
 from ally.codex.binary import CodexBinaryNotFound, find_codex_binary
-from ally.config import AllyConfig, data_dir
+from ally.config import AllyConfig, data_dir, owner_of
 from ally.names import runtime_queue
 from ally.processes import free_local_port
 from ally.readiness import MissingPiece, missing_pieces
