@@ -8,7 +8,7 @@ SIGINT or SIGTERM stops them all in reverse order, each process group SIGTERMed,
 after a grace period, so nothing is left behind.
 
 What to start is worked out by the first half (ally/up.py), which then becomes this module in the
-same process (`python -m ally.supervisor PLAN`): this is what stays running, so it imports only what
+same process (`python -m ally.supervisor PLAN_FILE`): this is what stays running, so it imports only what
 starting, watching and stopping processes needs (no Temporal SDK, no configuration models), to stay
 small at rest (docs/operations.md, "bench.footprint"). It learns that the dev server is ready from
 the server's HTTP API; it tells the owner about a crash through a short-lived process
@@ -32,10 +32,15 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from ally.paths import data_dir
-from ally.processes import die_with_parent_hook, spawn_group, stop_group
+from ally.processes import AdoptedChild, Child, die_with_parent_hook, signal_group, spawn_group, stop_group
 from ally.run_state import PartState, logs_dir, read_part_states, remove_part_state, write_part_state
 
 SUPERVISOR = "supervisor"
+
+
+class StartedChild(BaseModel):
+    pid: int
+    log_offset: int
 
 
 def part_log(name: str) -> Path:
@@ -47,6 +52,7 @@ class PartPlan(BaseModel):
     name: str
     command: list[str]
     env: dict[str, str] = {}
+    started: StartedChild | None = None  # already started by ally/up.py (the dev server)
 
     @property
     def log_file(self) -> Path:
@@ -77,7 +83,8 @@ class Part:
     name: str
     command: list[str]
     env: dict[str, str]
-    process: asyncio.subprocess.Process | None = None
+    started: StartedChild | None = None
+    process: Child | None = None
     restarts: int = 0
     started_at: float = 0.0
     log_offset: int = 0  # where this run's output starts in the (appended) log
@@ -123,7 +130,7 @@ class Supervisor:
         self.plan = plan
         self.say = say
         self.stopping = asyncio.Event()
-        self.parts = [Part(p.name, p.command, p.env) for p in plan.parts]
+        self.parts = [Part(p.name, p.command, p.env, p.started) for p in plan.parts]
         self._alerting: set[asyncio.subprocess.Process] = set()
 
     async def run(self) -> int:
@@ -147,16 +154,22 @@ class Supervisor:
         return 0
 
     def _claim(self) -> None:
-        if (other := running_supervisor()) is not None:
+        if (other := running_supervisor()) is not None:  # started since ally/up.py looked
+            for part in self.parts:
+                if part.started is not None:
+                    signal_group(part.started.pid, signal.SIGKILL)
             raise AlreadyRunning(f"ally up is already running (pid {other.pid}); see `ally status`")
         write_part_state(PartState(name=SUPERVISOR, pid=os.getpid(), started_at=datetime.now(UTC)))
 
     async def _start(self, part: Part) -> None:
-        env = {**os.environ, **part.env, "WORK_ALLY_HOME": str(data_dir())}
-        part.log_file.parent.mkdir(parents=True, exist_ok=True)
-        part.log_offset = part.log_file.stat().st_size if part.log_file.exists() else 0
-        part.process = await spawn_group(part.command, log_file=part.log_file, env=env)
         part.started_at = time.monotonic()
+        if part.started is not None:  # the first run, started before the exec: watched from here
+            part.process = AdoptedChild(part.started.pid)
+            part.log_offset = part.started.log_offset
+            part.started = None
+            return
+        part.log_offset = log_offset(part.log_file)
+        part.process = await spawn_group(part.command, log_file=part.log_file, env=part_env(part.env))
 
     async def _wait_for_dev_server(self, part: Part, check: DevServerCheck) -> None:
         deadline = time.monotonic() + self.plan.ready_timeout
@@ -266,16 +279,28 @@ async def http_status(port: int, path: str) -> int:
     return int(status_line.split()[1])  # "HTTP/1.1 200 OK"; an empty or odd line: ValueError/IndexError
 
 
+def part_env(env: dict[str, str]) -> dict[str, str]:
+    return {**os.environ, **env, "WORK_ALLY_HOME": str(data_dir())}
+
+
+def log_offset(log_file: Path) -> int:
+    """Where the next run's output will start in `log_file` (appended to), creating its folder."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    return log_file.stat().st_size if log_file.exists() else 0
+
+
 def say(line: str) -> None:
     print(line, flush=True)
 
 
 def main(argv: list[str]) -> int:
-    """`python -m ally.supervisor PLAN`: what `ally up` becomes once it knows what to start."""
+    """`python -m ally.supervisor PLAN_FILE`: what `ally up` becomes once it knows what to start."""
     if len(argv) != 2:
         print("ally: the supervisor is started by `ally up`", file=sys.stderr)
         return 2
-    plan = Plan.model_validate_json(argv[1])
+    plan_file = Path(argv[1])
+    plan = Plan.model_validate_json(plan_file.read_text(encoding="utf-8"))
+    plan_file.unlink()
     try:
         return asyncio.run(Supervisor(plan, say).run())
     except (AlreadyRunning, CannotStart) as error:

@@ -4,7 +4,7 @@ Knowing what to start takes the configuration, the Temporal SDK's reading of a c
 (environment variables and profiles), the Codex binary and the dev server's command line: imports
 of tens of MiB (the contracts' models, temporalio) that the supervisor has no use for once the parts
 run. So this half works it all out into a `Plan`, then replaces its own program with
-`python -m ally.supervisor PLAN` (`os.execv`: the same process, so the terminal, a service manager
+`python -m ally.supervisor PLAN_FILE` (`os.execv`: the same process, so the terminal, a service manager
 and `ally status` see one `ally up`), which starts from a fresh, small interpreter.
 """
 
@@ -20,10 +20,20 @@ from pydantic import BaseModel
 from ally.codex.binary import CodexBinaryNotFound, find_codex_binary
 from ally.config import AllyConfig, data_dir, owner_of
 from ally.names import runtime_queue
-from ally.processes import free_local_port
+from ally.processes import free_local_port, start_group
 from ally.readiness import MissingPiece, missing_pieces
-from ally.run_state import logs_dir
-from ally.supervisor import AlreadyRunning, CannotStart, DevServerCheck, PartPlan, Plan, running_supervisor
+from ally.run_state import logs_dir, run_dir
+from ally.supervisor import (
+    AlreadyRunning,
+    CannotStart,
+    DevServerCheck,
+    PartPlan,
+    Plan,
+    StartedChild,
+    log_offset,
+    part_env,
+    running_supervisor,
+)
 from ally.temporal_client import ui_url, uses_embedded_server
 from ally.temporal_server import dev_server_command
 
@@ -127,9 +137,17 @@ def _ready_lines(config: AllyConfig, options: UpOptions, parts: list[PartPlan]) 
 
 
 def become_supervisor(up_plan: Plan) -> NoReturn:
-    """Replace this process's program with the supervisor's (it keeps the pid, the terminal and the
-    environment; what this half printed is flushed first)."""
+    """Replace this process's program with the supervisor's (it keeps the pid, its children, the
+    terminal and the environment; what this half printed is flushed first). The dev server, which
+    everything else waits for, is started first, so it starts while the supervisor does."""
+    first = up_plan.parts[0] if up_plan.parts else None
+    if first is not None and first.name == "temporal":
+        offset = log_offset(first.log_file)
+        pid = start_group(first.command, log_file=first.log_file, env=part_env(first.env))
+        first.started = StartedChild(pid=pid, log_offset=offset)
+    plan_file = run_dir() / f"up-{os.getpid()}.plan"  # not *.json: no part state; read, then removed
+    plan_file.write_text(up_plan.model_dump_json(), encoding="utf-8")
     sys.stdout.flush()
     sys.stderr.flush()
-    command = [*_python_module("ally.supervisor"), up_plan.model_dump_json()]
+    command = [*_python_module("ally.supervisor"), str(plan_file)]
     os.execv(command[0], command)

@@ -154,6 +154,28 @@ def test_a_killed_supervisor_takes_its_children_with_it(home: Path) -> None:
 
 
 @pytest.mark.codex
+@pytest.mark.faults
+def test_a_dev_server_that_dies_is_restarted_though_ally_up_started_it_before_becoming_the_supervisor(
+    home: Path,
+) -> None:
+    up = start_up(home, env={"WORK_ALLY_SUPERVISOR__RESTART_BACKOFF_SECONDS": "0.5"})
+    assert up.process.stdout is not None
+
+    def dev_servers() -> list[int]:
+        return [pid for pid, cmd in processes_with_env(up.marker).items() if "start-dev" in cmd]
+
+    (first,) = dev_servers()
+    os.kill(first, signal.SIGKILL)
+    line = up.process.stdout.readline()
+    assert line.startswith("temporal exited (-9); restarting in 0.5s"), line
+    deadline = time.monotonic() + 30
+    while dev_servers() in ([], [first]):
+        assert time.monotonic() < deadline, "the dev server did not come back"
+        time.sleep(0.1)
+    up.stop()
+
+
+@pytest.mark.codex
 def test_with_nothing_configured_the_demo_answers_a_terminal_chat_end_to_end(home: Path) -> None:
     up = start_up(home, "--demo")
     assert any("DEMO MODE" in line for line in up.output)
