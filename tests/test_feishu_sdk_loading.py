@@ -72,6 +72,7 @@ print(json.dumps({
     "completed": sdk.completed_shells(),
     "modules": sorted(m for m in sys.modules if m.startswith("lark_oapi")),
     "message": type(api.messages).__module__,
+    "httpx_cli": "rich" in sys.modules or "click" in sys.modules,
 }))
 """
     )
@@ -83,6 +84,7 @@ print(json.dumps({
     assert "lark_oapi.client" not in loaded["modules"]  # lark.Client: every service
     assert not any(m.startswith("lark_oapi.api.corehr.v1.resource") for m in loaded["modules"])
     assert loaded["message"] == "lark_oapi.api.im.v1.resource.message"  # the SDK's own class
+    assert not loaded["httpx_cli"]  # httpx's command-line client (rich, click) stays unloaded
 
 
 def test_asking_the_sdk_package_for_a_name_still_gives_the_whole_sdk() -> None:

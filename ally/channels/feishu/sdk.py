@@ -114,6 +114,13 @@ def completed_shells() -> list[str]:
 
 install()
 
+# httpx, which the SDK's transport imports for its async calls (work-ally makes none), imports its
+# command-line client when click, rich and pygments are installed, as typer installs them: ~4 MiB of
+# modules nothing here runs. With that module marked absent httpx defines a stub `main` instead, as
+# it does where they are not installed.
+if "httpx" not in sys.modules:
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]  # None = absent (importlib)
+
 # The SDK's modules, by full path, once the hook is in place.
 from lark_oapi.core.const import APPLICATION_JSON, CONTENT_TYPE, UTF_8  # noqa: E402
 from lark_oapi.core.enum import LogLevel  # noqa: E402
