@@ -53,7 +53,7 @@ IMPORTS = {
     "pydantic": "import pydantic",
     "temporalio client + worker": "import temporalio.client, temporalio.worker",
     "lark_oapi (the whole SDK)": "import lark_oapi",
-    "lark_oapi, lean (as the gateway)": "import ally.channels.feishu.client, "
+    "feishu client + long connection": "import ally.channels.feishu.client, "
     "ally.channels.feishu.long_connection",
     "ally.codex.protocol (generated models)": "import ally.codex.protocol",
     "`ally up` until its exec (cli, up)": "import ally.cli, ally.up",
