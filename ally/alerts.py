@@ -8,15 +8,9 @@ from temporalio.common import WorkflowIDConflictPolicy
 from ally import names
 from ally.assistants import all_assistants
 from ally.config import AllyConfig
+from ally.config import owner_of as owner_of
 from ally.contracts import AlertsConfig, AlertsState, AlertsView, ChatRef
 from workflows.alerts import AlertsWorkflow
-
-
-def owner_of(config: AllyConfig) -> str | None:
-    """Who gets the alerts: `[alerts] owner`, else the first of `[access] approvers`."""
-    if not config.alerts.enabled:
-        return None
-    return config.alerts.owner or next(iter(config.access.approvers), None)
 
 
 def alerts_config(config: AllyConfig, owner: str, worker_queue: str) -> AlertsConfig:

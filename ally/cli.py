@@ -52,14 +52,14 @@ def up(
     Prints where the UI is, what runs, and what is missing with the next step.
     """
     config = _config()
-    from ally.supervisor import AlreadyRunning, CannotStart, UpOptions, run_up
+    from ally.up import AlreadyRunning, CannotStart, UpOptions, become_supervisor, plan
 
     try:
-        code = run_up(config, UpOptions(demo=demo), lambda line: typer.echo(line))
+        up_plan = plan(config, UpOptions(demo=demo))
     except (AlreadyRunning, CannotStart) as e:
         typer.echo(f"ally: {e}", err=True)
         raise typer.Exit(1) from None
-    raise typer.Exit(code)
+    become_supervisor(up_plan)  # this process goes on as the supervisor (ally/supervisor.py)
 
 
 @app.command()

@@ -1,4 +1,8 @@
-"""`ally routines …`: prompts on a schedule, kept as Temporal Schedules (docs/routines.md)."""
+"""`ally routines …`: prompts on a schedule, kept as Temporal Schedules (docs/routines.md).
+
+`ally.routines` (and the Temporal client it brings) is imported by each command, not here: every
+other `ally` command, `ally up` first, starts without it.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,16 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from temporalio.client import Client
 
-from ally import routines
 from ally.config import AllyConfig, ConfigError, load_config
-from ally.routines import RoutineError, RoutineSpec
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
+    from ally.routines import RoutineSpec
 
 T = TypeVar("T")
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -40,6 +46,7 @@ def _config() -> AllyConfig:
 
 
 def _with_client(config: AllyConfig, work: Callable[[Client], Awaitable[T]]) -> T:
+    from ally.routines import RoutineError
     from ally.temporal_client import connect
 
     async def go() -> T:
@@ -58,6 +65,8 @@ def _with_client(config: AllyConfig, work: Callable[[Client], Awaitable[T]]) -> 
 @routines_app.command("list")
 def list_routines(as_json: JsonOption = False) -> None:
     """Every routine: its schedule, where it posts, the next runs, the last runs and their outcomes."""
+    from ally import routines
+
     config = _config()
     rows = _with_client(config, routines.statuses)
     if as_json:
@@ -76,6 +85,8 @@ def list_routines(as_json: JsonOption = False) -> None:
 @routines_app.command("show")
 def show(name: NameArgument, as_json: JsonOption = False) -> None:
     """One routine: everything `list` says, plus its thread, overlap and catch-up settings."""
+    from ally import routines
+
     config = _config()
     row = _with_client(config, lambda client: routines.status(client, name))
     if as_json:
@@ -120,6 +131,8 @@ def add(
     ] = None,
 ) -> None:
     """Write <data dir>/routines/NAME.toml and create its schedule (as `apply` would)."""
+    from ally import routines
+
     config = _config()
     path = routines.routines_dir() / f"{name}.toml"
     if path.exists():
@@ -130,7 +143,7 @@ def add(
             import tomllib
 
             given = {**tomllib.loads(routines.template(from_template)), "name": name}
-        except RoutineError as error:
+        except routines.RoutineError as error:
             raise _fail(str(error), 2) from None
     options = {
         "prompt": prompt,
@@ -158,7 +171,7 @@ def add(
     if continue_thread:
         given["thread"] = "continue"
     try:
-        spec = RoutineSpec.model_validate(given)
+        spec = routines.RoutineSpec.model_validate(given)
     except Exception as error:
         from pydantic import ValidationError
 
@@ -167,7 +180,7 @@ def add(
         raise
     try:
         run = routines.run_from_config(spec, config)
-    except RoutineError as error:
+    except routines.RoutineError as error:
         raise _fail(str(error), 2) from None
     done = _with_client(config, lambda client: routines.put(client, spec, run))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -186,12 +199,14 @@ def apply(
 ) -> None:
     """Make the schedules match the routine files: create, update, or leave each as it is, and say which.
     A second apply with the same files changes nothing and says so."""
+    from ally import routines
+
     config = _config()
     where = folder or routines.routines_dir()
     try:
         specs = routines.load_dir(where)
         runs = [(spec, routines.run_from_config(spec, config)) for spec in specs]
-    except RoutineError as error:
+    except routines.RoutineError as error:
         raise _fail(str(error), 2) from None
 
     async def sync(client: Client) -> list[str]:
@@ -221,6 +236,8 @@ def apply(
 @routines_app.command("pause")
 def pause(name: NameArgument) -> None:
     """Stop starting runs (a run already going finishes). `apply` leaves the pause as it is."""
+    from ally import routines
+
     config = _config()
 
     async def go(client: Client) -> None:
@@ -234,6 +251,8 @@ def pause(name: NameArgument) -> None:
 @routines_app.command("resume")
 def resume(name: NameArgument) -> None:
     """Start runs again, from the next scheduled time (what was missed while paused is not run)."""
+    from ally import routines
+
     config = _config()
 
     async def go(client: Client) -> str:
@@ -248,6 +267,8 @@ def resume(name: NameArgument) -> None:
 @routines_app.command("run")
 def run_now(name: NameArgument) -> None:
     """Run it now, once, as its schedule would (with its overlap policy: skipped if one still runs)."""
+    from ally import routines
+
     config = _config()
 
     async def go(client: Client) -> list[str]:
@@ -266,6 +287,8 @@ def run_now(name: NameArgument) -> None:
 @routines_app.command("remove")
 def remove(name: NameArgument) -> None:
     """Delete its schedule (a run already going finishes) and its file, if it has one."""
+    from ally import routines
+
     config = _config()
     _with_client(config, lambda client: routines.remove(client, name))
     path = routines.routines_dir() / f"{name}.toml"
@@ -278,6 +301,8 @@ def remove(name: NameArgument) -> None:
 
 def to_toml(spec: RoutineSpec) -> str:
     """The routine as a file of its own (flat keys: strings, booleans)."""
+    from ally.routines import RoutineSpec
+
     lines = ["# work-ally routine (docs/routines.md); `ally routines apply` after editing"]
     for key, value in spec.model_dump(mode="json", exclude_none=True).items():
         if value == RoutineSpec.model_fields[key].default and key not in ("name",):

@@ -41,9 +41,11 @@ from ally.contracts import (
     SandboxMode,
 )
 from ally.names import DEFAULT_ASSISTANT
+from ally.paths import HOME_ENV as HOME_ENV
+from ally.paths import config_path as config_path
+from ally.paths import data_dir as data_dir
 
 ENV_PREFIX = "WORK_ALLY_"
-HOME_ENV = "WORK_ALLY_HOME"
 
 
 class ConfigError(Exception):
@@ -331,12 +333,12 @@ class AllyConfig(_Section):
         return self
 
 
-def data_dir() -> Path:
-    return Path(os.environ.get(HOME_ENV) or Path.home() / ".work-ally").expanduser()
-
-
-def config_path() -> Path:
-    return data_dir() / "config.toml"
+def owner_of(config: AllyConfig) -> str | None:
+    """Who gets the alerts: `[alerts] owner`, else the first of `[access] approvers`. Here rather than
+    in ally/alerts.py, so that `ally up` knows it without loading the Temporal client."""
+    if not config.alerts.enabled:
+        return None
+    return config.alerts.owner or next(iter(config.access.approvers), None)
 
 
 def load_config(path: Path | None = None, environ: dict[str, str] | None = None) -> AllyConfig:

@@ -15,6 +15,7 @@ import os
 import random
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +59,51 @@ async def spawn_group(
             out.close()
 
 
+def start_group(command: list[str], *, log_file: Path, env: dict[str, str]) -> int:
+    """`spawn_group` without an event loop, for a child this process hands over to the program it
+    then execs (`ally up` starts the dev server, then becomes the supervisor): its pid."""
+    with open(log_file, "ab") as out:
+        child = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=die_with_parent_hook(),
+        )
+    return child.pid
+
+
+class AdoptedChild:
+    """A child started before this process exec'd its current program (`start_group`), as the
+    supervisor sees its other children: `pid`, `returncode` (None while it runs) and `wait()`."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._returncode: int | None = None
+
+    @property
+    def returncode(self) -> int | None:
+        if self._returncode is None:
+            try:
+                done, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # not (or no longer) ours to wait for
+                self._returncode = -1
+            else:
+                if done:
+                    self._returncode = os.waitstatus_to_exitcode(status)
+        return self._returncode
+
+    async def wait(self) -> int:
+        while (code := self.returncode) is None:  # noqa: ASYNC110  # no watcher knows this child: poll
+            await asyncio.sleep(0.05)
+        return code
+
+
+Child = asyncio.subprocess.Process | AdoptedChild
+
+
 def signal_group(pid: int, sig: signal.Signals) -> bool:
     """Signal the process group led by `pid`; False when it is already gone."""
     try:
@@ -67,7 +113,7 @@ def signal_group(pid: int, sig: signal.Signals) -> bool:
     return True
 
 
-async def stop_group(process: asyncio.subprocess.Process, *, grace: float = 10.0) -> int | None:
+async def stop_group(process: Child, *, grace: float = 10.0) -> int | None:
     """SIGTERM the group, wait up to `grace` seconds, then SIGKILL whatever is left of it."""
     if process.returncode is None:
         signal_group(process.pid, signal.SIGTERM)

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ally.config import data_dir
+from ally.paths import data_dir
 from ally.processes import pid_alive
 
 

@@ -7,14 +7,16 @@ TEMPORAL_CONFIG_FILE / TEMPORAL_PROFILE; docs/temporal.md §8). Then `ally up` s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 
 from ally.config import AllyConfig
-from ally.metrics import Part, metrics_runtime, plain_runtime
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
+    from ally.metrics import Part
 
 
 def cluster_settings(config: AllyConfig) -> dict[str, Any]:
@@ -41,6 +43,12 @@ def target(config: AllyConfig) -> tuple[str, str]:
 async def connect(config: AllyConfig, *, metrics_for: Part | None = None) -> Client:
     """A client; `metrics_for` names the part whose metrics it (and its workers) export, when
     `[metrics]` gives that part a port."""
+    # Here, not at the top: `ally up` reads the cluster settings above without the client.
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from ally.metrics import metrics_runtime, plain_runtime
+
     settings = cluster_settings(config) or {
         "target_host": f"127.0.0.1:{config.temporal.port}",
         "namespace": config.temporal.namespace,

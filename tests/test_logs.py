@@ -16,7 +16,7 @@ import pytest
 
 from ally.config import load_config
 from ally.logs import PARTS
-from ally.supervisor import UpOptions, plan_parts
+from ally.up import UpOptions, plan_parts
 
 
 def ally(*args: str, home: Path) -> subprocess.CompletedProcess[str]:

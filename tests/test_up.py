@@ -16,7 +16,7 @@ import pytest
 
 from ally.config import AllyConfig, RuntimeConfig, TemporalConfig
 from ally.processes import free_local_port
-from ally.supervisor import UpOptions, plan_parts
+from ally.up import UpOptions, plan_parts
 from dev.fake_feishu import FakeFeishu, message_event
 from tests.processes import processes_with_env
 
@@ -151,6 +151,28 @@ def test_a_killed_supervisor_takes_its_children_with_it(home: Path) -> None:
     up.process.kill()  # SIGKILL: no chance to clean up; the kernel's parent-death signal must
     up.process.wait(timeout=10)
     assert wait_gone(up.marker) == {}
+
+
+@pytest.mark.codex
+@pytest.mark.faults
+def test_a_dev_server_that_dies_is_restarted_though_ally_up_started_it_before_becoming_the_supervisor(
+    home: Path,
+) -> None:
+    up = start_up(home, env={"WORK_ALLY_SUPERVISOR__RESTART_BACKOFF_SECONDS": "0.5"})
+    assert up.process.stdout is not None
+
+    def dev_servers() -> list[int]:
+        return [pid for pid, cmd in processes_with_env(up.marker).items() if "start-dev" in cmd]
+
+    (first,) = dev_servers()
+    os.kill(first, signal.SIGKILL)
+    line = up.process.stdout.readline()
+    assert line.startswith("temporal exited (-9); restarting in 0.5s"), line
+    deadline = time.monotonic() + 30
+    while dev_servers() in ([], [first]):
+        assert time.monotonic() < deadline, "the dev server did not come back"
+        time.sleep(0.1)
+    up.stop()
 
 
 @pytest.mark.codex

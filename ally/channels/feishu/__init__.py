@@ -10,7 +10,8 @@ One module per concern, in the order a message travels:
     events.py    the subscribed events as pydantic models
     channel.py   `FeishuChannel`: replies, approval cards and their updates, as delivery activities
     cards.py     card JSON 2.0: answers split under Feishu's size limit, approval and decided cards
-    client.py    the `lark.Client` call layer: rate limits, token expiry, permanent vs retryable errors
+    client.py    the Open API call layer: rate limits, token expiry, permanent vs retryable errors
+    sdk.py       lark-oapi loaded lean: only the SDK modules work-ally uses (imported first, below)
 
 The gateway process (`workers/gateway.py`) runs the transport and the Feishu chats' worker (their
 workflows and deliveries, on `FEISHU_CHATS_QUEUE`), so everything that talks to Feishu lives in
@@ -19,6 +20,8 @@ one process.
 
 from __future__ import annotations
 
+# Before any module here imports lark-oapi: see sdk.py.
+from ally.channels.feishu import sdk  # noqa: F401  # isort: skip
 from ally.names import FEISHU_CHATS_QUEUE
 
 __all__ = ["FEISHU_CHATS_QUEUE"]

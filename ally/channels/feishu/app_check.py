@@ -14,7 +14,8 @@ them (`registration_addons`) and checks any app against them (`check_app`):
    `application:application:self_manage`): subscribed, and delivered over the long connection.
 
 Links go to the app's page in the developer console (docs/feishu-platform.md, "Console links").
-All calls are the real lark-oapi client's, synchronous: this runs in a command, not in a worker.
+All calls are the real lark-oapi SDK's (its resources and request machinery, sdk.py), synchronous:
+this runs in a command, not in a worker.
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from lark_oapi.api.application.v6 import GetApplicationRequest, ListScopeRequest
+from lark_oapi.api.application.v6.model.get_application_request import GetApplicationRequest
+from lark_oapi.api.application.v6.model.list_scope_request import ListScopeRequest
+from lark_oapi.api.application.v6.resource.application import Application
+from lark_oapi.api.application.v6.resource.scope import Scope
 from lark_oapi.core.exception import ObtainAccessTokenException
 from pydantic import BaseModel
 
-from ally.channels.feishu.client import bot_info_request, build_lark_client, forget_tenant_token
+from ally.channels.feishu.client import bot_info_request, build_sdk_config, forget_tenant_token
+from ally.channels.feishu.sdk import send
 from ally.config import FeishuConfig
 
 Status = Literal["ok", "warn", "fail"]
@@ -119,9 +124,9 @@ def registration_addons() -> dict[str, Any]:
 def check_app(config: FeishuConfig, *, timeout_s: float = 10.0) -> AppCheck:
     """Steps 1-4 above; later steps are skipped once the credentials are refused."""
     forget_tenant_token(config.app_id)  # a token cached for another secret would hide a wrong one
-    client = build_lark_client(config, timeout_s=timeout_s)
+    sdk = build_sdk_config(config, timeout_s=timeout_s)
     check = AppCheck(findings=[])
-    bot = _bot_info(client, config, check)
+    bot = _bot_info(sdk, config, check)
     if bot is None:
         return check
     check.credentials_ok = True
@@ -129,16 +134,16 @@ def check_app(config: FeishuConfig, *, timeout_s: float = 10.0) -> AppCheck:
     check.findings.append(
         Finding(status="ok", what="credentials", detail=f"app {config.app_id}, bot {check.bot_name!r}")
     )
-    granted = _scopes(client, config, check)
+    granted = _scopes(sdk, config, check)
     if granted is not None:
         check.findings.extend(_scope_findings(config, granted))
-    check.findings.extend(_subscription_findings(client, config))
+    check.findings.extend(_subscription_findings(sdk, config))
     return check
 
 
-def _bot_info(client: Any, config: FeishuConfig, check: AppCheck) -> dict[str, Any] | None:
+def _bot_info(sdk: Any, config: FeishuConfig, check: AppCheck) -> dict[str, Any] | None:
     try:
-        response = client.request(bot_info_request())
+        response = send(sdk, bot_info_request())
     except ObtainAccessTokenException as error:
         check.findings.append(
             Finding(
@@ -177,8 +182,8 @@ def _bot_info(client: Any, config: FeishuConfig, check: AppCheck) -> dict[str, A
     return bot
 
 
-def _scopes(client: Any, config: FeishuConfig, check: AppCheck) -> dict[str, int] | None:
-    response = client.application.v6.scope.list(ListScopeRequest.builder().build())
+def _scopes(sdk: Any, config: FeishuConfig, check: AppCheck) -> dict[str, int] | None:
+    response = Scope(sdk).list(ListScopeRequest.builder().build())
     if not response.success():
         check.findings.append(
             Finding(
@@ -235,9 +240,9 @@ def _scope_findings(config: FeishuConfig, granted: dict[str, int]) -> list[Findi
     return findings
 
 
-def _subscription_findings(client: Any, config: FeishuConfig) -> list[Finding]:
+def _subscription_findings(sdk: Any, config: FeishuConfig) -> list[Finding]:
     request = GetApplicationRequest.builder().app_id(config.app_id).lang("en_us").build()
-    response = client.application.v6.application.get(request)
+    response = Application(sdk).get(request)
     events_page = app_page(config, "event")
     if response.code == SCOPE_MISSING:
         return [

@@ -22,8 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-import lark_oapi as lark
-from lark_oapi.scene.registration import AppAccessDeniedError, AppExpiredError, RegisterAppError
+from lark_oapi.scene.registration import AppAccessDeniedError, AppExpiredError, RegisterAppError, register_app
 from pydantic import BaseModel, SecretStr
 
 from ally.channels.feishu.app_check import registration_addons
@@ -68,7 +67,7 @@ def register_by_scan(
         on_status(str(info.get("status", "")))
 
     try:
-        result = lark.register_app(
+        result = register_app(
             on_qr_code,
             on_status_change=on_status_change,
             source="work-ally",

@@ -1,6 +1,8 @@
 """The Feishu Open API calls work-ally makes, and what each failure means for a retry.
 
-Built on the real `lark.Client` (lark-oapi 1.7.5). Facts this layer exists for (docs/feishu-platform.md §4-5):
+Built on the real lark-oapi 1.7.5: its resource classes (`im.v1`, `contact.v3`), each sending with the
+SDK's token and transport, on the `Config` `lark.Client` would hold (sdk.py: `lark.Client` itself
+imports every Open API service). Facts this layer exists for (docs/feishu-platform.md §4-5):
 - The SDK never retries and never raises for API errors: every response must be read. Here each
   result becomes success or one of three errors: `FeishuRateLimited` (HTTP 429 or code 99991400;
   carries the `x-ogw-ratelimit-reset` seconds), `FeishuRejected` (a `PermanentDeliveryError`:
@@ -24,32 +26,39 @@ import logging
 from collections.abc import Callable
 from typing import Any, Literal
 
-import lark_oapi as lark
-from lark_oapi.api.contact.v3 import GetUserRequest
-from lark_oapi.api.im.v1 import (
-    CreateFileRequest,
-    CreateFileRequestBody,
-    CreateImageRequest,
-    CreateImageRequestBody,
-    CreateMessageReactionRequest,
-    CreateMessageReactionRequestBody,
-    CreateMessageRequest,
-    CreateMessageRequestBody,
-    DeleteMessageReactionRequest,
-    Emoji,
-    GetChatRequest,
-    GetMessageRequest,
-    GetMessageResourceRequest,
-    PatchMessageRequest,
-    PatchMessageRequestBody,
-    ReplyMessageRequest,
-    ReplyMessageRequestBody,
-)
+from lark_oapi.api.contact.v3.model.get_user_request import GetUserRequest
+from lark_oapi.api.contact.v3.resource.user import User
+from lark_oapi.api.im.v1.model.create_file_request import CreateFileRequest
+from lark_oapi.api.im.v1.model.create_file_request_body import CreateFileRequestBody
+from lark_oapi.api.im.v1.model.create_image_request import CreateImageRequest
+from lark_oapi.api.im.v1.model.create_image_request_body import CreateImageRequestBody
+from lark_oapi.api.im.v1.model.create_message_reaction_request import CreateMessageReactionRequest
+from lark_oapi.api.im.v1.model.create_message_reaction_request_body import CreateMessageReactionRequestBody
+from lark_oapi.api.im.v1.model.create_message_request import CreateMessageRequest
+from lark_oapi.api.im.v1.model.create_message_request_body import CreateMessageRequestBody
+from lark_oapi.api.im.v1.model.delete_message_reaction_request import DeleteMessageReactionRequest
+from lark_oapi.api.im.v1.model.emoji import Emoji
+from lark_oapi.api.im.v1.model.get_chat_request import GetChatRequest
+from lark_oapi.api.im.v1.model.get_message_request import GetMessageRequest
+from lark_oapi.api.im.v1.model.get_message_resource_request import GetMessageResourceRequest
+from lark_oapi.api.im.v1.model.patch_message_request import PatchMessageRequest
+from lark_oapi.api.im.v1.model.patch_message_request_body import PatchMessageRequestBody
+from lark_oapi.api.im.v1.model.reply_message_request import ReplyMessageRequest
+from lark_oapi.api.im.v1.model.reply_message_request_body import ReplyMessageRequestBody
+from lark_oapi.api.im.v1.resource.chat import Chat
+from lark_oapi.api.im.v1.resource.file import File
+from lark_oapi.api.im.v1.resource.image import Image
+from lark_oapi.api.im.v1.resource.message import Message
+from lark_oapi.api.im.v1.resource.message_reaction import MessageReaction
+from lark_oapi.api.im.v1.resource.message_resource import MessageResource
+from lark_oapi.core.enum import AccessTokenType, HttpMethod
 from lark_oapi.core.exception import ObtainAccessTokenException
+from lark_oapi.core.model import BaseRequest
 from lark_oapi.core.token.manager import TokenManager
 from pydantic import BaseModel
 
 from ally.channels import PermanentDeliveryError, RetryLaterError, TransientDeliveryError
+from ally.channels.feishu.sdk import sdk_config, send
 from ally.config import FeishuConfig
 
 log = logging.getLogger(__name__)
@@ -132,16 +141,13 @@ class Download(BaseModel):
     file_name: str | None = None
 
 
-def build_lark_client(config: FeishuConfig, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
-    """The real SDK client; `config.domain` may point at Lark, a proxy or a local fake."""
-    return (
-        lark.Client.builder()
-        .app_id(config.app_id)
-        .app_secret(config.app_secret.get_secret_value())
-        .domain(config.domain.rstrip("/"))
-        .timeout(timeout_s)
-        .log_level(lark.LogLevel.WARNING)
-        .build()
+def build_sdk_config(config: FeishuConfig, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
+    """The SDK's `Config`; `config.domain` may point at Lark, a proxy or a local fake."""
+    return sdk_config(
+        config.app_id,
+        config.app_secret.get_secret_value(),
+        domain=config.domain.rstrip("/"),
+        timeout_s=timeout_s,
     )
 
 
@@ -153,13 +159,20 @@ def forget_tenant_token(app_id: str) -> None:
 class FeishuApi:
     """The calls work-ally makes, each classified (see the module docstring)."""
 
-    def __init__(self, client: Any, app_id: str) -> None:
-        self.client = client
+    def __init__(self, sdk: Any, app_id: str) -> None:
+        self.sdk = sdk  # the SDK's `Config`: app, secret, domain, timeout
         self.app_id = app_id
+        self.messages = Message(sdk)
+        self.reactions = MessageReaction(sdk)
+        self.resources = MessageResource(sdk)
+        self.files = File(sdk)
+        self.images = Image(sdk)
+        self.chats = Chat(sdk)
+        self.users = User(sdk)
 
     @classmethod
     def from_config(cls, config: FeishuConfig, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> FeishuApi:
-        return cls(build_lark_client(config, timeout_s=timeout_s), config.app_id)
+        return cls(build_sdk_config(config, timeout_s=timeout_s), config.app_id)
 
     # --- messages --------------------------------------------------------------------------------
 
@@ -175,9 +188,7 @@ class FeishuApi:
             .build()
         )
         request = ReplyMessageRequest.builder().message_id(message_id).request_body(body).build()
-        response = await self._call(
-            f"reply to {message_id}", lambda: self.client.im.v1.message.reply(request)
-        )
+        response = await self._call(f"reply to {message_id}", lambda: self.messages.reply(request))
         return SentFeishuMessage(message_id=response.data.message_id, thread_id=response.data.thread_id or "")
 
     async def create(self, chat_id: str, *, msg_type: str, content: str, uuid: str) -> SentFeishuMessage:
@@ -192,17 +203,17 @@ class FeishuApi:
         # A person's open_id (ou_…) reaches their private chat with the bot: the owner's alerts.
         id_type = "open_id" if chat_id.startswith("ou_") else "chat_id"
         request = CreateMessageRequest.builder().receive_id_type(id_type).request_body(body).build()
-        response = await self._call(f"send to {chat_id}", lambda: self.client.im.v1.message.create(request))
+        response = await self._call(f"send to {chat_id}", lambda: self.messages.create(request))
         return SentFeishuMessage(message_id=response.data.message_id, thread_id=response.data.thread_id or "")
 
     async def patch(self, message_id: str, content: str) -> None:
         body = PatchMessageRequestBody.builder().content(content).build()
         request = PatchMessageRequest.builder().message_id(message_id).request_body(body).build()
-        await self._call(f"update card {message_id}", lambda: self.client.im.v1.message.patch(request))
+        await self._call(f"update card {message_id}", lambda: self.messages.patch(request))
 
     async def get_message(self, message_id: str) -> FeishuMessage:
         request = GetMessageRequest.builder().message_id(message_id).build()
-        response = await self._call(f"read {message_id}", lambda: self.client.im.v1.message.get(request))
+        response = await self._call(f"read {message_id}", lambda: self.messages.get(request))
         item = response.data.items[0]
         return FeishuMessage(
             message_id=item.message_id,
@@ -228,7 +239,7 @@ class FeishuApi:
         emoji_type = Emoji.builder().emoji_type(emoji).build()
         body = CreateMessageReactionRequestBody.builder().reaction_type(emoji_type).build()
         request = CreateMessageReactionRequest.builder().message_id(message_id).request_body(body).build()
-        reactions = self.client.im.v1.message_reaction
+        reactions = self.reactions
 
         def react() -> str:
             response = self._call_here(f"react {emoji} on {message_id}", lambda: reactions.create(request))
@@ -240,7 +251,7 @@ class FeishuApi:
         request = (
             DeleteMessageReactionRequest.builder().message_id(message_id).reaction_id(reaction_id).build()
         )
-        reactions = self.client.im.v1.message_reaction
+        reactions = self.reactions
         await self._call(f"unreact {reaction_id} on {message_id}", lambda: reactions.delete(request))
 
     # --- files -----------------------------------------------------------------------------------
@@ -255,7 +266,7 @@ class FeishuApi:
             .build()
         )
         request = CreateFileRequest.builder().request_body(body).build()
-        response = await self._call(f"upload {file_name}", lambda: self.client.im.v1.file.create(request))
+        response = await self._call(f"upload {file_name}", lambda: self.files.create(request))
         return str(response.data.file_key)
 
     async def upload_image(self, file_name: str, data: bytes) -> str:
@@ -263,17 +274,13 @@ class FeishuApi:
         (POST /open-apis/im/v1/images, `image_type=message`: docs/feishu-platform.md §4)."""
         body = CreateImageRequestBody.builder().image_type("message").image(io.BytesIO(data)).build()
         request = CreateImageRequest.builder().request_body(body).build()
-        response = await self._call(
-            f"upload image {file_name}", lambda: self.client.im.v1.image.create(request)
-        )
+        response = await self._call(f"upload image {file_name}", lambda: self.images.create(request))
         return str(response.data.image_key)
 
     async def download(self, message_id: str, key: str, kind: Literal["image", "file"]) -> Download:
         """An image or file attached to a user's message (GET …/messages/{id}/resources/{key})."""
         request = GetMessageResourceRequest.builder().message_id(message_id).file_key(key).type(kind).build()
-        response = await self._call(
-            f"download {kind} {key}", lambda: self.client.im.v1.message_resource.get(request)
-        )
+        response = await self._call(f"download {kind} {key}", lambda: self.resources.get(request))
         return Download(data=response.file.read(), file_name=response.file_name or None)
 
     # --- who is who ------------------------------------------------------------------------------
@@ -281,20 +288,20 @@ class FeishuApi:
     async def chat_mode(self, chat_id: str) -> str:
         """ "group", "topic" (a topic group: every top-level message starts a topic) or "p2p"."""
         request = GetChatRequest.builder().chat_id(chat_id).build()
-        response = await self._call(f"look up chat {chat_id}", lambda: self.client.im.v1.chat.get(request))
+        response = await self._call(f"look up chat {chat_id}", lambda: self.chats.get(request))
         return str(response.data.chat_mode or "group")
 
     async def user_name(self, open_id: str) -> str:
         """A person's display name (needs a contact scope and the person in the app's contact range)."""
         request = GetUserRequest.builder().user_id(open_id).user_id_type("open_id").build()
-        response = await self._call(f"look up {open_id}", lambda: self.client.contact.v3.user.get(request))
+        response = await self._call(f"look up {open_id}", lambda: self.users.get(request))
         return str(response.data.user.name or "")
 
     async def bot_open_id(self) -> str:
         """The bot's own open_id: GET /open-apis/bot/v3/info answers `bot` at top level, no `data`,
         and has no typed SDK call, so its raw body is read here."""
         request = bot_info_request()
-        response = await self._call("read the bot's info", lambda: self.client.request(request))
+        response = await self._call("read the bot's info", lambda: send(self.sdk, request))
         try:
             return str(json.loads(response.raw.content)["bot"]["open_id"])
         except (ValueError, KeyError, TypeError) as error:
@@ -360,9 +367,9 @@ def _reset_seconds(headers: dict[str, str]) -> float:
 def bot_info_request() -> Any:
     """GET /open-apis/bot/v3/info with the tenant token: the SDK has no typed call for it."""
     return (
-        lark.BaseRequest.builder()
-        .http_method(lark.HttpMethod.GET)
+        BaseRequest.builder()
+        .http_method(HttpMethod.GET)
         .uri("/open-apis/bot/v3/info")
-        .token_types({lark.AccessTokenType.TENANT})
+        .token_types({AccessTokenType.TENANT})
         .build()
     )

@@ -20,8 +20,9 @@ import threading
 import time
 from typing import Any
 
-import lark_oapi as lark
 import lark_oapi.ws.client as lark_ws_client
+from lark_oapi.core.enum import LogLevel
+from lark_oapi.event.dispatcher_handler import EventDispatcherHandler
 from pydantic import BaseModel
 
 from ally.config import FeishuConfig
@@ -87,7 +88,7 @@ class ConnectionProbe:
         def acknowledge(data: Any) -> None:
             """Other subscribed events: acknowledged (unregistered ones would be pushed again)."""
 
-        builder = lark.EventDispatcherHandler.builder("", "").register_p2_im_message_receive_v1(on_message)
+        builder = EventDispatcherHandler.builder("", "").register_p2_im_message_receive_v1(on_message)
         for event_type in (
             "im.message.reaction.created_v1",
             "im.message.reaction.deleted_v1",
@@ -106,13 +107,13 @@ class ConnectionProbe:
         lark_ws_client.loop = loop
         self._loop = loop
         try:
-            client = lark.ws.Client(
+            client = lark_ws_client.Client(
                 self.config.app_id,
                 self.config.app_secret.get_secret_value(),
                 event_handler=self._handler(),
                 domain=self.config.domain.rstrip("/"),
                 auto_reconnect=False,
-                log_level=lark.LogLevel.ERROR,
+                log_level=LogLevel.ERROR,
             )
             self._client = client
             loop.run_until_complete(client._connect())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Generic, TypeVar
 
-import lark_oapi as lark
+from lark_oapi.core.json import JSON
 from pydantic import BaseModel, ConfigDict, Field
 
 EventT = TypeVar("EventT", bound=BaseModel)
@@ -157,5 +157,5 @@ class RawEvent(_Model):
 
 def from_sdk(data: Any) -> dict[str, Any]:
     """An SDK event object as the JSON Feishu sent (the SDK drops nothing we read, and nulls)."""
-    raw: dict[str, Any] = json.loads(lark.JSON.marshal(data) or "{}")
+    raw: dict[str, Any] = json.loads(JSON.marshal(data) or "{}")
     return raw

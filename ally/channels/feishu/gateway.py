@@ -30,9 +30,9 @@ from collections import OrderedDict
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-import lark_oapi as lark
 from lark_oapi.event.callback.model.p2_card_action_trigger import P2CardActionTriggerResponse
 from lark_oapi.event.custom import CustomizedEventProcessor
+from lark_oapi.event.dispatcher_handler import EventDispatcherHandler
 from pydantic import BaseModel, ValidationError
 from temporalio.client import Client
 
@@ -109,7 +109,7 @@ class FeishuGateway:
 
         Over the long connection the keys are not used (no token or signature on that path)."""
         handler = (
-            lark.EventDispatcherHandler.builder(encrypt_key, verification_token)
+            EventDispatcherHandler.builder(encrypt_key, verification_token)
             .register_p2_im_message_receive_v1(self.on_message)
             .register_p2_im_message_reaction_created_v1(self.on_reaction_created)
             .register_p2_im_message_reaction_deleted_v1(self.on_reaction_deleted)

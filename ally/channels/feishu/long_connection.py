@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import lark_oapi as lark
 import lark_oapi.ws.client as lark_ws_client
+from lark_oapi.core.enum import LogLevel
+from lark_oapi.core.json import JSON
 from lark_oapi.ws.const import HEADER_BIZ_RT, HEADER_MESSAGE_ID, HEADER_SEQ, HEADER_SUM, HEADER_TYPE
 from lark_oapi.ws.enum import MessageType
 from lark_oapi.ws.model import Response as AckFrame
@@ -54,7 +55,7 @@ class LongConnection:
                 self.config.app_secret.get_secret_value(),
                 event_handler=self.handler,
                 domain=self.config.domain.rstrip("/"),
-                log_level=lark.LogLevel.INFO,
+                log_level=LogLevel.INFO,
             )
             client._reconnect = self._ending_on_failure(client._reconnect, loop)
             client.start()  # blocks for good; reconnects on its own (server's ClientConfig)
@@ -89,7 +90,7 @@ class LongConnection:
         raise RuntimeError(f"the Feishu long connection stopped: {self.error}")
 
 
-class PromptAcks(lark.ws.Client):  # type: ignore[misc]  # lark-oapi has no type hints
+class PromptAcks(lark_ws_client.Client):  # type: ignore[misc]  # lark-oapi has no type hints
     """`lark.ws.Client` whose acks never wait for other events (lark-oapi 1.7.5, pinned <1.8).
 
     The SDK calls the synchronous handler right on its receive loop, so every hand-over held back
@@ -114,7 +115,7 @@ class PromptAcks(lark.ws.Client):  # type: ignore[misc]  # lark-oapi has no type
         try:
             result = await self._dispatch(payload)
             if result is not None:
-                ack.data = base64.b64encode(lark.JSON.marshal(result).encode())
+                ack.data = base64.b64encode(JSON.marshal(result).encode())
         except HandOverFailed as error:  # Feishu pushes it again, and the next try may land
             log.warning("event %s answered 500: %s", headers.get(HEADER_MESSAGE_ID), error)
             ack = AckFrame(code=http.HTTPStatus.INTERNAL_SERVER_ERROR)
@@ -124,7 +125,7 @@ class PromptAcks(lark.ws.Client):  # type: ignore[misc]  # lark-oapi has no type
             )
         took = frame.headers.add()
         took.key, took.value = HEADER_BIZ_RT, str(round((time.monotonic() - started) * 1000))
-        frame.payload = lark.JSON.marshal(ack).encode()
+        frame.payload = JSON.marshal(ack).encode()
         await self._write_message(frame.SerializeToString())
 
     async def _dispatch(self, payload: bytes) -> Any:

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import lark_oapi as lark
 from lark_oapi.core.const import (
     CONTENT_TYPE,
     LARK_REQUEST_NONCE,
@@ -20,6 +19,7 @@ from lark_oapi.core.const import (
     LARK_REQUEST_TIMESTAMP,
     X_REQUEST_ID,
 )
+from lark_oapi.core.json import JSON
 from lark_oapi.core.utils.decryptor import AESCipher
 
 from ally.channels.feishu.acks import HandOverFailed, ThreadEnd
@@ -115,7 +115,7 @@ class WebhookServer:
             return _json_answer(200, {"msg": "success"})
         if result is None:
             return _json_answer(200, {"msg": "success"})
-        return 200, {CONTENT_TYPE: "application/json; charset=utf-8"}, lark.JSON.marshal(result).encode()
+        return 200, {CONTENT_TYPE: "application/json; charset=utf-8"}, JSON.marshal(result).encode()
 
     def _authentic(self, headers: dict[str, str], body: bytes) -> tuple[bytes, dict[str, Any]]:
         """The plaintext and the envelope of a request Feishu sent; `WebhookRefused` otherwise."""
