@@ -6,6 +6,7 @@ Tests start the same binary with the same tuning through `WorkflowEnvironment.st
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 from pathlib import Path
@@ -30,6 +31,28 @@ DYNAMIC_CONFIG = (
     'history.timerProcessorMaxTimeShift="100ms"',
     "system.forceSearchAttributesCacheRefreshOnRead=false",
 )
+# At rest the dev server is the stack's biggest CPU user, and most of its idle work scales with
+# task queue partitions and long polls (docs/temporal.md §7, "The dev server at rest"). A queue has 4
+# partitions by default, each loaded, leased and polled on its own, which only a cluster serving
+# thousands of tasks a second needs: one partition (ONE_READ_PARTITION below, and one written) cut
+# the server's RSS by ~15 MiB and its idle CPU by a third. Each of its 4 services re-reads the
+# namespaces from SQLite every 2 s; ours are made by flag at start and never change while it runs,
+# so every 30 s is enough. Its own system workers (the scanner, parent-close) hold 24 long polls
+# for jobs that run a few times a day; the fewest the server accepts will do.
+IDLE_CONFIG = (
+    "matching.numTaskqueueWritePartitions=1",
+    'system.namespaceCacheRefreshInterval="30s"',
+    "worker.ScannerMaxConcurrentWorkflowTaskPollers=2",
+    "worker.ScannerMaxConcurrentActivityTaskPollers=1",
+    "worker.ParentCloseMaxConcurrentWorkflowTaskPollers=2",
+    "worker.ParentCloseMaxConcurrentActivityTaskPollers=1",
+)
+ONE_READ_PARTITION = "matching.numTaskqueueReadPartitions=1"
+# A database written by an older work-ally holds its queued tasks in any of 4 partitions, and a
+# task in a partition nobody reads would wait forever (a workflow task has no timeout). So until
+# none is queued beyond the first (its partitions are named `/_sys/<queue>/<n>`), the server reads
+# all 4 and writes one: the workers' polls drain the others, and a later start reads one only.
+OTHER_PARTITIONS = b"/_sys/"
 SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=off")
 
 
@@ -54,11 +77,30 @@ def search_attribute_args() -> list[str]:
     return [f"--search-attribute={key.name}=Keyword" for key in SEARCH_ATTRIBUTES]
 
 
-def tuning_args(*, sqlite: bool) -> list[str]:
-    args = [f"--dynamic-config-value={value}" for value in DYNAMIC_CONFIG]
+def tuning_args(*, sqlite: bool, drain_partitions: bool = False) -> list[str]:
+    values = (*DYNAMIC_CONFIG, *IDLE_CONFIG, *(() if drain_partitions else (ONE_READ_PARTITION,)))
+    args = [f"--dynamic-config-value={value}" for value in values]
     if sqlite:
         args += [f"--sqlite-pragma={pragma}" for pragma in SQLITE_PRAGMAS]
     return args
+
+
+def queued_beyond_first_partition(db_file: Path) -> bool:
+    """Whether the (stopped) dev server's database holds tasks in a task queue's other partitions."""
+    if not db_file.exists():
+        return False
+    import sqlite3  # here only: the supervisor needs it once, before the dev server starts
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db_file.as_uri()}?mode=ro", uri=True)) as db:
+            return any(
+                db.execute(
+                    f"SELECT 1 FROM {table} WHERE instr(task_queue_id, ?) > 0 LIMIT 1", (OTHER_PARTITIONS,)
+                ).fetchone()
+                for table in ("tasks", "tasks_v2")
+            )
+    except sqlite3.Error:
+        return True  # cannot tell: read every partition, as older versions did
 
 
 def dev_server_command(*, db_file: Path, port: int, ui_port: int, namespace: str) -> list[str]:
@@ -72,7 +114,7 @@ def dev_server_command(*, db_file: Path, port: int, ui_port: int, namespace: str
         "--ip=127.0.0.1",
         "--log-level=warn",
         *search_attribute_args(),
-        *tuning_args(sqlite=True),
+        *tuning_args(sqlite=True, drain_partitions=queued_beyond_first_partition(db_file)),
     ]
     if namespace != "default":
         command.append(f"--namespace={namespace}")

@@ -1,0 +1,62 @@
+"""Giving freed memory back to the system, for the long-running worker processes.
+
+glibc's malloc keeps what a process frees for its own reuse, so a worker at rest holds pages that
+start-up (imports, the first connections) or a burst of turns freed long ago. And each thread that
+allocates may get an arena of its own, up to 8 per core, each holding on to its own free pages;
+the Temporal core's threads are a few. Two glibc calls address these: `mallopt(M_ARENA_MAX)`
+before the threads start, and `malloc_trim(0)` (well under a millisecond) from time to time.
+Measured on the runtime worker at rest: docs/operations.md, "bench.footprint". Where the C library
+is not glibc (macOS, musl) both do nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+from collections.abc import AsyncIterator
+from functools import cache
+
+M_ARENA_MAX = -8  # glibc's <malloc.h>
+
+
+@cache
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+            return None
+    except (ValueError, OSError):  # no such name on this system
+        return None
+    return ctypes.CDLL(None)  # the process's own symbols, glibc's among them
+
+
+def limit_malloc_arenas(arenas: int) -> None:
+    """Call before any thread but the main one allocates: arenas already made stay."""
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(M_ARENA_MAX, arenas)
+
+
+def trim_heap() -> None:
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@contextlib.asynccontextmanager
+async def returning_freed_memory(every_s: float) -> AsyncIterator[None]:
+    """Trims at once (what start-up freed), then every `every_s` seconds while the body runs."""
+
+    async def trimming() -> None:
+        while True:
+            trim_heap()
+            await asyncio.sleep(every_s)
+
+    task = asyncio.create_task(trimming(), name="returning freed memory")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
