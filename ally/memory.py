@@ -11,12 +11,12 @@ is not glibc (macOS, musl) both do nothing.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ctypes
 import os
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from functools import cache
+
+from ally.worker_process import repeating
 
 M_ARENA_MAX = -8  # glibc's <malloc.h>
 
@@ -44,19 +44,10 @@ def trim_heap() -> None:
         libc.malloc_trim(0)
 
 
-@contextlib.asynccontextmanager
-async def returning_freed_memory(every_s: float) -> AsyncIterator[None]:
-    """Trims at once (what start-up freed), then every `every_s` seconds while the body runs."""
+def returning_freed_memory(every_s: float) -> AbstractAsyncContextManager[None]:
+    """Trims at once (what start-up freed), then every `every_s` seconds while the block runs."""
 
-    async def trimming() -> None:
-        while True:
-            trim_heap()
-            await asyncio.sleep(every_s)
+    async def trim() -> None:
+        trim_heap()
 
-    task = asyncio.create_task(trimming(), name="returning freed memory")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return repeating("returning freed memory", every_s, trim)

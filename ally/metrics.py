@@ -10,10 +10,9 @@ owns what they measure. docs/metrics.md says what each one means and what to wat
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Literal
 
 from temporalio import activity, workflow
@@ -28,6 +27,7 @@ from temporalio.runtime import (
 )
 
 from ally import names
+from ally.worker_process import repeating
 
 if TYPE_CHECKING:  # the turn workflow imports this module: it needs none of these
     from temporalio.client import Client
@@ -161,23 +161,14 @@ class ApprovalsGauge:
         self.gauge.set((await self.client.count_workflows(WAITING_QUERY)).count)
 
 
-@contextlib.asynccontextmanager
-async def refreshing(every: float, *refreshers: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
+def refreshing(every: float, *refreshers: Callable[[], Awaitable[None]]) -> AbstractAsyncContextManager[None]:
     """Refresh the gauges now and then every `every` seconds, while the block runs."""
 
-    async def loop() -> None:
-        while True:
-            for refresh in refreshers:
-                try:
-                    await refresh()
-                except Exception as error:  # a gauge not refreshed this time is no reason to stop
-                    log.warning("metrics not refreshed: %s", error)
-            await asyncio.sleep(every)
+    async def refresh_all() -> None:
+        for refresh in refreshers:
+            try:
+                await refresh()
+            except Exception as error:  # one gauge not refreshed is no reason to skip the others
+                log.warning("metrics not refreshed: %s", error)
 
-    task = asyncio.create_task(loop(), name="metrics")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return repeating("metrics", every, refresh_all)

@@ -12,7 +12,7 @@ import gc
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +31,29 @@ def configure_logging(name: str) -> logging.Logger:
     )
     redact_handlers()  # no credential in any line, whichever library wrote it
     return logging.getLogger(name)
+
+
+@contextlib.asynccontextmanager
+async def repeating(name: str, every_s: float, step: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
+    """`step` now, then every `every_s` seconds while the block runs, in a task of its own (a worker's
+    upkeep beside its serving: metrics gauges, handing freed memory back). A step that fails is
+    logged, and the next one comes on time."""
+
+    async def loop() -> None:
+        while True:
+            try:
+                await step()
+            except Exception as error:  # one missed round is no reason to stop the upkeep
+                logging.getLogger(__name__).warning("%s: %s", name, error)
+            await asyncio.sleep(every_s)
+
+    task = asyncio.create_task(loop(), name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def freeze_what_was_built() -> None:
