@@ -19,6 +19,10 @@ from functools import cache
 from ally.worker_process import repeating
 
 M_ARENA_MAX = -8  # glibc's <malloc.h>
+# What the worker processes use: two arenas for their few threads (the Temporal core's, the Feishu
+# SDK's), and what they freed handed back twice a minute, so at rest each holds what it uses.
+WORKER_ARENAS = 2
+WORKER_TRIM_EVERY_S = 30.0
 
 
 @cache

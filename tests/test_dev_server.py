@@ -1,4 +1,5 @@
-"""The embedded dev server reads one partition per task queue, without losing what an older version queued.
+"""The embedded dev server at rest: one partition per task queue, without losing what an older version
+queued, and small history task pools.
 
 Older versions let the dev server spread each queue's tasks over 4 partitions; now it keeps one
 (ally/temporal_server.py, IDLE_CONFIG). A task left in a partition nobody reads would wait forever,
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -108,3 +110,40 @@ async def test_work_an_older_version_queued_in_any_partition_still_runs_after_th
     async with dev_server(drained, port) as client:
         await client.start_workflow(PartitionProbe.run, 16, id="probe-16", task_queue=QUEUE)
         assert await run_probes(client, range(17)) == list(range(17))
+
+
+# The server with its default pools idles at ~2,900 goroutines, ~2,300 of them the history
+# service's task pools (512 per queue); with IDLE_CONFIG's, ~750 under a whole `ally up`.
+FEWEST_DEFAULT_GOROUTINES = 2_000
+
+
+def goroutines(metrics: str) -> int:
+    """The server's goroutine count from its Prometheus text: each service reports the process's,
+    each on its own schedule (0 until its first report)."""
+    reports = [line for line in metrics.splitlines() if line.startswith("num_goroutines{")]
+    counts = [int(float(line.rsplit(" ", 1)[1])) for line in reports]
+    return max(counts, default=0)
+
+
+async def test_the_dev_server_runs_workflows_with_small_history_task_pools(tmp_path: Path) -> None:
+    port, metrics_port = free_local_port(), free_local_port()
+    command = dev_server_command(
+        db_file=tmp_path / "temporal.db", port=port, ui_port=free_local_port(), namespace="default"
+    )
+    async with dev_server([*command, f"--metrics-port={metrics_port}"], port) as client:
+        for n in range(40):  # more workflows at once than a pool has goroutines
+            await client.start_workflow(PartitionProbe.run, n, id=f"probe-{n}", task_queue=QUEUE)
+        assert await run_probes(client, range(40)) == list(range(40))
+        count = 0
+        for _ in range(60):  # the services report every few seconds
+            count = goroutines(await asyncio.to_thread(read_url, f"http://127.0.0.1:{metrics_port}/metrics"))
+            if count:
+                break
+            await asyncio.sleep(0.5)
+    assert 0 < count < FEWEST_DEFAULT_GOROUTINES
+
+
+def read_url(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body: bytes = response.read()
+    return body.decode()
