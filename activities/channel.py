@@ -181,7 +181,7 @@ class ChannelActivities:
         with _delivery_errors():
             return await self.channel.react(reaction)
 
-    @activity.defn(name="follow_progress")
+    @activity.defn(name=names.PROGRESS_FOLLOWER)
     async def follow_progress(self, watch: ProgressWatch) -> ProgressCardRef:
         """Show what the turn's agent does on one progress card, until the turn is over.
 
@@ -471,7 +471,7 @@ async def _follower_card(client: Client, turn_workflow_id: str) -> ProgressCardR
     except RPCError:
         return None
     for pending in described.raw_description.pending_activities:
-        if pending.activity_type.name == "follow_progress" and pending.heartbeat_details.payloads:
+        if pending.activity_type.name == names.PROGRESS_FOLLOWER and pending.heartbeat_details.payloads:
             converter = client.data_converter
             decoded = await converter.decode(pending.heartbeat_details.payloads, [ProgressCardRef])
             return decoded[0] if decoded and isinstance(decoded[0], ProgressCardRef) else None

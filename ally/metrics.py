@@ -17,16 +17,10 @@ from typing import TYPE_CHECKING, Literal
 
 from temporalio import activity, workflow
 from temporalio.common import MetricMeter
-from temporalio.runtime import (
-    LogForwardingConfig,
-    LoggingConfig,
-    PrometheusConfig,
-    Runtime,
-    TelemetryConfig,
-    TelemetryFilter,
-)
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from ally import names
+from ally.core_logs import core_logging
 from ally.worker_process import repeating
 
 if TYPE_CHECKING:  # the turn workflow imports this module: it needs none of these
@@ -76,16 +70,6 @@ def metrics_url(config: AllyConfig, part: Part) -> str | None:
 
 _runtimes: dict[str, Runtime] = {}
 _plain: list[Runtime] = []
-
-
-def core_logging() -> LoggingConfig:
-    """The SDK's core writes its own warnings (a retried call, a busy workflow) to stdout unless
-    told otherwise, which broke `--json`'s one document there: they go to Python's logging instead,
-    which writes to stderr, or to the part's log file."""
-    return LoggingConfig(
-        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
-        forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
-    )
 
 
 def plain_runtime() -> Runtime:

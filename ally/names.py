@@ -55,6 +55,10 @@ DEFAULT_ASSISTANT = "default"
 LOCAL_OPERATOR = "local-operator"
 
 
+# The activity that shows a running turn's progress (activities/channel.py); ally/core_logs.py
+# knows it by this name in the task tokens the SDK's core logs.
+PROGRESS_FOLLOWER = "follow_progress"
+
 # One alerts workflow per deployment (workflows/alerts.py).
 ALERTS_WORKFLOW_ID = "ally-alerts"
 
