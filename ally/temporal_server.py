@@ -114,6 +114,9 @@ def queued_beyond_first_partition(db_file: Path) -> bool:
 
 
 def dev_server_command(*, db_file: Path, port: int, ui_port: int, namespace: str) -> list[str]:
+    # No --log-level: the CLI's default for the server is already warnings and up, and only with
+    # the default does it silence the ~10 warnings its own system workers print as it stops
+    # (docs/temporal.md §7), which otherwise end every `ally up` in the dev server's log.
     command = [
         str(temporal_binary()),
         "server",
@@ -122,7 +125,6 @@ def dev_server_command(*, db_file: Path, port: int, ui_port: int, namespace: str
         f"--port={port}",
         f"--ui-port={ui_port}",
         "--ip=127.0.0.1",
-        "--log-level=warn",
         *search_attribute_args(),
         *tuning_args(sqlite=True, drain_partitions=queued_beyond_first_partition(db_file)),
     ]

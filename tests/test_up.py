@@ -141,6 +141,10 @@ def test_up_runs_every_part_and_sigterm_leaves_no_process_behind(home: Path) -> 
     assert any("app-server" in cmd for cmd in running.values())
 
     up.stop()
+    # A clean stop is quiet: nothing at warning level in the dev server's log, start to end.
+    server_log = (home / "logs" / "temporal.log").read_text()
+    assert "Temporal Server:" in server_log
+    assert "level=WARN" not in server_log and "level=ERROR" not in server_log, server_log
 
 
 @pytest.mark.codex
