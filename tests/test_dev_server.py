@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +23,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from ally.processes import die_with_parent_hook, free_local_port
 from ally.temporal_server import ONE_READ_PARTITION, dev_server_command, queued_beyond_first_partition
 from tests.processes import temporal_when_up
+from tests.test_metrics import Sample, scraped_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 
@@ -117,12 +117,10 @@ async def test_work_an_older_version_queued_in_any_partition_still_runs_after_th
 FEWEST_DEFAULT_GOROUTINES = 2_000
 
 
-def goroutines(metrics: str) -> int:
-    """The server's goroutine count from its Prometheus text: each service reports the process's,
-    each on its own schedule (0 until its first report)."""
-    reports = [line for line in metrics.splitlines() if line.startswith("num_goroutines{")]
-    counts = [int(float(line.rsplit(" ", 1)[1])) for line in reports]
-    return max(counts, default=0)
+def goroutines(samples: list[Sample]) -> int:
+    """The server's goroutine count: each service reports the process's, each on its own schedule
+    (0 until its first report)."""
+    return int(max((s.value for s in samples if s.name == "num_goroutines"), default=0))
 
 
 async def test_the_dev_server_runs_workflows_with_small_history_task_pools(tmp_path: Path) -> None:
@@ -134,16 +132,7 @@ async def test_the_dev_server_runs_workflows_with_small_history_task_pools(tmp_p
         for n in range(40):  # more workflows at once than a pool has goroutines
             await client.start_workflow(PartitionProbe.run, n, id=f"probe-{n}", task_queue=QUEUE)
         assert await run_probes(client, range(40)) == list(range(40))
-        count = 0
-        for _ in range(60):  # the services report every few seconds
-            count = goroutines(await asyncio.to_thread(read_url, f"http://127.0.0.1:{metrics_port}/metrics"))
-            if count:
-                break
-            await asyncio.sleep(0.5)
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        reported = await scraped_until(url, lambda samples: goroutines(samples) > 0, "num_goroutines")
+        count = goroutines(reported)
     assert 0 < count < FEWEST_DEFAULT_GOROUTINES
-
-
-def read_url(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        body: bytes = response.read()
-    return body.decode()
