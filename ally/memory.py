@@ -19,8 +19,9 @@ from functools import cache
 from ally.worker_process import repeating
 
 M_ARENA_MAX = -8  # glibc's <malloc.h>
-# What the worker processes use: two arenas for their few threads (the Temporal core's, the Feishu
-# SDK's), and what they freed handed back twice a minute, so at rest each holds what it uses.
+# The worker processes' settings, the defaults below: two arenas for their few threads (the Temporal
+# core's, the Feishu SDK's), and what they freed handed back twice a minute, so at rest each holds
+# what it uses.
 WORKER_ARENAS = 2
 WORKER_TRIM_EVERY_S = 30.0
 
@@ -35,7 +36,7 @@ def _glibc() -> ctypes.CDLL | None:
     return ctypes.CDLL(None)  # the process's own symbols, glibc's among them
 
 
-def limit_malloc_arenas(arenas: int) -> None:
+def limit_malloc_arenas(arenas: int = WORKER_ARENAS) -> None:
     """Call before any thread but the main one allocates: arenas already made stay."""
     libc = _glibc()
     if libc is not None:
@@ -48,7 +49,7 @@ def trim_heap() -> None:
         libc.malloc_trim(0)
 
 
-def returning_freed_memory(every_s: float) -> AbstractAsyncContextManager[None]:
+def returning_freed_memory(every_s: float = WORKER_TRIM_EVERY_S) -> AbstractAsyncContextManager[None]:
     """Trims at once (what start-up freed), then every `every_s` seconds while the block runs."""
 
     async def trim() -> None:

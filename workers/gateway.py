@@ -29,7 +29,7 @@ from ally.chat_client import conversation_exists
 from ally.clean_exit import run_process
 from ally.config import load_config
 from ally.inbound import thread_settings
-from ally.memory import WORKER_ARENAS, WORKER_TRIM_EVERY_S, limit_malloc_arenas, returning_freed_memory
+from ally.memory import limit_malloc_arenas, returning_freed_memory
 from ally.metrics import ApprovalsGauge, MetricsUnavailable, metrics_runtime, refreshing
 from ally.routing import LiveConfig, Router
 from ally.temporal_client import connect
@@ -41,7 +41,7 @@ INBOX_DIR = "feishu-inbox"
 
 
 async def main() -> None:
-    limit_malloc_arenas(WORKER_ARENAS)  # before the Temporal core and the SDK's threads start
+    limit_malloc_arenas()  # before the Temporal core and the SDK's threads start
     log = configure_logging("gateway")
     # lark-oapi gives its "Lark" logger a handler of its own: drop it, or every SDK line prints twice.
     logging.getLogger("Lark").handlers.clear()
@@ -98,7 +98,7 @@ async def main() -> None:
     watching = asyncio.create_task(transport.watch())
     try:
         async with contextlib.AsyncExitStack() as alongside:
-            await alongside.enter_async_context(returning_freed_memory(WORKER_TRIM_EVERY_S))
+            await alongside.enter_async_context(returning_freed_memory())
             if exporting is not None:
                 approvals = ApprovalsGauge(exporting.metric_meter, client)
                 await alongside.enter_async_context(

@@ -23,7 +23,7 @@ from ally.codex.binary import CodexBinaryNotFound, find_codex_binary
 from ally.codex.runtime import CodexRuntime, CodexStartFailed
 from ally.config import load_config
 from ally.contracts import RuntimeLocation
-from ally.memory import WORKER_ARENAS, WORKER_TRIM_EVERY_S, limit_malloc_arenas, returning_freed_memory
+from ally.memory import limit_malloc_arenas, returning_freed_memory
 from ally.metrics import CodexGauges, MetricsUnavailable, metrics_runtime, refreshing
 from ally.names import RUNTIME_DISCOVERY_QUEUE, runtime_queue, runtime_worker_identity
 from ally.temporal_client import connect
@@ -34,7 +34,7 @@ MAX_CONCURRENT_ACTIVITIES = 200
 
 
 async def main() -> None:
-    limit_malloc_arenas(WORKER_ARENAS)  # before the Temporal core starts its threads
+    limit_malloc_arenas()  # before the Temporal core starts its threads
     log = configure_logging("runtime-worker")
     config = load_config()
     codex_home = config.codex.resolved_home()
@@ -68,7 +68,7 @@ async def main() -> None:
             client, task_queue=RUNTIME_DISCOVERY_QUEUE, activities=[codex.locate_runtime], identity=identity
         )
         async with contextlib.AsyncExitStack() as alongside:
-            await alongside.enter_async_context(returning_freed_memory(WORKER_TRIM_EVERY_S))
+            await alongside.enter_async_context(returning_freed_memory())
             if exporting is not None:
                 codex_gauges = CodexGauges(exporting.metric_meter, runtime)
                 await alongside.enter_async_context(
