@@ -38,11 +38,11 @@ class FollowerEndsAfterItsTurn(logging.Filter):
         fields = entry.fields
         if WORKFLOW_CLOSED not in str(fields.get("details", "")):
             return True
-        return activity_type_in(str(fields.get("task_token", ""))) != PROGRESS_FOLLOWER
+        return not names_the_follower(str(fields.get("task_token", "")))
 
 
-def activity_type_in(task_token: str) -> str | None:
-    """`PROGRESS_FOLLOWER` if the core's rendering of a task token, `TaskToken(<base64>)`, names it.
+def names_the_follower(task_token: str) -> bool:
+    """Whether the core's rendering of a task token, `TaskToken(<base64>)`, is the follower's.
 
     The token is the server's own serialised message, opaque to clients, so this only looks for the
     name's bytes (a length-prefixed protobuf string) and never parses the rest."""
@@ -50,9 +50,9 @@ def activity_type_in(task_token: str) -> str | None:
     try:
         raw = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
-        return None
+        return False
     name = PROGRESS_FOLLOWER.encode()
-    return PROGRESS_FOLLOWER if bytes([len(name)]) + name in raw else None
+    return bytes([len(name)]) + name in raw
 
 
 def core_logging() -> LoggingConfig:

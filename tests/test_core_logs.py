@@ -8,8 +8,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from ally.core_logs import FollowerEndsAfterItsTurn, activity_type_in
-from ally.names import PROGRESS_FOLLOWER
+from ally.core_logs import FollowerEndsAfterItsTurn, names_the_follower
 
 # A task token as the core printed it for a real turn's follower (`ally chat`, the dev server).
 FOLLOWER_TOKEN = (
@@ -44,12 +43,12 @@ def passes(entry: CoreEntry | None) -> bool:
 
 
 def test_the_followers_late_completion_is_dropped() -> None:
-    assert activity_type_in(FOLLOWER_TOKEN) == PROGRESS_FOLLOWER
+    assert names_the_follower(FOLLOWER_TOKEN)
     assert not passes(CoreEntry(LATE, {"task_token": FOLLOWER_TOKEN, "details": CLOSED}))
 
 
 def test_any_other_late_completion_or_core_warning_still_shows() -> None:
-    assert activity_type_in(other_activity_token()) is None
+    assert not names_the_follower(other_activity_token())
     assert passes(CoreEntry(LATE, {"task_token": other_activity_token(), "details": CLOSED}))
     # The follower's completion refused for another reason is news.
     assert passes(CoreEntry(LATE, {"task_token": FOLLOWER_TOKEN, "details": "code: Unavailable"}))
