@@ -38,11 +38,8 @@ DYNAMIC_CONFIG = (
 # the server's RSS by ~15 MiB and its idle CPU by a third. Each of its 4 services re-reads the
 # namespaces from SQLite every 2 s; ours are made by flag at start and never change while it runs,
 # so every 30 s is enough. Its own system workers (the scanner, parent-close) hold 24 long polls
-# for jobs that run a few times a day; the fewest the server accepts will do. Its history service
-# starts a pool of 512 goroutines for each of its transfer, timer and visibility queues and 640 for
-# replication, which a dev server never does: ~2,300 idle goroutines whose stacks the Go collector
-# scans at every cycle. 16 per queue still run more tasks at once than SQLite's single writer can
-# commit; the turn benchmark shows no difference (docs/temporal.md §7).
+# for jobs that run a few times a day; the fewest the server accepts will do. (Smaller history task
+# pools saved ~8 MiB but lost a routine's catch-up run: left out, docs/temporal.md §7.)
 IDLE_CONFIG = (
     "matching.numTaskqueueWritePartitions=1",
     'system.namespaceCacheRefreshInterval="30s"',
@@ -50,12 +47,6 @@ IDLE_CONFIG = (
     "worker.ScannerMaxConcurrentActivityTaskPollers=1",
     "worker.ParentCloseMaxConcurrentWorkflowTaskPollers=2",
     "worker.ParentCloseMaxConcurrentActivityTaskPollers=1",
-    "history.transferProcessorSchedulerWorkerCount=16",
-    "history.timerProcessorSchedulerWorkerCount=16",
-    "history.visibilityProcessorSchedulerWorkerCount=16",
-    "history.memoryTimerProcessorSchedulerWorkerCount=4",
-    "history.ReplicationProcessorSchedulerWorkerCount=1",
-    "history.ReplicationLowPriorityProcessorSchedulerWorkerCount=1",
 )
 ONE_READ_PARTITION = "matching.numTaskqueueReadPartitions=1"
 # A database written by an older work-ally holds its queued tasks in any of 4 partitions, and a

@@ -1,5 +1,4 @@
-"""The embedded dev server at rest: one partition per task queue, without losing what an older version
-queued, and small history task pools.
+"""The embedded dev server reads one partition per task queue, without losing what an older version queued.
 
 Older versions let the dev server spread each queue's tasks over 4 partitions; now it keeps one
 (ally/temporal_server.py, IDLE_CONFIG). A task left in a partition nobody reads would wait forever,
@@ -23,7 +22,6 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from ally.processes import die_with_parent_hook, free_local_port
 from ally.temporal_server import ONE_READ_PARTITION, dev_server_command, queued_beyond_first_partition
 from tests.processes import temporal_when_up
-from tests.test_metrics import Sample, scraped_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 
@@ -110,29 +108,3 @@ async def test_work_an_older_version_queued_in_any_partition_still_runs_after_th
     async with dev_server(drained, port) as client:
         await client.start_workflow(PartitionProbe.run, 16, id="probe-16", task_queue=QUEUE)
         assert await run_probes(client, range(17)) == list(range(17))
-
-
-# The server with its default pools idles at ~2,900 goroutines, ~2,300 of them the history
-# service's task pools (512 per queue); with IDLE_CONFIG's, ~750 under a whole `ally up`.
-FEWEST_DEFAULT_GOROUTINES = 2_000
-
-
-def goroutines(samples: list[Sample]) -> int:
-    """The server's goroutine count: each service reports the process's, each on its own schedule
-    (0 until its first report)."""
-    return int(max((s.value for s in samples if s.name == "num_goroutines"), default=0))
-
-
-async def test_the_dev_server_runs_workflows_with_small_history_task_pools(tmp_path: Path) -> None:
-    port, metrics_port = free_local_port(), free_local_port()
-    command = dev_server_command(
-        db_file=tmp_path / "temporal.db", port=port, ui_port=free_local_port(), namespace="default"
-    )
-    async with dev_server([*command, f"--metrics-port={metrics_port}"], port) as client:
-        for n in range(40):  # more workflows at once than a pool has goroutines
-            await client.start_workflow(PartitionProbe.run, n, id=f"probe-{n}", task_queue=QUEUE)
-        assert await run_probes(client, range(40)) == list(range(40))
-        url = f"http://127.0.0.1:{metrics_port}/metrics"
-        reported = await scraped_until(url, lambda samples: goroutines(samples) > 0, "num_goroutines")
-        count = goroutines(reported)
-    assert 0 < count < FEWEST_DEFAULT_GOROUTINES
